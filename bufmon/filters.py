@@ -1,0 +1,416 @@
+"""The filter language shared by `bufmon snapshot FILTER` and the TUI's `/` prompt.
+
+    proto:tcp state:estab recvq>64k            terms side by side mean AND
+    port:443 or port:8443                      `or` binds looser than AND (`and` is optional)
+    !(addr:10.0.0.0/8 or addr:::1) rtt>100ms   `!` negates a term or a group
+
+A filter compiles once into nested closures; each call costs a few attribute reads.
+Address and namespace matches are cached by their string, since those repeat a lot.
+A term about data a socket lacks (rtt without tcp_info, proc without a process) is
+false for that socket, so its negation is true.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import operator
+import pwd
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from collectors.model import SEVERITY_RANK, SK_DROPS, STATE_NAMES, Sock
+
+Predicate = Callable[[Sock], bool]
+
+
+class FilterError(ValueError):
+    """One line naming the bad term, its 1-based column and what is wrong with it."""
+
+    def __init__(self, term: str, column: int, reason: str) -> None:
+        super().__init__(f"bad filter term {term!r} at column {column}: {reason}")
+        self.term = term
+        self.column = column
+        self.reason = reason
+
+
+class _BadValue(Exception):
+    """Raised by a field's compiler; the parser adds the term and column."""
+
+
+# --- tokens -----------------------------------------------------------------------
+
+_PUNCT = "()!"
+_KEYWORDS = ("or", "and")
+
+
+@dataclass(slots=True, frozen=True)
+class _Token:
+    kind: str  # "(", ")", "!", "or", "and" or "term"
+    text: str
+    column: int
+
+
+def _tokenize(expr: str) -> list[_Token]:
+    """Split on whitespace and parentheses; `!` is an operator only where a token starts."""
+    tokens: list[_Token] = []
+    i, end = 0, len(expr)
+    while i < end:
+        char = expr[i]
+        if char.isspace():
+            i += 1
+        elif char in _PUNCT:
+            tokens.append(_Token(char, char, i + 1))
+            i += 1
+        else:
+            start = i
+            while i < end and not expr[i].isspace() and expr[i] not in "()":
+                i += 1
+            word = expr[start:i]
+            kind = lowered if (lowered := word.lower()) in _KEYWORDS else "term"
+            tokens.append(_Token(kind, word, start + 1))
+    return tokens
+
+
+# --- values -------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"([0-9]+(?:\.[0-9]+)?)([a-z%]*)")
+_INTEGER = re.compile(r"[0-9]{1,10}")
+_FLAG_KIND = re.compile(r"[a-z0-9_]+")
+
+_BYTE_UNITS: dict[str, float] = {"": 1, "b": 1} | {
+    suffix: 1024**power
+    for power, letter in enumerate("kmg", start=1)
+    for suffix in (letter, letter + "b", letter + "ib")
+}
+_RTT_UNITS = {"": 1000, "us": 1, "ms": 1000, "s": 1_000_000}  # to microseconds
+_PERCENT_UNITS = {"": 0.01, "%": 0.01}  # to a fraction, as recv_fill() returns
+_COUNT_UNITS = {"": 1}
+
+_STATES = {
+    spelling.lower(): name
+    for name in STATE_NAMES.values()
+    for spelling in (name, name.replace("-", ""), name.replace("-", "_"))
+} | {"established": "ESTAB", "tw": "TIME-WAIT"}
+_STATE_LIST = ", ".join(dict.fromkeys(name.lower() for name in STATE_NAMES.values()))
+
+_FAMILIES = {
+    **dict.fromkeys(("inet", "4", "ipv4"), "inet"),
+    **dict.fromkeys(("inet6", "6", "ipv6"), "inet6"),
+}
+
+_CACHE_LIMIT = 65536  # per compiled term; cleared when reached, so memory stays bounded
+
+
+def _number(value: str, units: dict[str, float], hint: str) -> float:
+    found = _NUMBER.fullmatch(value.lower())
+    if found is None or found.group(2) not in units:
+        raise _BadValue(f"bad number {value!r} ({hint})")
+    return float(found.group(1)) * units[found.group(2)]
+
+
+def _integer(value: str, what: str, limit: int) -> int:
+    if _INTEGER.fullmatch(value) is None or int(value) > limit:
+        raise _BadValue(f"bad {what} {value!r} (a number from 0 to {limit})")
+    return int(value)
+
+
+class _Memo(dict[str, bool]):
+    """A string test remembered per string; cleared when full so a long TUI run stays bounded."""
+
+    def __init__(self, test: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.test = test
+
+    def __missing__(self, text: str) -> bool:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        hit = self[text] = self.test(text)
+        return hit
+
+
+def _address_test(value: str) -> Callable[[str], bool]:
+    """Exact address or CIDR; an IPv4 network also matches v4-mapped IPv6 addresses."""
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _BadValue(f"bad address or CIDR {value!r}") from None
+
+    def test(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:  # "*" and other unparsable text
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and network.version == 4:
+            mapped = address.ipv4_mapped
+            return mapped is not None and mapped in network
+        return address.version == network.version and address in network
+
+    return _Memo(test).__getitem__
+
+
+# --- fields -------------------------------------------------------------------------
+# A match field compiles `field:value`; a compare field compiles `field OP value`.
+
+
+def _proto(value: str) -> Predicate:
+    proto = value.lower()
+    if proto not in ("tcp", "udp"):
+        raise _BadValue(f"unknown protocol {value!r} (tcp or udp)")
+    return lambda s: s.proto == proto
+
+
+def _state(value: str) -> Predicate:
+    state = _STATES.get(value.lower())
+    if state is None:
+        raise _BadValue(f"unknown state {value!r} (states: {_STATE_LIST})")
+    return lambda s: s.state == state
+
+
+def _port(value: str) -> Predicate:
+    port = _integer(value, "port", 65535)
+    return lambda s: s.local_port == port or s.peer_port == port
+
+
+def _sport(value: str) -> Predicate:
+    port = _integer(value, "port", 65535)
+    return lambda s: s.local_port == port
+
+
+def _dport(value: str) -> Predicate:
+    port = _integer(value, "port", 65535)
+    return lambda s: s.peer_port == port
+
+
+def _addr(value: str) -> Predicate:
+    match = _address_test(value)
+    return lambda s: match(s.local_addr) or match(s.peer_addr)
+
+
+def _src(value: str) -> Predicate:
+    match = _address_test(value)
+    return lambda s: match(s.local_addr)
+
+
+def _dst(value: str) -> Predicate:
+    match = _address_test(value)
+    return lambda s: match(s.peer_addr)
+
+
+def _proc(value: str) -> Predicate:
+    needle = value.lower()
+    return lambda s: s.process is not None and needle in s.process.comm.lower()
+
+
+def _pid(value: str) -> Predicate:
+    pid = _integer(value, "pid", 2**31 - 1)
+    return lambda s: s.process is not None and s.process.pid == pid
+
+
+def _user(value: str) -> Predicate:
+    """A uid compares with the socket's owner; a name with the process's user or its uid."""
+    if value.isdecimal():
+        uid = _integer(value, "uid", 2**32 - 1)
+        return lambda s: s.uid == uid
+    try:
+        name_uid: int | None = pwd.getpwnam(value).pw_uid
+    except KeyError:  # unknown here; a process in a container may still report it
+        name_uid = None
+    return lambda s: s.uid == name_uid or (s.process is not None and s.process.user == value)
+
+
+def _netns(value: str) -> Predicate:
+    if not any(char in value for char in "*?["):
+        return lambda s: s.netns == value
+    match = _Memo(lambda label: fnmatchcase(label, value)).__getitem__
+    return lambda s: match(s.netns)
+
+
+def _flag(value: str) -> Predicate:
+    """`any`, a severity (that one or worse) or a flag kind."""
+    wanted = value.lower().replace("-", "_")
+    if wanted == "any":
+        return lambda s: bool(s.flags)
+    rank = SEVERITY_RANK.get(wanted)
+    if rank is not None:
+        return lambda s: s.worst_severity() >= rank
+    if _FLAG_KIND.fullmatch(wanted) is None:
+        raise _BadValue(f"bad flag {value!r} (a kind like stalled_reader, a severity or any)")
+    return lambda s: any(f.kind == wanted for f in s.flags)
+
+
+def _family(value: str) -> Predicate:
+    family = _FAMILIES.get(value.lower())
+    if family is None:
+        raise _BadValue(f"unknown family {value!r} (inet, inet6, 4 or 6)")
+    return lambda s: s.family == family
+
+
+def _tcp_rtt(s: Sock) -> int | None:
+    return None if s.info is None else s.info.get("rtt")
+
+
+_MATCH_FIELDS: dict[str, Callable[[str], Predicate]] = {
+    "proto": _proto,
+    "state": _state,
+    "port": _port,
+    "sport": _sport,
+    "dport": _dport,
+    "addr": _addr,
+    "src": _src,
+    "dst": _dst,
+    "proc": _proc,
+    "pid": _pid,
+    "user": _user,
+    "netns": _netns,
+    "flag": _flag,
+    "family": _family,
+}
+
+# name -> (value getter, None when unknown; units; hint for a bad value)
+_COMPARE_FIELDS: dict[str, tuple[Callable[[Sock], float | None], dict[str, float], str]] = {
+    "recvq": (lambda s: s.recv_q, _BYTE_UNITS, "bytes, e.g. 64k or 1M"),
+    "sendq": (lambda s: s.send_q, _BYTE_UNITS, "bytes, e.g. 64k or 1M"),
+    "rtt": (_tcp_rtt, _RTT_UNITS, "a time in us, ms or s; ms by default"),
+    "drops": (lambda s: s.skmem_value(SK_DROPS), _COUNT_UNITS, "a plain count"),
+    "rfill": (Sock.recv_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
+    "sfill": (Sock.send_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
+}
+
+_FIELD_LIST = ", ".join([*_MATCH_FIELDS, *_COMPARE_FIELDS])
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "=": operator.eq,
+    "!=": operator.ne,
+}
+
+_TERM = re.compile(r"([A-Za-z]+)(>=|<=|!=|[<>=:])(.*)", re.DOTALL)
+
+
+def _compare(
+    get: Callable[[Sock], float | None], test: Callable[[float, float], bool], limit: float
+) -> Predicate:
+    def predicate(s: Sock) -> bool:
+        value = get(s)
+        return value is not None and test(value, limit)
+
+    return predicate
+
+
+def _compile_term(term: str) -> Predicate:
+    parts = _TERM.fullmatch(term)
+    if parts is None:
+        raise _BadValue("expected field:value or a comparison like recvq>64k")
+    name, op, value = parts.group(1).lower(), parts.group(2), parts.group(3)
+    if name not in _MATCH_FIELDS and name not in _COMPARE_FIELDS:
+        raise _BadValue(f"unknown field {name!r} (fields: {_FIELD_LIST})")
+    if not value:
+        raise _BadValue(f"missing value after {name}{op}")
+    if name in _MATCH_FIELDS:
+        if op != ":":
+            raise _BadValue(f"{name!r} takes {name}:VALUE, not a comparison")
+        return _MATCH_FIELDS[name](value)
+    if op == ":":
+        raise _BadValue(f"{name!r} takes a comparison (> >= < <= = !=), e.g. {name}>10")
+    get, units, hint = _COMPARE_FIELDS[name]
+    return _compare(get, _OPERATORS[op], _number(value, units, hint))
+
+
+# --- grammar ------------------------------------------------------------------------
+#   expr := conj ("or" conj)*      conj := unary (["and"] unary)*
+#   unary := "!" unary | "(" expr ")" | term
+
+
+def _both(left: Predicate, right: Predicate) -> Predicate:
+    return lambda s: left(s) and right(s)
+
+
+def _either(left: Predicate, right: Predicate) -> Predicate:
+    return lambda s: left(s) or right(s)
+
+
+def _negate(inner: Predicate) -> Predicate:
+    return lambda s: not inner(s)
+
+
+def _match_all(_sock: Sock) -> bool:
+    return True
+
+
+class _Parser:
+    def __init__(self, tokens: list[_Token]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+
+    def peek(self) -> _Token | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> _Token:
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def parse(self) -> Predicate:
+        predicate = self.expr()
+        extra = self.peek()
+        if extra is not None:  # only a ")" can stop expr() early
+            raise FilterError(extra.text, extra.column, "unmatched ')'")
+        return predicate
+
+    def expr(self) -> Predicate:
+        predicate = self.conj(None)
+        while (token := self.peek()) is not None and token.kind == "or":
+            predicate = _either(predicate, self.conj(self.take()))
+        return predicate
+
+    def conj(self, after: _Token | None) -> Predicate:
+        predicate = self.unary(after)
+        while (token := self.peek()) is not None and token.kind not in (")", "or"):
+            joiner = self.take() if token.kind == "and" else None
+            predicate = _both(predicate, self.unary(joiner))
+        return predicate
+
+    def unary(self, after: _Token | None) -> Predicate:
+        """One operand; `after` is the operator before it, blamed when the operand is missing."""
+        token = self.peek()
+        if token is None or token.kind in (")", "or", "and"):
+            if after is not None:
+                raise FilterError(after.text, after.column, f"{after.text!r} needs a term after it")
+            assert token is not None  # expr() is never asked to parse nothing
+            if token.kind == ")":
+                raise FilterError(token.text, token.column, "unmatched ')'")
+            raise FilterError(token.text, token.column, f"{token.text!r} needs a term before it")
+        self.take()
+        if token.kind == "!":
+            return _negate(self.unary(token))
+        if token.kind == "(":
+            return self.group(token)
+        try:
+            return _compile_term(token.text)
+        except _BadValue as problem:
+            raise FilterError(token.text, token.column, str(problem)) from None
+
+    def group(self, opening: _Token) -> Predicate:
+        following = self.peek()
+        if following is not None and following.kind == ")":
+            raise FilterError(opening.text, opening.column, "empty parentheses")
+        if following is None:
+            raise FilterError(opening.text, opening.column, "unclosed '('")
+        inner = self.expr()
+        if self.peek() is None:
+            raise FilterError(opening.text, opening.column, "unclosed '('")
+        self.take()
+        return inner
+
+
+def compile_filter(expr: str) -> Predicate:
+    """Compile a filter once; an empty or blank filter matches every socket."""
+    tokens = _tokenize(expr)
+    if not tokens:
+        return _match_all
+    return _Parser(tokens).parse()

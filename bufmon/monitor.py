@@ -1,0 +1,49 @@
+"""One refresh: sockets of every selected namespace, their processes, system facts, flags.
+
+Every consumer (TUI, snapshot, watch, JSON) gets its Snapshot from here.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from bufmon.diagnosis import Config, Diagnoser
+from collectors.model import Snapshot
+from collectors.netns import NamespaceSet
+from collectors.procs import ProcessIndex
+from collectors.system import SystemReader
+
+
+class Monitor:
+    def __init__(self, netns: str = "auto", config: Config | None = None) -> None:
+        self.namespaces = NamespaceSet(netns)
+        self.procs = ProcessIndex()
+        self.system = SystemReader()
+        self.diagnoser = Diagnoser(config or Config())
+        self.host = socket.gethostname()
+
+    def collect(self) -> Snapshot:
+        """Sockets, processes and system facts, without diagnosis."""
+        now = time.time()
+        socks = self.namespaces.dump()
+        self.procs.attribute(socks)
+        notices = list(self.namespaces.notices)
+        if self.procs.notice:
+            notices.append(self.procs.notice)
+        return Snapshot(
+            time=now,
+            host=self.host,
+            sockets=socks,
+            system=self.system.read(now),
+            notices=notices,
+            namespaces=[ns.to_json() for ns in self.namespaces.namespaces.values()],
+        )
+
+    def refresh(self, single_sample: bool = False) -> Snapshot:
+        snap = self.collect()
+        self.diagnoser.evaluate(snap, single_sample=single_sample)
+        return snap
+
+    def close(self) -> None:
+        self.namespaces.close()

@@ -1,0 +1,556 @@
+"""Real socket trouble on purpose, for `bufmon demo` and the tests.
+
+A `Netns` is a throwaway network namespace (or the current one, without root);
+each `Scenario` builds one condition from DOMAIN.md inside it, keeps it alive with
+bounded background loops, and closes every socket on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pyroute2 import netns as pyroute2_netns
+
+T = TypeVar("T")
+
+NETNS_DIR = Path("/run/netns")
+_STALE_NAME = re.compile(r"^bufmon-[a-z0-9]+-(\d+)(?:-\d+)?$")
+_counter = itertools.count(1)
+HOSTS = {"inet": "127.0.0.1", "inet6": "::1"}
+FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
+CHUNK = b"x" * 65536
+JOIN_TIMEOUT = 2.0
+SIOCOUTQNSD = 0x894B
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_namespaces() -> list[str]:
+    """Delete bufmon-* namespaces whose creating pid is gone; returns their names."""
+    removed = []
+    names = sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
+    for name in names:
+        match = _STALE_NAME.match(name)
+        if match and not _pid_alive(int(match.group(1))):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            removed.append(name)
+    return removed
+
+
+class Netns:
+    """A network namespace named bufmon-<purpose>-<pid>-<n>, deleted on exit.
+
+    `Netns.current()` stands for the namespace we already run in (no root needed):
+    nothing is created and run() calls fn directly.
+    """
+
+    def __init__(self, purpose: str = "test", *, name: str | None = None,
+                 loopback: bool = False) -> None:
+        if not re.fullmatch(r"[a-z0-9]+", purpose):
+            raise ValueError(f"namespace purpose must be [a-z0-9]+, got {purpose!r}")
+        self.loopback = loopback
+        self.name = "current" if loopback else (
+            name or f"bufmon-{purpose}-{os.getpid()}-{next(_counter)}"
+        )
+        self._created = False
+
+    @classmethod
+    def current(cls) -> Netns:
+        return cls(loopback=True)
+
+    def open(self) -> Self:
+        if self.loopback or self._created:
+            return self
+        _ip("netns", "add", self.name)
+        self._created = True
+        try:
+            _ip("-n", self.name, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self._created:
+            self._created = False
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a short-lived thread inside the namespace; its sockets stay there."""
+        if self.loopback:
+            return fn(*args)
+        outcome: dict[str, Any] = {}
+
+        def inside() -> None:
+            try:
+                pyroute2_netns.setns(self.name, flags=0)
+                outcome["result"] = fn(*args)
+            except BaseException as exc:  # handed to the caller below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=inside, name=f"netns-{self.name}", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    def sysctl(self, key: str, value: str | int) -> None:
+        """Write net.* sysctl `key` inside the namespace (never in the current one)."""
+        if self.loopback:
+            raise RuntimeError(f"refusing to set {key} outside a private namespace")
+        path = Path("/proc/sys", *key.split("."))
+        self.run(path.write_text, f"{value}\n")
+
+    def command(self, *argv: str) -> list[str]:
+        """argv prefixed so that it runs inside the namespace."""
+        return list(argv) if self.loopback else ["ip", "netns", "exec", self.name, *argv]
+
+    def output(self, *argv: str) -> str:
+        """stdout of a command run inside the namespace (e.g. "ss", "-tanmi")."""
+        return subprocess.run(
+            self.command(*argv), check=True, capture_output=True, text=True
+        ).stdout
+
+
+class Scenario:
+    """Base of the makers: build on enter (inside `ns`), stop loops and close on exit."""
+
+    def __init__(self, ns: Netns, family: str = "inet") -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"family must be inet or inet6, got {family!r}")
+        self.ns = ns
+        self.family = family
+        self.host = HOSTS[family]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+
+    def build(self) -> None:
+        """Create the case; runs inside the namespace."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.ns.run(self.build)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT)
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    # helpers for subclasses
+
+    def new_socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        sock = socket.socket(FAMILIES[self.family], kind)
+        self._sockets.append(sock)
+        return sock
+
+    def listener(self, backlog: int = 16, host: str | None = None, port: int = 0,
+                 setup: Callable[[socket.socket], None] | None = None) -> socket.socket:
+        sock = self.new_socket()
+        if setup:
+            setup(sock)
+        sock.bind((host or self.host, port))
+        sock.listen(backlog)
+        return sock
+
+    def tcp_pair(self, setup: Callable[[socket.socket], None] | None = None,
+                 ) -> tuple[socket.socket, socket.socket, socket.socket]:
+        """(listener, client, server); `setup` runs on listener and client before connect."""
+        lst = self.listener(setup=setup)
+        client = self.new_socket()
+        if setup:
+            setup(client)
+        client.connect(lst.getsockname()[:2])
+        server, _ = lst.accept()
+        self._sockets.append(server)
+        return lst, client, server
+
+    def every(self, period: float, step: Callable[[], None]) -> None:
+        """Run step() every `period` seconds in a daemon thread until close()."""
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    step()
+                except OSError:
+                    if self._stop.is_set():
+                        return
+                    raise
+                self._stop.wait(period)
+
+        thread = threading.Thread(target=loop, name=type(self).__name__, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+
+def send_until_full(sock: socket.socket, data: bytes = CHUNK, limit: int = 1000) -> int:
+    """Non-blocking sends until EAGAIN (at most `limit`); returns bytes sent."""
+    sent = 0
+    for _ in range(limit):
+        try:
+            sent += sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+    return sent
+
+
+def recv_available(sock: socket.socket, size: int = 65536, limit: int = 1000) -> int:
+    """Non-blocking reads until empty (at most `limit`); returns bytes read."""
+    got = 0
+    for _ in range(limit):
+        try:
+            data = sock.recv(size, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        got += len(data)
+    return got
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes written to a TCP socket and not yet sent (SIOCOUTQNSD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
+
+
+def _nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class StalledReader(Scenario):
+    """Server accepts and never reads; client fills it and keeps trying each second.
+
+    Server side (server_port): Recv-Q near 128 KB, rcv_wnd 0.
+    Client side (client_port): Send-Q grows, timer persist (a zero-window sender).
+    """
+
+    def build(self) -> None:
+        self.listen, self.client, self.server = self.tcp_pair()
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+        self.sent = send_until_full(self.client)
+        self.every(1.0, self._retry)
+
+    def _retry(self) -> None:
+        self.sent += send_until_full(self.client, CHUNK[:1000], limit=5)
+
+
+class ZeroWindowSender(StalledReader):
+    """The stalled pair seen from the client (client_port): the peer is not reading."""
+
+
+class SlowReader(Scenario):
+    """Reader takes 4 KB every 200 ms; sender keeps its receive queue topped up.
+
+    The sender writes 4 KB at a time and only when nothing of its own is unsent, so
+    each skb is small: the window reopens after every read and Recv-Q on the server
+    stays near rb while read progress is positive.
+    """
+
+    SIZE = 4096
+    READ_PERIOD = 0.2
+
+    def build(self) -> None:
+        self.listen, self.client, self.server = self.tcp_pair(_nodelay)
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+        self.read_bytes = 0
+        self.every(0.05, self._top_up)
+        self.every(self.READ_PERIOD, self._read)
+
+    def _top_up(self) -> None:
+        for _ in range(64):
+            if unsent_bytes(self.client):
+                return
+            self.client.send(CHUNK[: self.SIZE], socket.MSG_DONTWAIT)
+
+    def _read(self) -> None:
+        self.read_bytes += recv_available(self.server, self.SIZE, limit=1)
+
+
+class AcceptQueueFull(Scenario):
+    """listen(2), never accept, eight non-blocking connects: LISTEN shows 3 2."""
+
+    BACKLOG = 2
+    CLIENTS = 8
+
+    def build(self) -> None:
+        self.listen = self.listener(backlog=self.BACKLOG)
+        self.listen_port: int = self.listen.getsockname()[1]
+        self.clients = [self.new_socket() for _ in range(self.CLIENTS)]
+        for client in self.clients:
+            client.setblocking(False)
+            client.connect_ex((self.host, self.listen_port))
+
+
+class UdpDrops(Scenario):
+    """SO_RCVBUF 16384, 200 datagrams of 1000 B, never read: d near 186.
+
+    With keep_sending, a few more datagrams go out every second so drops keep rising.
+    """
+
+    RCVBUF = 16384
+    DATAGRAMS = 200
+    SIZE = 1000
+
+    def __init__(self, ns: Netns, family: str = "inet", keep_sending: bool = False) -> None:
+        super().__init__(ns, family)
+        self.keep_sending = keep_sending
+
+    def build(self) -> None:
+        self.receiver = self.new_socket(socket.SOCK_DGRAM)
+        self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+        self.receiver.bind((self.host, 0))
+        self.port: int = self.receiver.getsockname()[1]
+        self.sender = self.new_socket(socket.SOCK_DGRAM)
+        self.sender.connect((self.host, self.port))
+        self.sender_port: int = self.sender.getsockname()[1]
+        self.sent = 0
+        self._send(self.DATAGRAMS)
+        if self.keep_sending:
+            self.every(1.0, lambda: self._send(5))
+
+    def _send(self, count: int) -> None:
+        for _ in range(count):
+            self.sender.send(CHUNK[: self.SIZE])
+            self.sent += 1
+
+
+class RcvbufPrune(Scenario):
+    """Receiver with a 2 MB buffer that never reads shrinks it to 4096 under 40 small
+    segments; 20 more force prune/collapse/drop (TcpExt PruneCalled, TCPRcvQDrop...)."""
+
+    BIG_RCVBUF = 2 * 1024 * 1024
+    SMALL_RCVBUF = 4096
+    SIZE = 1000
+
+    def build(self) -> None:
+        self.listen, self.client, self.server = self.tcp_pair(self._setup)
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+        self._write(40)
+        self._wait_queued(40 * self.SIZE)
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.SMALL_RCVBUF)
+        self._write(20)
+        time.sleep(0.2)
+
+    def _setup(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BIG_RCVBUF)
+        _nodelay(sock)
+
+    def _write(self, count: int) -> None:
+        for _ in range(count):
+            self.client.send(CHUNK[: self.SIZE], socket.MSG_DONTWAIT)
+
+    def _wait_queued(self, size: int) -> None:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and recv_queue(self.server) < size:
+            time.sleep(0.01)
+
+
+def recv_queue(sock: socket.socket) -> int:
+    """Bytes waiting to be read (MSG_PEEK of everything, without consuming)."""
+    try:
+        return len(sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return 0
+
+
+class PortExhaustion(Scenario):
+    """ip_local_port_range 40000 40009, tcp_tw_reuse 0, connect+close to one peer
+    until EADDRNOTAVAIL. Needs a private namespace (it sets sysctls)."""
+
+    PORT_RANGE = (40000, 40009)
+    LISTEN_PORT = 5000
+    ATTEMPTS = 50
+
+    def __enter__(self) -> Self:
+        # net.ipv4.ip_local_port_range applies to IPv6 too
+        self.ns.sysctl("net.ipv4.ip_local_port_range", "{} {}".format(*self.PORT_RANGE))
+        self.ns.sysctl("net.ipv4.tcp_tw_reuse", 0)
+        return super().__enter__()
+
+    def build(self) -> None:
+        self.listen = self.listener(port=self.LISTEN_PORT)
+        self.listen_port = self.LISTEN_PORT
+        self.connected = 0
+        self.exhausted = False
+        for _ in range(self.ATTEMPTS):
+            with socket.socket(FAMILIES[self.family], socket.SOCK_STREAM) as client:
+                try:
+                    client.connect((self.host, self.LISTEN_PORT))
+                except OSError as exc:
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+                    self.exhausted = True
+                    return
+                server, _ = self.listen.accept()
+                self.connected += 1
+                client.close()  # the client closes first, so its port sits in TIME-WAIT
+                server.close()
+
+
+class HealthyReader(Scenario):
+    """Sender writes 16 KB every 100 ms, reader drains every 100 ms: no problem."""
+
+    CHUNK_SIZE = 16384
+    PERIOD = 0.1
+
+    def build(self) -> None:
+        self.listen, self.client, self.server = self.tcp_pair()
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+        self.read_bytes = 0
+        self.every(self.PERIOD, lambda: send_until_full(self.client, CHUNK[: self.CHUNK_SIZE], 1))
+        self.every(self.PERIOD, self._read)
+
+    def _read(self) -> None:
+        self.read_bytes += recv_available(self.server, self.CHUNK_SIZE, limit=4)
+
+
+class BulkTransfer(Scenario):
+    """Sender writes and reader reads as fast as they can until the scenario exits."""
+
+    POLL = 0.2
+
+    def build(self) -> None:
+        self.listen, self.client, self.server = self.connect()
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+        self.read_bytes = 0
+        for sock in (self.client, self.server):
+            sock.settimeout(self.POLL)
+        self.every(0, self._send)
+        self.every(0, self._read)
+
+    def connect(self) -> tuple[socket.socket, socket.socket, socket.socket]:
+        return self.tcp_pair()
+
+    def _send(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.client.send(CHUNK)
+
+    def _read(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.read_bytes += len(self.server.recv(len(CHUNK)))
+
+
+class IdleKeepalive(Scenario):
+    """An SO_KEEPALIVE connection that sends nothing (timer keepalive)."""
+
+    def build(self) -> None:
+        self.listen, self.client, self.server = self.tcp_pair(self._keepalive)
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+
+    @staticmethod
+    def _keepalive(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+class TbfLink:
+    """Two namespaces joined by a veth pair, tbf 1mbit on the sender's side.
+
+    sender_ns holds `dev` with sender_addr (10.77.X.1/24), receiver_ns holds
+    peer_dev with receiver_addr (10.77.X.2/24).
+    """
+
+    TBF = ("rate", "1mbit", "burst", "32kbit", "latency", "400ms")
+
+    def __init__(self) -> None:
+        subnet = next(_counter) % 254 + 1
+        self.sender_addr = f"10.77.{subnet}.1"
+        self.receiver_addr = f"10.77.{subnet}.2"
+        self.sender_ns = Netns("tbfsend")
+        self.receiver_ns = Netns("tbfrecv")
+        self.dev = "bmveth0"
+        self.peer_dev = "bmveth1"
+
+    def __enter__(self) -> Self:
+        try:
+            self.sender_ns.open()
+            self.receiver_ns.open()
+            send, recv = self.sender_ns.name, self.receiver_ns.name
+            _ip("-n", send, "link", "add", self.dev, "type", "veth",
+                "peer", "name", self.peer_dev, "netns", recv)
+            _ip("-n", send, "addr", "add", f"{self.sender_addr}/24", "dev", self.dev)
+            _ip("-n", recv, "addr", "add", f"{self.receiver_addr}/24", "dev", self.peer_dev)
+            _ip("-n", send, "link", "set", self.dev, "up")
+            _ip("-n", recv, "link", "set", self.peer_dev, "up")
+            subprocess.run(
+                self.sender_ns.command("tc", "qdisc", "add", "dev", self.dev, "root", "tbf",
+                                       *self.TBF),
+                check=True, capture_output=True,
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sender_ns.close()
+        self.receiver_ns.close()
+
+
+class BulkOverTbf(BulkTransfer):
+    """A bulk transfer across a TbfLink: healthy, limited by the 1 Mbit/s link."""
+
+    def __init__(self, link: TbfLink) -> None:
+        super().__init__(link.sender_ns)
+        self.link = link
+
+    def connect(self) -> tuple[socket.socket, socket.socket, socket.socket]:
+        lst = self.link.receiver_ns.run(self.listener, 16, self.link.receiver_addr)
+        client = self.new_socket()
+        client.connect((self.link.receiver_addr, lst.getsockname()[1]))
+        server, _ = lst.accept()
+        self._sockets.append(server)
+        return lst, client, server

@@ -1,0 +1,81 @@
+"""Plain-text renderings of a snapshot: the `snapshot` table and `watch` log lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
+
+COLUMNS = ("Netns", "Proto", "State", "Recv-Q", "Send-Q", "Local", "Peer", "Rx%", "Tx%",
+           "Process", "Flags")
+
+
+def endpoint(addr: str, port: int) -> str:
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{host}:{port if port else '*'}"
+
+
+def percent(fill: float | None) -> str:
+    return "-" if fill is None else f"{fill * 100:.0f}%"
+
+
+def process_text(sock: Sock) -> str:
+    proc = sock.process
+    return "-" if proc is None else f"{proc.comm}/{proc.pid}"
+
+
+def flag_tags(flags: Iterable[Flag]) -> str:
+    return ",".join(f.kind for f in flags) or "-"
+
+
+def row(sock: Sock) -> tuple[str, ...]:
+    state = sock.state + (" (closed)" if sock.closed else "")
+    return (
+        sock.netns, sock.proto, state, str(sock.recv_q), str(sock.send_q),
+        endpoint(sock.local_addr, sock.local_port), endpoint(sock.peer_addr, sock.peer_port),
+        percent(sock.recv_fill()), percent(sock.send_fill()), process_text(sock),
+        flag_tags(sock.flags),
+    )
+
+
+def table(socks: list[Sock]) -> str:
+    """An aligned table, numbers right-aligned, like `ss`."""
+    rows = [COLUMNS, *(row(s) for s in socks)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    numeric = {3, 4, 7, 8}
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in
+                 enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
+    """`watch` output: one summary line, then one indented line per flag."""
+    flagged = [s for s in socks if s.flags]
+    by_sev: dict[str, int] = {}
+    for flag in [*snap.system_flags, *(f for s in flagged for f in s.flags)]:
+        by_sev[flag.severity] = by_sev.get(flag.severity, 0) + 1
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(snap.time))
+    counts = " ".join(f"{sev}={n}" for sev, n in sorted(
+        by_sev.items(), key=lambda kv: -SEVERITY_RANK[kv[0]]))
+    lines = [f"{stamp} sockets={len(socks)} flagged={len(flagged)} {counts}".rstrip()]
+    for flag in snap.system_flags:
+        lines.append(f"  {flag.severity:<8} {flag.kind:<18} system: {flag.reason}")
+    for sock in flagged:
+        where = (f"{sock.netns} {sock.proto} {sock.state} "
+                 f"{endpoint(sock.local_addr, sock.local_port)} -> "
+                 f"{endpoint(sock.peer_addr, sock.peer_port)} {process_text(sock)}")
+        for flag in sock.flags:
+            lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
+    return lines
+
+
+def worst_first(socks: list[Sock]) -> list[Sock]:
+    def key(s: Sock) -> tuple[int, float]:
+        fill = max(s.recv_fill() or 0.0, s.send_fill() or 0.0)
+        return (-s.worst_severity(), -fill)
+
+    return sorted(socks, key=key)

@@ -1,0 +1,264 @@
+"""The snapshot model: what every consumer (TUI, JSON, exporter, recorder) reads.
+
+Sockets are plain slotted objects; tcp_info stays a compact tuple decoded by length
+and becomes a dict only when a consumer asks for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+SKMEM_FIELDS = (
+    "rmem_alloc",
+    "rcvbuf",
+    "wmem_alloc",
+    "sndbuf",
+    "fwd_alloc",
+    "wmem_queued",
+    "optmem",
+    "backlog",
+    "drops",
+)
+SK_RMEM, SK_RCVBUF, SK_WMEM, SK_SNDBUF, SK_FWD, SK_WQUEUED, SK_OPTMEM, SK_BACKLOG, SK_DROPS = range(9)
+
+# Kernel TCP states (include/net/tcp_states.h) under the names ss prints.
+STATE_NAMES = {
+    1: "ESTAB",
+    2: "SYN-SENT",
+    3: "SYN-RECV",
+    4: "FIN-WAIT-1",
+    5: "FIN-WAIT-2",
+    6: "TIME-WAIT",
+    7: "UNCONN",
+    8: "CLOSE-WAIT",
+    9: "LAST-ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+    12: "SYN-RECV",  # TCP_NEW_SYN_RECV: request sockets
+}
+STATE_CODES = {name: code for code, name in STATE_NAMES.items() if code != 12}
+
+TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
+
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
+
+
+@dataclass(slots=True)
+class Process:
+    pid: int
+    comm: str
+    user: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "comm": self.comm, "user": self.user}
+
+
+@dataclass(slots=True)
+class Flag:
+    kind: str
+    severity: str
+    since: float
+    reason: str
+    advice: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "since": round(self.since, 1),
+            "reason": self.reason,
+            "advice": self.advice,
+        }
+
+
+class TcpInfo:
+    """tcp_info decoded by length: fields the kernel did not send read as None.
+
+    `index` (name -> position) is shared by every TcpInfo of the same length.
+    """
+
+    __slots__ = ("index", "values")
+
+    def __init__(self, index: dict[str, int], values: tuple[int, ...]) -> None:
+        self.index = index
+        self.values = values
+
+    def get(self, name: str, default: int | None = None) -> int | None:
+        i = self.index.get(name)
+        return default if i is None else self.values[i]
+
+    def to_json(self) -> dict[str, int]:
+        return dict(zip(self.index, self.values))
+
+
+class Sock:
+    """One socket as sock_diag reports it, plus what bufmon adds (process, flags)."""
+
+    __slots__ = (
+        "proto",
+        "family",
+        "state",
+        "local_addr",
+        "local_port",
+        "peer_addr",
+        "peer_port",
+        "recv_q",
+        "send_q",
+        "skmem",
+        "info",
+        "timer",
+        "timer_expires_ms",
+        "retrans",
+        "uid",
+        "inode",
+        "cookie",
+        "netns",
+        "process",
+        "flags",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        proto: str,
+        family: str,
+        state: str,
+        local_addr: str,
+        local_port: int,
+        peer_addr: str,
+        peer_port: int,
+        recv_q: int,
+        send_q: int,
+        skmem: tuple[int, ...] | None,
+        info: TcpInfo | None,
+        timer: str,
+        timer_expires_ms: int,
+        retrans: int,
+        uid: int,
+        inode: int,
+        cookie: int,
+        netns: str = "host",
+    ) -> None:
+        self.proto = proto
+        self.family = family
+        self.state = state
+        self.local_addr = local_addr
+        self.local_port = local_port
+        self.peer_addr = peer_addr
+        self.peer_port = peer_port
+        self.recv_q = recv_q
+        self.send_q = send_q
+        self.skmem = skmem
+        self.info = info
+        self.timer = timer
+        self.timer_expires_ms = timer_expires_ms
+        self.retrans = retrans
+        self.uid = uid
+        self.inode = inode
+        self.cookie = cookie
+        self.netns = netns
+        self.process: Process | None = None
+        self.flags: list[Flag] = []
+        self.closed = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Stable identity across refreshes: cookies are unique per namespace."""
+        return (self.netns, self.cookie)
+
+    @property
+    def is_listener(self) -> bool:
+        return self.state == "LISTEN"
+
+    def skmem_value(self, index: int) -> int | None:
+        return None if self.skmem is None else self.skmem[index]
+
+    def recv_fill(self) -> float | None:
+        """Receive fullness: accept queue / backlog for listeners, else r / rb."""
+        if self.state == "LISTEN":
+            return self.recv_q / self.send_q if self.send_q else None
+        sk = self.skmem
+        if sk is None or not sk[SK_RCVBUF]:
+            return None
+        return sk[SK_RMEM] / sk[SK_RCVBUF]
+
+    def send_fill(self) -> float | None:
+        """Send fullness: wmem_queued / sndbuf (UDP: wmem_alloc / sndbuf)."""
+        sk = self.skmem
+        if sk is None or not sk[SK_SNDBUF] or self.state == "LISTEN":
+            return None
+        used = sk[SK_WMEM] if self.proto == "udp" else sk[SK_WQUEUED]
+        return used / sk[SK_SNDBUF]
+
+    def worst_severity(self) -> int:
+        return max((SEVERITY_RANK[f.severity] for f in self.flags), default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "proto": self.proto,
+            "family": self.family,
+            "state": self.state,
+            "local_addr": self.local_addr,
+            "local_port": self.local_port,
+            "peer_addr": self.peer_addr,
+            "peer_port": self.peer_port,
+            "recv_q": self.recv_q,
+            "send_q": self.send_q,
+            "skmem": None if self.skmem is None else dict(zip(SKMEM_FIELDS, self.skmem)),
+            "tcp_info": None if self.info is None else self.info.to_json(),
+            "timer": self.timer,
+            "uid": self.uid,
+            "inode": self.inode,
+            "cookie": self.cookie,
+            "netns": self.netns,
+            "process": None if self.process is None else self.process.to_json(),
+            "flags": [f.to_json() for f in self.flags],
+            "closed": self.closed,
+        }
+
+
+@dataclass(slots=True)
+class SystemFacts:
+    """Host facts read each refresh: counters (with per-refresh deltas) and sysctls."""
+
+    counters: dict[str, int] = field(default_factory=dict)  # "TcpExt.ListenOverflows"
+    deltas: dict[str, int] = field(default_factory=dict)  # change since last refresh
+    interval: float = 0.0  # seconds the deltas cover
+    sockstat: dict[str, int] = field(default_factory=dict)  # "TCP.mem", "TCP.tw"
+    sysctls: dict[str, list[int]] = field(default_factory=dict)  # "tcp_mem": [l, p, h]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counters": self.counters,
+            "deltas": self.deltas,
+            "interval": round(self.interval, 3),
+            "sockstat": self.sockstat,
+            "sysctls": self.sysctls,
+        }
+
+
+@dataclass(slots=True)
+class Snapshot:
+    time: float
+    host: str
+    sockets: list[Sock]
+    system: SystemFacts
+    system_flags: list[Flag] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # e.g. "not root: ..."
+    namespaces: list[dict[str, Any]] = field(default_factory=list)  # label, inode, holder
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SCHEMA_VERSION,
+            "time": self.time,
+            "host": self.host,
+            "sockets": [s.to_json() for s in self.sockets],
+            "system": self.system.to_json(),
+            "system_flags": [f.to_json() for f in self.system_flags],
+            "notices": self.notices,
+            "namespaces": self.namespaces,
+        }

@@ -1,0 +1,207 @@
+"""Every network namespace bufmon can enter, each with its own sock_diag socket.
+
+A netlink socket belongs to the namespace it was created in, so each namespace is
+entered once (setns in this thread, open the socket, come back) and its socket is
+reused across refreshes. Namespaces are discovered each refresh from /run/netns and
+/proc/PID/ns/net; those that vanish are closed and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import netns as pyroute2_netns
+
+from collectors.cgroups import container_label
+from collectors.model import Sock
+from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
+
+NETNS_RUN_DIR = "/run/netns"
+
+
+class NetnsError(RuntimeError):
+    """A namespace the user asked for cannot be found or entered."""
+
+
+@dataclass(slots=True)
+class Namespace:
+    inode: int
+    label: str
+    path: str  # what to open to enter it
+    holder: str  # "comm/pid" of the first process in it, or "" for named ones
+
+    def to_json(self) -> dict[str, object]:
+        return {"label": self.label, "inode": self.inode, "holder": self.holder}
+
+
+def _ns_inode(path: str) -> int | None:
+    """The namespace inode; readlink works where stat is denied (e.g. on pid 1)."""
+    try:
+        link = os.readlink(path)  # "net:[4026531833]"
+        return int(link[5:-1])
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _named() -> dict[int, Namespace]:
+    found: dict[int, Namespace] = {}
+    for name in sorted(pyroute2_netns.listnetns(NETNS_RUN_DIR)):
+        path = os.path.join(NETNS_RUN_DIR, name)
+        inode = _ns_inode(path)
+        if inode is not None:
+            found.setdefault(inode, Namespace(inode, name, path, ""))
+    return found
+
+
+def discover(host_inode: int) -> dict[int, Namespace]:
+    """Named namespaces plus every distinct /proc/PID/ns/net, keyed by inode."""
+    found = _named()
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        path = f"/proc/{pid}/ns/net"
+        inode = _ns_inode(path)
+        if inode is None or inode in found:
+            continue
+        if inode == host_inode:
+            found[inode] = Namespace(inode, "host", path, "")
+            continue
+        label = container_label(pid) or f"net:[{inode}]"
+        found[inode] = Namespace(inode, label, path, f"{_comm(pid)}/{pid}")
+    return found
+
+
+@contextmanager
+def entered(path: str) -> Iterator[None]:
+    """Run the body in the namespace at `path` (this thread only), then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        os.close(home)
+        raise NetnsError(f"cannot open namespace {path}: {exc.strerror}") from exc
+    try:
+        try:
+            pyroute2_netns.setns(target, flags=0)
+        except OSError as exc:
+            raise NetnsError(f"cannot enter namespace {path}: {os.strerror(exc.errno or 1)}") from exc
+        try:
+            yield
+        finally:
+            pyroute2_netns.setns(home, flags=0)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def _open_in(ns: Namespace) -> SockDiag:
+    with entered(ns.path):
+        sock: socket.socket = open_diag_socket()
+    return SockDiag(ns.label, sock)
+
+
+class NamespaceSet:
+    """The namespaces selected by --netns, each with a reusable SockDiag.
+
+    selector: "all" (every namespace; needs root), "current" (ours only), "auto"
+    (all when root, else current), a name from /run/netns, or a PID.
+    """
+
+    def __init__(self, selector: str = "auto") -> None:
+        self.notices: list[str] = []
+        self.is_root = os.geteuid() == 0
+        if selector == "auto":
+            selector = "all" if self.is_root else "current"
+        if selector == "all" and not self.is_root:
+            self.notices.append("not running as root: showing the current network namespace only")
+            selector = "current"
+        self.selector = selector
+        # init's namespace; kthreadd's (always init_net) where init's is not readable
+        self.host_inode = _ns_inode("/proc/1/ns/net") or _ns_inode("/proc/2/ns/net") or -1
+        self.own_inode = _ns_inode("/proc/thread-self/ns/net") or -2
+        self.namespaces: dict[int, Namespace] = {}
+        self._diags: dict[int, SockDiag] = {}
+        self._select()  # fail early on a namespace that does not exist
+
+    def _own(self) -> Namespace:
+        if self.own_inode == self.host_inode:
+            label = "host"
+        else:
+            names = {ns.inode: ns.label for ns in _named().values()}
+            label = names.get(self.own_inode, f"net:[{self.own_inode}]")
+        return Namespace(self.own_inode, label, "/proc/thread-self/ns/net", "")
+
+    def _select(self) -> dict[int, Namespace]:
+        sel = self.selector
+        if sel == "current":
+            own = self._own()
+            return {own.inode: own}
+        if sel == "all":
+            found = discover(self.host_inode)
+            if self.own_inode not in found:
+                found[self.own_inode] = self._own()
+            return found
+        path = f"/proc/{sel}/ns/net" if sel.isdigit() else os.path.join(NETNS_RUN_DIR, sel)
+        inode = _ns_inode(path)
+        if inode is None:
+            what = f"process {sel}" if sel.isdigit() else f"namespace '{sel}' in {NETNS_RUN_DIR}"
+            raise NetnsError(f"no such network namespace: {what}")
+        if inode == self.host_inode:
+            return {inode: Namespace(inode, "host", path, "")}
+        label = sel if not sel.isdigit() else (container_label(sel) or f"net:[{inode}]")
+        return {inode: Namespace(inode, label, path, "")}
+
+    def _diag_for(self, ns: Namespace) -> SockDiag | None:
+        diag = self._diags.get(ns.inode)
+        if diag is not None:
+            diag.netns = ns.label
+            return diag
+        try:
+            diag = SockDiag(ns.label) if ns.inode == self.own_inode else _open_in(ns)
+        except (NetnsError, DiagError) as exc:
+            if ns.inode == self.own_inode or self.selector != "all":
+                raise
+            self.notices.append(f"skipped namespace {ns.label}: {exc}")
+            return None
+        self._diags[ns.inode] = diag
+        return diag
+
+    def dump(self) -> list[Sock]:
+        """All sockets of the selected namespaces; vanished namespaces are dropped."""
+        self.notices = [n for n in self.notices if n.startswith("not running as root")]
+        try:
+            current = self._select()
+        except NetnsError:
+            if self.selector == "all":
+                raise
+            current = {}
+            self.notices.append(f"namespace {self.selector} is gone")
+        for inode in list(self._diags):
+            if inode not in current:
+                self._diags.pop(inode).close()
+        self.namespaces = current
+        out: list[Sock] = []
+        for ns in current.values():
+            diag = self._diag_for(ns)
+            if diag is not None:
+                diag.dump_into(out)
+        return out
+
+    def close(self) -> None:
+        for diag in self._diags.values():
+            diag.close()
+        self._diags.clear()

@@ -1,0 +1,137 @@
+"""Which process owns a socket: inode -> pid from /proc/PID/fd, kept across refreshes.
+
+Only unknown inodes cause a scan. The pids that already own sockets are scanned first
+(new connections usually belong to the same servers), the rest only while inodes are
+still missing. Inodes nobody visible owns are looked for again at most every
+full_scan_interval seconds, unless new ones appear. Command lines are never read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+
+import psutil
+
+from collectors.model import Process, Sock
+
+SOCKET_PREFIX = "socket:["
+NOT_ROOT_NOTICE = "not running as root: processes of other users are not shown"
+UNREADABLE_NOTICE = "some processes could not be inspected: their sockets show no process"
+# Processes and fds come and go while we look: skipping them is normal.
+GONE = (OSError, psutil.NoSuchProcess, psutil.AccessDenied)
+
+
+class ProcessIndex:
+    def __init__(self, proc: str = "/proc", full_scan_interval: float = 5.0) -> None:
+        self.proc = proc
+        self.full_scan_interval = full_scan_interval
+        self.scans = 0  # /proc/PID/fd directories read so far
+        self._owner: dict[int, int] = {}  # inode -> pid
+        self._processes: dict[int, tuple[float, Process]] = {}  # pid -> (create_time, facts)
+        self._unresolved: set[int] = set()  # inodes the last scan could not attribute
+        self._last_full_pass = float("-inf")
+        self._denied = False
+
+    @property
+    def notice(self) -> str | None:
+        if os.geteuid() != 0:
+            return NOT_ROOT_NOTICE
+        return UNREADABLE_NOTICE if self._denied else None
+
+    def attribute(self, socks: list[Sock]) -> None:
+        """Set sock.process for every socket whose owner is visible, else None."""
+        wanted = {sock.inode for sock in socks if sock.inode}  # 0: TIME-WAIT, SYN-RECV
+        self._forget(wanted)
+        unknown = wanted - self._owner.keys()
+        fresh = unknown - self._unresolved
+        if time.monotonic() - self._last_full_pass >= self.full_scan_interval:
+            fresh = unknown
+        if fresh:
+            self._scan(unknown, fresh)
+        self._unresolved = unknown - self._owner.keys()
+        owner = self._owner
+        processes = self._processes
+        for sock in socks:
+            pid = owner.get(sock.inode)
+            sock.process = None if pid is None else processes[pid][1]
+
+    def _forget(self, wanted: set[int]) -> None:
+        """Drop inodes no longer present and pids that died or were reused."""
+        owner = {inode: pid for inode, pid in self._owner.items() if inode in wanted}
+        pids = set(owner.values())
+        alive = {
+            pid: self._processes[pid]
+            for pid in pids
+            if create_time_of(pid) == self._processes[pid][0]
+        }
+        if len(alive) < len(pids):
+            owner = {inode: pid for inode, pid in owner.items() if pid in alive}
+        self._owner = owner
+        self._processes = alive
+
+    def _scan(self, unknown: set[int], targets: set[int]) -> None:
+        """Look for the unknown inodes; stop once every target inode is found."""
+        remaining = set(targets)
+        owners_first = set(self._owner.values())
+        for pid in self._pids_in_order(owners_first):
+            found = [inode for inode in self._socket_inodes(pid) if inode in unknown]
+            if found and self._learn(pid):
+                for inode in found:
+                    self._owner.setdefault(inode, pid)
+                remaining.difference_update(found)
+                if not remaining:
+                    return
+        self._last_full_pass = time.monotonic()
+
+    def _pids_in_order(self, owners_first: set[int]) -> Iterator[int]:
+        yield from owners_first
+        for pid in self._all_pids():
+            if pid not in owners_first:
+                yield pid
+
+    def _all_pids(self) -> Iterable[int]:
+        with os.scandir(self.proc) as entries:
+            return [int(entry.name) for entry in entries if entry.name.isdigit()]
+
+    def _socket_inodes(self, pid: int) -> list[int]:
+        fd_dir = f"{self.proc}/{pid}/fd/"
+        self.scans += 1
+        inodes = []
+        try:
+            with os.scandir(fd_dir) as entries:
+                for entry in entries:
+                    try:
+                        target = os.readlink(fd_dir + entry.name)
+                    except OSError:
+                        continue
+                    if target.startswith(SOCKET_PREFIX):
+                        inodes.append(int(target[len(SOCKET_PREFIX) : -1]))
+        except PermissionError:
+            self._denied = True
+        except OSError:
+            pass
+        return inodes
+
+    def _learn(self, pid: int) -> bool:
+        """Record the facts of pid unless already known; False when it is gone."""
+        if pid in self._processes:
+            return True
+        try:
+            proc = psutil.Process(pid)
+            create_time = proc.create_time()
+            user = proc.username()
+            with open(f"{self.proc}/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                comm = f.read().rstrip("\n")
+        except GONE:
+            return False
+        self._processes[pid] = (create_time, Process(pid=pid, comm=comm, user=user))
+        return True
+
+
+def create_time_of(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except GONE:
+        return None

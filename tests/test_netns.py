@@ -1,0 +1,167 @@
+"""Every network namespace in one view: named, unnamed (held by a process), host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from collectors.cgroups import label_from_cgroup
+from collectors.netns import NamespaceSet, NetnsError
+from collectors.procs import ProcessIndex
+
+pytestmark = pytest.mark.root
+
+LISTENER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(4)\n"
+    "print('ready', flush=True); time.sleep(120)\n"
+)
+
+
+def _named_ns(name: str) -> None:
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+
+
+def _del_ns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
+def _start(cmd: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def two_namespaces() -> Iterator[dict[str, object]]:
+    """A named namespace with a listener, and an unnamed one held only by a process."""
+    name = f"bufmon-nstest-{os.getpid()}"
+    _named_ns(name)
+    named = _start(["ip", "netns", "exec", name, sys.executable, "-c", LISTENER, "7001"])
+    unnamed = _start(["unshare", "--net", "sh", "-c",
+                      f"ip link set lo up && exec {sys.executable} -c \"$0\" 7002", LISTENER])
+    inode = os.stat(f"/proc/{unnamed.pid}/ns/net").st_ino
+    try:
+        yield {"name": name, "named": named, "unnamed": unnamed, "inode": inode}
+    finally:
+        for proc in (named, unnamed):
+            proc.kill()
+            proc.wait()
+        _del_ns(name)
+
+
+def _listeners(socks: list, port: int) -> list:
+    return [s for s in socks if s.local_port == port and s.state == "LISTEN"]
+
+
+def test_all_namespaces_listed_with_labels(two_namespaces: dict) -> None:
+    nsset = NamespaceSet("all")
+    try:
+        socks = nsset.dump()
+        ProcessIndex().attribute(socks)
+    finally:
+        nsset.close()
+    named = _listeners(socks, 7001)
+    unnamed = _listeners(socks, 7002)
+    assert [s.netns for s in named] == [two_namespaces["name"]]
+    assert [s.netns for s in unnamed] == [f"net:[{two_namespaces['inode']}]"]
+    # Process attribution works across namespaces (socket inodes are global).
+    assert named[0].process is not None and named[0].process.pid == two_namespaces["named"].pid
+    assert unnamed[0].process is not None
+    assert unnamed[0].process.pid == two_namespaces["unnamed"].pid
+    labels = {ns.label for ns in nsset.namespaces.values()}
+    assert {"host", two_namespaces["name"], f"net:[{two_namespaces['inode']}]"} <= labels
+    holder = next(ns.holder for ns in nsset.namespaces.values()
+                  if ns.inode == two_namespaces["inode"])
+    assert holder.endswith(f"/{two_namespaces['unnamed'].pid}")
+
+
+def test_select_by_name_and_pid(two_namespaces: dict) -> None:
+    by_name = NamespaceSet(two_namespaces["name"])
+    by_pid = NamespaceSet(str(two_namespaces["unnamed"].pid))
+    try:
+        assert {s.local_port for s in by_name.dump() if s.state == "LISTEN"} == {7001}
+        assert {s.local_port for s in by_pid.dump() if s.state == "LISTEN"} == {7002}
+    finally:
+        by_name.close()
+        by_pid.close()
+
+
+def test_current_excludes_other_namespaces(two_namespaces: dict) -> None:
+    nsset = NamespaceSet("current")
+    try:
+        socks = nsset.dump()
+    finally:
+        nsset.close()
+    assert not _listeners(socks, 7001) and not _listeners(socks, 7002)
+    assert {s.netns for s in socks} <= {"host"}
+
+
+def test_unknown_namespace_is_one_clear_error() -> None:
+    with pytest.raises(NetnsError, match="no such network namespace: namespace 'nope-x'"):
+        NamespaceSet("nope-x")
+
+
+def test_namespaces_appear_and_vanish_between_refreshes() -> None:
+    name = f"bufmon-nsgone-{os.getpid()}"
+    nsset = NamespaceSet("all")
+    try:
+        before = nsset.dump()
+        _named_ns(name)
+        proc = _start(["ip", "netns", "exec", name, sys.executable, "-c", LISTENER, "7003"])
+        appeared = nsset.dump()
+        assert [s.netns for s in _listeners(appeared, 7003)] == [name]
+        proc.kill()
+        proc.wait()
+        _del_ns(name)
+        time.sleep(0.05)
+        after = nsset.dump()
+        assert not _listeners(after, 7003)
+        assert name not in {ns.label for ns in nsset.namespaces.values()}
+        assert len(nsset._diags) == len(nsset.namespaces)  # vanished sockets were closed
+        assert not _listeners(before, 7003)
+    finally:
+        nsset.close()
+        _del_ns(name)
+
+
+def test_selected_namespace_deleted_mid_run_is_a_notice() -> None:
+    name = f"bufmon-nsdel-{os.getpid()}"
+    _named_ns(name)
+    nsset = NamespaceSet(name)
+    try:
+        nsset.dump()
+        _del_ns(name)
+        assert nsset.dump() == []
+        assert any("is gone" in n for n in nsset.notices)
+    finally:
+        nsset.close()
+        _del_ns(name)
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "label"),
+    [
+        ("0::/system.slice/docker-" + "a" * 64 + ".scope", "docker:aaaaaaaaaaaa"),
+        ("12:pids:/docker/" + "b" * 64, "docker:bbbbbbbbbbbb"),
+        ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+         "1234abcd_5678_90ab_cdef_1234567890ab.slice/cri-containerd-" + "c" * 64 + ".scope",
+         "pod:1234abcd-5678-90ab-cdef-1234567890ab"),
+        ("0::/kubepods/besteffort/pod1234abcd-5678-90ab-cdef-1234567890ab/" + "d" * 64,
+         "pod:1234abcd-5678-90ab-cdef-1234567890ab"),
+        ("0::/system.slice/cri-containerd-" + "e" * 64 + ".scope", "containerd:eeeeeeeeeeee"),
+        ("0::/machine.slice/crio-" + "f" * 64 + ".scope", "crio:ffffffffffff"),
+        ("0::/system.slice/nginx.service", "unit:nginx.service"),
+        ("0::/user.slice/user-0.slice/session-3.scope", None),
+        ("0::/", None),
+    ],
+)
+def test_cgroup_labels(cgroup: str, label: str | None) -> None:
+    # Container runtimes cannot run here (no Docker engine): recorded cgroup paths.
+    assert label_from_cgroup(cgroup) == label
