@@ -48,38 +48,70 @@ def _count(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("filter", nargs="*", metavar="FILTER",
-                   help="filter expression, e.g. 'proto:tcp recvq>64k' (see README)")
-    p.add_argument("--netns", default="auto", metavar="NAME|PID|current|all",
-                   help="network namespaces to read (default: all when root, else current)")
-    p.add_argument("--config", metavar="PATH",
-                   help="TOML config file (default: $XDG_CONFIG_HOME/bufmon/config.toml)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. stalled_reader.hold=3 (repeatable)")
+    p.add_argument(
+        "filter",
+        nargs="*",
+        metavar="FILTER",
+        help="filter expression, e.g. 'proto:tcp recvq>64k' (see README)",
+    )
+    p.add_argument(
+        "--netns",
+        default="auto",
+        metavar="NAME|PID|current|all",
+        help="network namespaces to read (default: all when root, else current)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML config file (default: $XDG_CONFIG_HOME/bufmon/config.toml)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. stalled_reader.hold=3 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bufmon", description="Linux socket buffer monitor. "
-                     "Without a command, opens the interactive view.")
+    parser = _Parser(
+        prog="bufmon",
+        description="Linux socket buffer monitor. Without a command, opens the interactive view.",
+    )
     parser.add_argument("--version", action="version", version=f"bufmon {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     tui = sub.add_parser("tui", help="the interactive view (the default command)")
-    tui.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
-                     help="refresh interval (default 1)")
+    tui.add_argument(
+        "--interval",
+        type=_interval,
+        default=1.0,
+        metavar="SECONDS",
+        help="refresh interval (default 1)",
+    )
     _common(tui)
     snap = sub.add_parser("snapshot", help="print one snapshot (table or --json)")
     snap.add_argument("--json", action="store_true", help="one JSON document")
     _common(snap)
     watch = sub.add_parser("watch", help="refresh until Ctrl-C: flagged sockets, or --json lines")
     watch.add_argument("--json", action="store_true", help="one JSON document per line")
-    watch.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
-                       help="seconds between refreshes; 0 means back to back (default 1)")
+    watch.add_argument(
+        "--interval",
+        type=_interval,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between refreshes; 0 means back to back (default 1)",
+    )
     watch.add_argument("--count", type=_count, metavar="N", help="stop after N refreshes")
     _common(watch)
     demo = sub.add_parser("demo", help="make live socket trouble to look at, then clean up")
     demo.add_argument("--headless", action="store_true", help="keep the cases up without the TUI")
-    demo.add_argument("--duration", type=_interval, metavar="SECONDS",
-                      help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=_interval,
+        metavar="SECONDS",
+        help="stop after this long (default: until Ctrl-C)",
+    )
     return parser
 
 

@@ -37,8 +37,13 @@ JOIN_TIMEOUT = 2.0
 SIOCOUTQNSD = 0x894B
 
 
-def _ip(*argv: str) -> None:
-    subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
+def _run(*argv: str) -> str:
+    """stdout of argv; raises CalledProcessError (with its stderr) when it fails."""
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def _delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -47,7 +52,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # alive, owned by someone else
     return True
 
 
@@ -58,7 +63,7 @@ def remove_stale_namespaces() -> list[str]:
     for name in names:
         match = _STALE_NAME.match(name)
         if match and not _pid_alive(int(match.group(1))):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            _delete_netns(name)
             removed.append(name)
     return removed
 
@@ -87,10 +92,10 @@ class Netns:
     def open(self) -> Self:
         if self.loopback or self._created:
             return self
-        _ip("netns", "add", self.name)
+        _run("ip", "netns", "add", self.name)
         self._created = True
         try:
-            _ip("-n", self.name, "link", "set", "lo", "up")
+            _run("ip", "-n", self.name, "link", "set", "lo", "up")
         except BaseException:
             self.close()
             raise
@@ -99,7 +104,7 @@ class Netns:
     def close(self) -> None:
         if self._created:
             self._created = False
-            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+            _delete_netns(self.name)
 
     def __enter__(self) -> Self:
         return self.open()
@@ -127,12 +132,14 @@ class Netns:
             raise outcome["error"]
         return outcome["result"]
 
-    def sysctl(self, key: str, value: str | int) -> None:
-        """Write net.* sysctl `key` inside the namespace (never in the current one)."""
+    def sysctl(self, key: str, value: str | int) -> str:
+        """Set `key` inside the namespace (not the current one); returns the old value."""
         if self.loopback:
             raise RuntimeError(f"refusing to set {key} outside a private namespace")
         path = Path("/proc/sys", *key.split("."))
+        old = self.run(path.read_text).strip()
         self.run(path.write_text, f"{value}\n")
+        return old
 
     def command(self, *argv: str) -> list[str]:
         """argv prefixed so that it runs inside the namespace."""
@@ -140,9 +147,7 @@ class Netns:
 
     def output(self, *argv: str) -> str:
         """stdout of a command run inside the namespace (e.g. "ss", "-tanmi")."""
-        return subprocess.run(
-            self.command(*argv), check=True, capture_output=True, text=True
-        ).stdout
+        return _run(*self.command(*argv))
 
 
 class Scenario:
@@ -198,10 +203,19 @@ class Scenario:
         sock.listen(backlog)
         return sock
 
-    def tcp_pair(self, setup: Callable[[socket.socket], None] | None = None,
-                 ) -> tuple[socket.socket, socket.socket, socket.socket]:
+    def connect_pair(self, setup: Callable[[socket.socket], None] | None = None) -> None:
+        """Set listen, client, server and their server_port, client_port."""
+        self.listen, self.client, self.server = self.make_pair(setup)
+        self.server_port: int = self.server.getsockname()[1]
+        self.client_port: int = self.client.getsockname()[1]
+
+    def make_pair(self, setup: Callable[[socket.socket], None] | None,
+                  ) -> tuple[socket.socket, socket.socket, socket.socket]:
         """(listener, client, server); `setup` runs on listener and client before connect."""
-        lst = self.listener(setup=setup)
+        return self.accept_client(self.listener(setup=setup), setup)
+
+    def accept_client(self, lst: socket.socket, setup: Callable[[socket.socket], None] | None,
+                      ) -> tuple[socket.socket, socket.socket, socket.socket]:
         client = self.new_socket()
         if setup:
             setup(client)
@@ -270,9 +284,7 @@ class StalledReader(Scenario):
     """
 
     def build(self) -> None:
-        self.listen, self.client, self.server = self.tcp_pair()
-        self.server_port: int = self.server.getsockname()[1]
-        self.client_port: int = self.client.getsockname()[1]
+        self.connect_pair()
         self.sent = send_until_full(self.client)
         self.every(1.0, self._retry)
 
@@ -287,27 +299,31 @@ class ZeroWindowSender(StalledReader):
 class SlowReader(Scenario):
     """Reader takes 4 KB every 200 ms; sender keeps its receive queue topped up.
 
-    The sender writes 4 KB at a time and only when nothing of its own is unsent, so
-    each skb is small: the window reopens after every read and Recv-Q on the server
-    stays near rb while read progress is positive.
+    The receive queue frees memory a coalesced skb (up to ~64 KB) at a time, so the
+    window reopens in such steps; a 1 MB buffer (SO_RCVBUF 512 KB) keeps those steps
+    small against rb and Recv-Q stays near rb while read progress is positive.
     """
 
     SIZE = 4096
     READ_PERIOD = 0.2
+    RCVBUF = 512 * 1024
 
     def build(self) -> None:
-        self.listen, self.client, self.server = self.tcp_pair(_nodelay)
-        self.server_port: int = self.server.getsockname()[1]
-        self.client_port: int = self.client.getsockname()[1]
+        self.connect_pair(self._setup)
         self.read_bytes = 0
         self.every(0.05, self._top_up)
         self.every(self.READ_PERIOD, self._read)
 
+    def _setup(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+        _nodelay(sock)
+
     def _top_up(self) -> None:
-        for _ in range(64):
-            if unsent_bytes(self.client):
-                return
-            self.client.send(CHUNK[: self.SIZE], socket.MSG_DONTWAIT)
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(64):
+                if unsent_bytes(self.client):
+                    return
+                self.client.send(CHUNK[: self.SIZE], socket.MSG_DONTWAIT)
 
     def _read(self) -> None:
         self.read_bytes += recv_available(self.server, self.SIZE, limit=1)
@@ -370,9 +386,7 @@ class RcvbufPrune(Scenario):
     SIZE = 1000
 
     def build(self) -> None:
-        self.listen, self.client, self.server = self.tcp_pair(self._setup)
-        self.server_port: int = self.server.getsockname()[1]
-        self.client_port: int = self.client.getsockname()[1]
+        self.connect_pair(self._setup)
         self._write(40)
         self._wait_queued(40 * self.SIZE)
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.SMALL_RCVBUF)
@@ -403,19 +417,30 @@ def recv_queue(sock: socket.socket) -> int:
 
 class PortExhaustion(Scenario):
     """ip_local_port_range 40000 40009, tcp_tw_reuse 0, connect+close to one peer
-    until EADDRNOTAVAIL. Needs a private namespace (it sets sysctls)."""
+    until EADDRNOTAVAIL: `connected` connects worked, `exhausted` tells if it was hit.
+
+    Needs a private namespace (it sets sysctls, restored on exit). The TIME-WAIT
+    sockets stay for 60 s, so later connects to that peer port keep failing.
+    """
 
     PORT_RANGE = (40000, 40009)
     LISTEN_PORT = 5000
     ATTEMPTS = 50
 
-    def __enter__(self) -> Self:
-        # net.ipv4.ip_local_port_range applies to IPv6 too
-        self.ns.sysctl("net.ipv4.ip_local_port_range", "{} {}".format(*self.PORT_RANGE))
-        self.ns.sysctl("net.ipv4.tcp_tw_reuse", 0)
-        return super().__enter__()
+    def __init__(self, ns: Netns, family: str = "inet") -> None:
+        super().__init__(ns, family)
+        self._restore: dict[str, str] = {}
+
+    def close(self) -> None:
+        super().close()
+        while self._restore:
+            self.ns.sysctl(*self._restore.popitem())
 
     def build(self) -> None:
+        # net.ipv4.ip_local_port_range applies to IPv6 too
+        for key, value in (("net.ipv4.ip_local_port_range", "{} {}".format(*self.PORT_RANGE)),
+                           ("net.ipv4.tcp_tw_reuse", "0")):
+            self._restore[key] = self.ns.sysctl(key, value)
         self.listen = self.listener(port=self.LISTEN_PORT)
         self.listen_port = self.LISTEN_PORT
         self.connected = 0
@@ -442,9 +467,7 @@ class HealthyReader(Scenario):
     PERIOD = 0.1
 
     def build(self) -> None:
-        self.listen, self.client, self.server = self.tcp_pair()
-        self.server_port: int = self.server.getsockname()[1]
-        self.client_port: int = self.client.getsockname()[1]
+        self.connect_pair()
         self.read_bytes = 0
         self.every(self.PERIOD, lambda: send_until_full(self.client, CHUNK[: self.CHUNK_SIZE], 1))
         self.every(self.PERIOD, self._read)
@@ -454,22 +477,24 @@ class HealthyReader(Scenario):
 
 
 class BulkTransfer(Scenario):
-    """Sender writes and reader reads as fast as they can until the scenario exits."""
+    """Sender writes and reader reads as fast as they can until the scenario exits.
+
+    `pause` (seconds between 64 KB writes) caps the rate, e.g. to spare the CPU.
+    """
 
     POLL = 0.2
 
+    def __init__(self, ns: Netns, family: str = "inet", pause: float = 0.0) -> None:
+        super().__init__(ns, family)
+        self.pause = pause
+
     def build(self) -> None:
-        self.listen, self.client, self.server = self.connect()
-        self.server_port: int = self.server.getsockname()[1]
-        self.client_port: int = self.client.getsockname()[1]
+        self.connect_pair()
         self.read_bytes = 0
         for sock in (self.client, self.server):
             sock.settimeout(self.POLL)
-        self.every(0, self._send)
+        self.every(self.pause, self._send)
         self.every(0, self._read)
-
-    def connect(self) -> tuple[socket.socket, socket.socket, socket.socket]:
-        return self.tcp_pair()
 
     def _send(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -484,9 +509,7 @@ class IdleKeepalive(Scenario):
     """An SO_KEEPALIVE connection that sends nothing (timer keepalive)."""
 
     def build(self) -> None:
-        self.listen, self.client, self.server = self.tcp_pair(self._keepalive)
-        self.server_port: int = self.server.getsockname()[1]
-        self.client_port: int = self.client.getsockname()[1]
+        self.connect_pair(self._keepalive)
 
     @staticmethod
     def _keepalive(sock: socket.socket) -> None:
@@ -516,17 +539,13 @@ class TbfLink:
             self.sender_ns.open()
             self.receiver_ns.open()
             send, recv = self.sender_ns.name, self.receiver_ns.name
-            _ip("-n", send, "link", "add", self.dev, "type", "veth",
+            _run("ip", "-n", send, "link", "add", self.dev, "type", "veth",
                 "peer", "name", self.peer_dev, "netns", recv)
-            _ip("-n", send, "addr", "add", f"{self.sender_addr}/24", "dev", self.dev)
-            _ip("-n", recv, "addr", "add", f"{self.receiver_addr}/24", "dev", self.peer_dev)
-            _ip("-n", send, "link", "set", self.dev, "up")
-            _ip("-n", recv, "link", "set", self.peer_dev, "up")
-            subprocess.run(
-                self.sender_ns.command("tc", "qdisc", "add", "dev", self.dev, "root", "tbf",
-                                       *self.TBF),
-                check=True, capture_output=True,
-            )
+            _run("ip", "-n", send, "addr", "add", f"{self.sender_addr}/24", "dev", self.dev)
+            _run("ip", "-n", recv, "addr", "add", f"{self.receiver_addr}/24", "dev", self.peer_dev)
+            _run("ip", "-n", send, "link", "set", self.dev, "up")
+            _run("ip", "-n", recv, "link", "set", self.peer_dev, "up")
+            self.sender_ns.output("tc", "qdisc", "add", "dev", self.dev, "root", "tbf", *self.TBF)
         except BaseException:
             self.close()
             raise
@@ -547,10 +566,7 @@ class BulkOverTbf(BulkTransfer):
         super().__init__(link.sender_ns)
         self.link = link
 
-    def connect(self) -> tuple[socket.socket, socket.socket, socket.socket]:
-        lst = self.link.receiver_ns.run(self.listener, 16, self.link.receiver_addr)
-        client = self.new_socket()
-        client.connect((self.link.receiver_addr, lst.getsockname()[1]))
-        server, _ = lst.accept()
-        self._sockets.append(server)
-        return lst, client, server
+    def make_pair(self, setup: Callable[[socket.socket], None] | None,
+                  ) -> tuple[socket.socket, socket.socket, socket.socket]:
+        lst = self.link.receiver_ns.run(self.listener, 16, self.link.receiver_addr, 0, setup)
+        return self.accept_client(lst, setup)

@@ -7,8 +7,19 @@ from collections.abc import Iterable
 
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 
-COLUMNS = ("Netns", "Proto", "State", "Recv-Q", "Send-Q", "Local", "Peer", "Rx%", "Tx%",
-           "Process", "Flags")
+COLUMNS = (
+    "Netns",
+    "Proto",
+    "State",
+    "Recv-Q",
+    "Send-Q",
+    "Local",
+    "Peer",
+    "Rx%",
+    "Tx%",
+    "Process",
+    "Flags",
+)
 
 
 def endpoint(addr: str, port: int) -> str:
@@ -32,9 +43,16 @@ def flag_tags(flags: Iterable[Flag]) -> str:
 def row(sock: Sock) -> tuple[str, ...]:
     state = sock.state + (" (closed)" if sock.closed else "")
     return (
-        sock.netns, sock.proto, state, str(sock.recv_q), str(sock.send_q),
-        endpoint(sock.local_addr, sock.local_port), endpoint(sock.peer_addr, sock.peer_port),
-        percent(sock.recv_fill()), percent(sock.send_fill()), process_text(sock),
+        sock.netns,
+        sock.proto,
+        state,
+        str(sock.recv_q),
+        str(sock.send_q),
+        endpoint(sock.local_addr, sock.local_port),
+        endpoint(sock.peer_addr, sock.peer_port),
+        percent(sock.recv_fill()),
+        percent(sock.send_fill()),
+        process_text(sock),
         flag_tags(sock.flags),
     )
 
@@ -46,8 +64,8 @@ def table(socks: list[Sock]) -> str:
     numeric = {3, 4, 7, 8}
     lines = []
     for r in rows:
-        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in
-                 enumerate(zip(r, widths))]
+        pairs = enumerate(zip(r, widths, strict=True))
+        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in pairs]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -59,15 +77,18 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
     for flag in [*snap.system_flags, *(f for s in flagged for f in s.flags)]:
         by_sev[flag.severity] = by_sev.get(flag.severity, 0) + 1
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(snap.time))
-    counts = " ".join(f"{sev}={n}" for sev, n in sorted(
-        by_sev.items(), key=lambda kv: -SEVERITY_RANK[kv[0]]))
+    counts = " ".join(
+        f"{sev}={n}" for sev, n in sorted(by_sev.items(), key=lambda kv: -SEVERITY_RANK[kv[0]])
+    )
     lines = [f"{stamp} sockets={len(socks)} flagged={len(flagged)} {counts}".rstrip()]
     for flag in snap.system_flags:
         lines.append(f"  {flag.severity:<8} {flag.kind:<18} system: {flag.reason}")
     for sock in flagged:
-        where = (f"{sock.netns} {sock.proto} {sock.state} "
-                 f"{endpoint(sock.local_addr, sock.local_port)} -> "
-                 f"{endpoint(sock.peer_addr, sock.peer_port)} {process_text(sock)}")
+        where = (
+            f"{sock.netns} {sock.proto} {sock.state} "
+            f"{endpoint(sock.local_addr, sock.local_port)} -> "
+            f"{endpoint(sock.peer_addr, sock.peer_port)} {process_text(sock)}"
+        )
         for flag in sock.flags:
             lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
     return lines

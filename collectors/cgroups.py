@@ -6,7 +6,7 @@ import re
 
 # Order matters: a pod path also holds the container id.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"), "pod"),
+    (re.compile(r"pod([0-9a-f]{8}(?:[-_][0-9a-f]{4}){3}[-_][0-9a-f]{12})"), "pod"),
     (re.compile(r"docker[-/]([0-9a-f]{64})"), "docker"),
     (re.compile(r"cri-containerd-([0-9a-f]{64})"), "containerd"),
     (re.compile(r"crio-([0-9a-f]{64})"), "crio"),

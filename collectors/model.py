@@ -22,7 +22,9 @@ SKMEM_FIELDS = (
     "backlog",
     "drops",
 )
-SK_RMEM, SK_RCVBUF, SK_WMEM, SK_SNDBUF, SK_FWD, SK_WQUEUED, SK_OPTMEM, SK_BACKLOG, SK_DROPS = range(9)
+(SK_RMEM, SK_RCVBUF, SK_WMEM, SK_SNDBUF, SK_FWD, SK_WQUEUED, SK_OPTMEM, SK_BACKLOG, SK_DROPS) = (
+    range(9)
+)
 
 # Kernel TCP states (include/net/tcp_states.h) under the names ss prints.
 STATE_NAMES = {
@@ -78,10 +80,19 @@ class Flag:
 class TcpInfo:
     """tcp_info decoded by length: fields the kernel did not send read as None.
 
-    `index` (name -> position) is shared by every TcpInfo of the same length.
+    `values` may be a larger tuple (a whole decoded netlink message); `index` maps
+    each field name to its position there and is shared by every TcpInfo of one
+    message layout. Bytes 6 and 7 of the struct are bitfields, split on access.
     """
 
     __slots__ = ("index", "values")
+
+    BITFIELDS = {
+        "snd_wscale": ("_bits6", 0, 0xF),
+        "rcv_wscale": ("_bits6", 4, 0xF),
+        "delivery_rate_app_limited": ("_bits7", 0, 1),
+        "fastopen_client_fail": ("_bits7", 1, 3),
+    }
 
     def __init__(self, index: dict[str, int], values: tuple[int, ...]) -> None:
         self.index = index
@@ -89,10 +100,24 @@ class TcpInfo:
 
     def get(self, name: str, default: int | None = None) -> int | None:
         i = self.index.get(name)
-        return default if i is None else self.values[i]
+        if i is not None:
+            return self.values[i]
+        bits = self.BITFIELDS.get(name)
+        if bits is None:
+            return default
+        byte, shift, mask = bits
+        return (self.values[self.index[byte]] >> shift) & mask
 
     def to_json(self) -> dict[str, int]:
-        return dict(zip(self.index, self.values))
+        out: dict[str, int] = {}
+        for name, i in self.index.items():
+            if name.startswith("_bits"):
+                for bit_name, (byte, shift, mask) in self.BITFIELDS.items():
+                    if byte == name:
+                        out[bit_name] = (self.values[i] >> shift) & mask
+            else:
+                out[name] = self.values[i]
+        return out
 
 
 class Sock:
@@ -208,7 +233,9 @@ class Sock:
             "peer_port": self.peer_port,
             "recv_q": self.recv_q,
             "send_q": self.send_q,
-            "skmem": None if self.skmem is None else dict(zip(SKMEM_FIELDS, self.skmem)),
+            "skmem": None
+            if self.skmem is None
+            else dict(zip(SKMEM_FIELDS, self.skmem, strict=True)),
             "tcp_info": None if self.info is None else self.info.to_json(),
             "timer": self.timer,
             "uid": self.uid,

@@ -21,6 +21,7 @@ from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
 
 NETNS_RUN_DIR = "/run/netns"
+PROC_NET_INIT_INO = 0xEFFFFFF9
 
 
 class NetnsError(RuntimeError):
@@ -98,7 +99,8 @@ def entered(path: str) -> Iterator[None]:
         try:
             pyroute2_netns.setns(target, flags=0)
         except OSError as exc:
-            raise NetnsError(f"cannot enter namespace {path}: {os.strerror(exc.errno or 1)}") from exc
+            reason = os.strerror(exc.errno or 1)
+            raise NetnsError(f"cannot enter namespace {path}: {reason}") from exc
         try:
             yield
         finally:
@@ -130,8 +132,11 @@ class NamespaceSet:
             self.notices.append("not running as root: showing the current network namespace only")
             selector = "current"
         self.selector = selector
-        # init's namespace; kthreadd's (always init_net) where init's is not readable
-        self.host_inode = _ns_inode("/proc/1/ns/net") or _ns_inode("/proc/2/ns/net") or -1
+        # init's namespace; else kthreadd's (always init_net); else, for non-root,
+        # the fixed inode newer kernels give init_net (PROC_NET_INIT_INO)
+        self.host_inode = (
+            _ns_inode("/proc/1/ns/net") or _ns_inode("/proc/2/ns/net") or PROC_NET_INIT_INO
+        )
         self.own_inode = _ns_inode("/proc/thread-self/ns/net") or -2
         self.namespaces: dict[int, Namespace] = {}
         self._diags: dict[int, SockDiag] = {}

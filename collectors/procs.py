@@ -24,6 +24,8 @@ GONE = (OSError, psutil.NoSuchProcess, psutil.AccessDenied)
 
 
 class ProcessIndex:
+    """inode -> owning Process, cached across refreshes; see the module docstring."""
+
     def __init__(self, proc: str = "/proc", full_scan_interval: float = 5.0) -> None:
         self.proc = proc
         self.full_scan_interval = full_scan_interval
@@ -45,11 +47,10 @@ class ProcessIndex:
         wanted = {sock.inode for sock in socks if sock.inode}  # 0: TIME-WAIT, SYN-RECV
         self._forget(wanted)
         unknown = wanted - self._owner.keys()
-        fresh = unknown - self._unresolved
-        if time.monotonic() - self._last_full_pass >= self.full_scan_interval:
-            fresh = unknown
-        if fresh:
-            self._scan(unknown, fresh)
+        retry_all = time.monotonic() - self._last_full_pass >= self.full_scan_interval
+        targets = unknown if retry_all else unknown - self._unresolved
+        if targets:
+            self._scan(unknown, targets)
         self._unresolved = unknown - self._owner.keys()
         owner = self._owner
         processes = self._processes

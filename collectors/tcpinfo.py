@@ -74,39 +74,43 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("accecn_opt_seen", "H"),
 )
 _HEAD = ("state", "ca_state", "retransmits", "probes", "backoff", "options")
-_BITS = ("snd_wscale", "rcv_wscale", "delivery_rate_app_limited", "fastopen_client_fail")
+_BITS = ("_bits6", "_bits7")  # split by TcpInfo.get
 _SIZES = {"I": 4, "Q": 8, "H": 2}
 MIN_LEN = 8
 
 
-class _Layout:
-    """A struct for one length: the head bytes plus the fields that fit whole."""
+class Layout:
+    """The fields of one tcp_info length: the head bytes plus the fields that fit whole."""
 
-    __slots__ = ("index", "struct")
+    __slots__ = ("codes", "index", "size", "struct")
 
     def __init__(self, length: int) -> None:
-        fmt, size, names = "=8B", 8, list(_HEAD) + list(_BITS)
+        codes, size, names = "8B", 8, list(_HEAD) + list(_BITS)
         for name, code in _FIELDS:
             if size + _SIZES[code] > length:
                 break
-            fmt += code
+            codes += code
             size += _SIZES[code]
             names.append(name)
-        self.struct = struct.Struct(fmt)
+        self.codes = codes  # struct codes, without byte order, for embedding
+        self.size = size
+        self.struct = struct.Struct("=" + codes)
         self.index = {name: i for i, name in enumerate(names)}
+
+    @lru_cache(maxsize=64)  # noqa: B019 - a handful of layouts live for the whole run
+    def index_at(self, offset: int) -> dict[str, int]:
+        """Field positions when the struct's values start at `offset` of a larger tuple."""
+        return {name: i + offset for name, i in self.index.items()}
 
 
 @lru_cache(maxsize=16)
-def _layout(length: int) -> _Layout:
-    return _Layout(length)
+def layout(length: int) -> Layout:
+    return Layout(min(length, 512))
 
 
 def decode(data: bytes | memoryview, offset: int, length: int) -> TcpInfo | None:
     """Decode tcp_info at data[offset:offset+length]; None when too short to hold anything."""
     if length < MIN_LEN:
         return None
-    layout = _layout(min(length, 512))
-    raw = layout.struct.unpack_from(data, offset)
-    b6, b7 = raw[6], raw[7]
-    values = raw[:6] + (b6 & 0xF, b6 >> 4, b7 & 1, (b7 >> 1) & 3) + raw[8:]
-    return TcpInfo(layout.index, values)
+    lay = layout(length)
+    return TcpInfo(lay.index, lay.struct.unpack_from(data, offset))

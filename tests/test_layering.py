@@ -20,10 +20,14 @@ def test_headless_packages_do_not_import_textual() -> None:
         "sys.exit(1 if bad else 0)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, f"textual imported by a headless module: {proc.stdout}{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"textual imported by a headless module: {proc.stdout}{proc.stderr}"
+    )
 
 
 def test_ruff_clean() -> None:
     ruff = Path(sys.executable).with_name("ruff")
-    proc = subprocess.run([str(ruff), "check", "--quiet", str(ROOT)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(ruff), "check", "--quiet", str(ROOT)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -44,8 +44,16 @@ def two_namespaces() -> Iterator[dict[str, object]]:
     name = f"bufmon-nstest-{os.getpid()}"
     _named_ns(name)
     named = _start(["ip", "netns", "exec", name, sys.executable, "-c", LISTENER, "7001"])
-    unnamed = _start(["unshare", "--net", "sh", "-c",
-                      f"ip link set lo up && exec {sys.executable} -c \"$0\" 7002", LISTENER])
+    unnamed = _start(
+        [
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            f'ip link set lo up && exec {sys.executable} -c "$0" 7002',
+            LISTENER,
+        ]
+    )
     inode = os.stat(f"/proc/{unnamed.pid}/ns/net").st_ino
     try:
         yield {"name": name, "named": named, "unnamed": unnamed, "inode": inode}
@@ -77,8 +85,9 @@ def test_all_namespaces_listed_with_labels(two_namespaces: dict) -> None:
     assert unnamed[0].process.pid == two_namespaces["unnamed"].pid
     labels = {ns.label for ns in nsset.namespaces.values()}
     assert {"host", two_namespaces["name"], f"net:[{two_namespaces['inode']}]"} <= labels
-    holder = next(ns.holder for ns in nsset.namespaces.values()
-                  if ns.inode == two_namespaces["inode"])
+    holder = next(
+        ns.holder for ns in nsset.namespaces.values() if ns.inode == two_namespaces["inode"]
+    )
     assert holder.endswith(f"/{two_namespaces['unnamed'].pid}")
 
 
@@ -150,11 +159,15 @@ def test_selected_namespace_deleted_mid_run_is_a_notice() -> None:
     [
         ("0::/system.slice/docker-" + "a" * 64 + ".scope", "docker:aaaaaaaaaaaa"),
         ("12:pids:/docker/" + "b" * 64, "docker:bbbbbbbbbbbb"),
-        ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-         "1234abcd_5678_90ab_cdef_1234567890ab.slice/cri-containerd-" + "c" * 64 + ".scope",
-         "pod:1234abcd-5678-90ab-cdef-1234567890ab"),
-        ("0::/kubepods/besteffort/pod1234abcd-5678-90ab-cdef-1234567890ab/" + "d" * 64,
-         "pod:1234abcd-5678-90ab-cdef-1234567890ab"),
+        (
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+            "1234abcd_5678_90ab_cdef_1234567890ab.slice/cri-containerd-" + "c" * 64 + ".scope",
+            "pod:1234abcd-5678-90ab-cdef-1234567890ab",
+        ),
+        (
+            "0::/kubepods/besteffort/pod1234abcd-5678-90ab-cdef-1234567890ab/" + "d" * 64,
+            "pod:1234abcd-5678-90ab-cdef-1234567890ab",
+        ),
         ("0::/system.slice/cri-containerd-" + "e" * 64 + ".scope", "containerd:eeeeeeeeeeee"),
         ("0::/machine.slice/crio-" + "f" * 64 + ".scope", "crio:ffffffffffff"),
         ("0::/system.slice/nginx.service", "unit:nginx.service"),

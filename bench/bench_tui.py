@@ -1,0 +1,200 @@
+"""UI-thread cost of the TUI at 40,000 sockets (run by hand: python bench/bench_tui.py).
+
+The sockets are SYNTHETIC (tui.synthetic: made-up Sock objects, no kernel involved),
+fed through the app's injectable source, so this measures the TUI alone: the cost of
+applying a refresh on the UI thread, how long the event loop stalls, and how soon a
+key press shows its effect. The app runs headless (App.run_test), so terminal output
+time is not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import time
+from collections.abc import Callable
+
+from textual import events
+
+from tui.app import BufmonApp
+from tui.source import MonitorSource
+from tui.synthetic import StaticSource, synthetic_snapshot
+
+TARGET_REFRESH_MS = 30
+TARGET_KEY_MS = 100
+TARGET_FIRST_S = 1.5
+
+
+class CyclingSource(StaticSource):
+    """Alternates between prepared snapshots, so every refresh brings new objects."""
+
+    def refresh(self):  # type: ignore[no-untyped-def]
+        snap = self.snapshots[self.refreshes % len(self.snapshots)]
+        self.refreshes += 1
+        return snap
+
+
+class LoopLag:
+    """Largest gap between 1 ms ticks of the UI event loop: what any frame could wait."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.worst = max(self.worst, now - last - 0.001)
+            last = now
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def reset(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+
+class GcPauses:
+    """The longest collection, from gc callbacks (a collection holds the GIL)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._start = 0.0
+
+    def record(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.worst = max(self.worst, time.perf_counter() - self._start)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
+    start = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.0005)
+    return time.perf_counter() - start
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.1f} ms"
+
+
+async def run(count: int, refreshes: int) -> None:
+    print(f"building {count} synthetic sockets ...")
+    source = CyclingSource(synthetic_snapshot(count, seed=1), synthetic_snapshot(count, seed=2))
+    apply_times: list[float] = []
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses.record)
+    app = BufmonApp(source, interval=0.25)
+    original = app._collected
+
+    def timed(result):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        original(result)
+        apply_times.append(time.perf_counter() - started)
+
+    app._collected = timed  # type: ignore[method-assign]
+    launched = time.perf_counter()
+    async with app.run_test(size=(160, 50)) as pilot:
+        lag = LoopLag()
+        lag.start()
+        await wait_until(lambda: app.main.socket_list.view is not None)
+        first = time.perf_counter() - launched
+        await pilot.pause()
+        listing = app.main.socket_list
+
+        lags = []
+        for _ in range(refreshes):
+            seen = source.refreshes
+            lag.reset()
+            await wait_until(lambda seen=seen: source.refreshes > seen and not app._collecting)
+            await pilot.pause()
+            lags.append(lag.reset())
+
+        frames: list[float] = []
+        display = app._display
+
+        def counted(screen, renderable):  # type: ignore[no-untyped-def]
+            frames.append(time.perf_counter())
+            display(screen, renderable)
+
+        app._display = counted  # type: ignore[method-assign]
+
+        async def key_latency(key: str, done: Callable[[], bool]) -> float:
+            """From the key reaching the app to the first frame drawn after its effect."""
+            start = time.perf_counter()
+            character = key if len(key) == 1 else None
+            app._driver.send_message(events.Key(key, character))  # type: ignore[union-attr]
+            await wait_until(done)
+            effect = time.perf_counter()
+            await wait_until(lambda: bool(frames) and frames[-1] >= effect, timeout=2.0)
+            return frames[-1] - start
+
+        def view_generation(n: int) -> Callable[[], bool]:
+            return lambda: listing.view is not None and listing.view.request.generation == n
+
+        app.action_pause()  # keys alone, no refresh in between
+        await pilot.pause(0.3)
+        move = await key_latency("j", lambda: listing.cursor == 1)
+        await key_latency("g", lambda: listing.cursor == 0)
+        generation = app.generation
+        sort = await key_latency("s", view_generation(generation + 1))
+        reverse = await key_latency("r", view_generation(generation + 2))
+        default = await key_latency("S", view_generation(generation + 3))
+        group = await key_latency("v", view_generation(generation + 4))
+        await pilot.press("v", "v", "v", "v")  # back to the plain list
+        await wait_until(lambda: not app._viewing and view_generation(app.generation)())
+        start = time.perf_counter()
+        app.set_filter("state:estab rfill>50")
+        await wait_until(view_generation(app.generation))
+        effect = time.perf_counter()
+        await wait_until(lambda: bool(frames) and frames[-1] >= effect, timeout=2.0)
+        filtering = frames[-1] - start
+        detail = await key_latency("enter", lambda: type(app.screen).__name__ == "DetailScreen")
+        gc.callbacks.remove(gc_pauses.record)
+
+    applied = sorted(apply_times[1:])  # the first includes building the layout
+    print(f"sockets: {count} (synthetic), refreshes measured: {len(lags)}")
+    print(f"UI thread, apply one refresh: median {ms(statistics.median(applied))}, "
+          f"max {ms(applied[-1])}  (target <= {TARGET_REFRESH_MS} ms)")
+    print(f"event loop stall during a refresh (includes GIL waits on the worker): "
+          f"median {ms(statistics.median(lags))}, max {ms(max(lags))}")
+    print(f"key -> next frame (target <= {TARGET_KEY_MS} ms):")
+    for name, took in (("j (cursor)", move), ("s (sort by next column)", sort),
+                       ("r (reverse)", reverse), ("S (back to worst first)", default),
+                       ("v (group by process)", group), ("filter applied", filtering),
+                       ("Enter (detail screen)", detail)):
+        print(f"  {name:<26}{ms(took)}")
+    print(f"longest garbage-collector pause: {ms(gc_pauses.worst)}")
+    print(f"first screen with data: {first:.2f} s (target <= {TARGET_FIRST_S} s)")
+
+
+async def real_launch() -> None:
+    """Launch to first data with the real Monitor (this host's own sockets, not synthetic)."""
+    launched = time.perf_counter()
+    app = BufmonApp(MonitorSource("all"), interval=1.0)
+    async with app.run_test(size=(160, 50)):
+        await wait_until(lambda: app.main.socket_list.view is not None)
+        took = time.perf_counter() - launched
+        count = len(app.snapshot.sockets) if app.snapshot else 0
+    print(f"first screen with data, real Monitor on this host ({count} sockets): {took:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sockets", type=int, default=40_000)
+    parser.add_argument("--refreshes", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(run(args.sockets, args.refreshes))
+    asyncio.run(real_launch())
+
+
+if __name__ == "__main__":
+    main()

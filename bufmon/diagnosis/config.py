@@ -1,0 +1,211 @@
+"""Thresholds and hold times of every flag, loaded from TOML and `--set section.key=value`.
+
+Each flag kind is a TOML table named like the flag, e.g.
+
+    [stalled_reader]
+    hold = 5.0          # seconds the condition must hold before the flag is raised
+    clear = 3.0         # seconds it must be false before the flag goes away
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """One line: the file (or "--set"), the key and what is wrong."""
+
+
+def _fraction(default: float) -> Any:
+    return field(default=default, metadata={"fraction": True})
+
+
+@dataclass(frozen=True, slots=True)
+class StalledReader:
+    hold: float = 5.0
+    clear: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class SlowReader:
+    window: float = 10.0
+    fill: float = _fraction(0.5)  # r / rb
+    share: float = _fraction(0.5)  # part of the window spent above `fill`
+    min_queue: int = 65536
+    clear: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerZeroWindow:
+    hold: float = 3.0
+    critical: float = 10.0  # seconds without bytes_acked progress
+    clear: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class SendQueueFull:
+    hold: float = 5.0
+    fill: float = _fraction(0.9)  # w / tb
+    peer_share: float = _fraction(0.8)  # rwnd_limited / busy_time: the peer is the limit
+    buffer_share: float = _fraction(0.5)  # sndbuf_limited / busy_time: our buffer is
+    clear: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RcvbufOverrun:
+    near: float = _fraction(0.9)  # r / rb that counts as full on a small buffer
+    clear: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptQueueFull:
+    hold: float = 2.0
+    fill: float = _fraction(0.8)
+    full_hold: float = 1.0  # Recv-Q > Send-Q: critical after this long
+    clear: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SynBacklog:
+    hold: float = 2.0
+    clear: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class UdpDrops:
+    hold: float = 2.0  # for the fill warning; a rising drop count is critical at once
+    fill: float = _fraction(0.9)
+    clear: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPressure:
+    warn: float = _fraction(0.8)  # of tcp_mem's pressure value
+    clear: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PortExhaustion:
+    hold: float = 2.0
+    warn: float = _fraction(0.5)  # of the ip_local_port_range size
+    critical: float = _fraction(0.8)
+    clear: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class NagleHint:
+    hold: float = 10.0
+    rtt_ratio: float = 10.0  # srtt / min_rtt
+    min_srtt_ms: float = 20.0
+    clear: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    window: float = 600.0  # seconds of per-socket history
+    linger: float = 60.0  # seconds a closed flagged socket stays listed
+    max_mb: float = 48.0  # history budget; busy sockets keep less than `window` past it
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    stalled_reader: StalledReader = field(default_factory=StalledReader)
+    slow_reader: SlowReader = field(default_factory=SlowReader)
+    peer_zero_window: PeerZeroWindow = field(default_factory=PeerZeroWindow)
+    send_queue_full: SendQueueFull = field(default_factory=SendQueueFull)
+    rcvbuf_overrun: RcvbufOverrun = field(default_factory=RcvbufOverrun)
+    accept_queue_full: AcceptQueueFull = field(default_factory=AcceptQueueFull)
+    syn_backlog: SynBacklog = field(default_factory=SynBacklog)
+    udp_drops: UdpDrops = field(default_factory=UdpDrops)
+    memory_pressure: MemoryPressure = field(default_factory=MemoryPressure)
+    port_exhaustion: PortExhaustion = field(default_factory=PortExhaustion)
+    nagle_hint: NagleHint = field(default_factory=NagleHint)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+
+
+def default_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "bufmon", "config.toml")
+
+
+def load_config(path: str | None, overrides: list[str]) -> Config:
+    """Defaults, then the file (path, or the default path if it exists), then overrides."""
+    config = Config()
+    if path is None and os.path.exists(default_path()):
+        path = default_path()
+    if path is not None:
+        config = _apply(config, _read_toml(path), path)
+    for text in overrides:
+        config = _apply(config, _parse_override(text), "--set")
+    return config
+
+
+_TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_LINE.search(message)
+        if match:
+            message = f"line {match.group(1)}: {message[: match.start()]}"
+        raise ConfigError(f"{path}: {message}") from None
+
+
+def _parse_override(text: str) -> dict[str, Any]:
+    """ "stalled_reader.hold=3" -> {"stalled_reader": {"hold": 3}}."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set: {text!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # not a TOML value: keep the text so the error can quote it
+    return {section: {key: value}}
+
+
+def _apply(config: Config, data: dict[str, Any], source: str) -> Config:
+    changes: dict[str, Any] = {}
+    sections = {f.name for f in fields(Config)}
+    for section, table in data.items():
+        if section not in sections:
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section}: expected a table of keys")
+        changes[section] = _apply_section(getattr(config, section), section, table, source)
+    return replace(config, **changes)
+
+
+def _apply_section(current: Any, section: str, table: dict[str, Any], source: str) -> Any:
+    known = {f.name: f for f in fields(current)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        spec = known.get(key)
+        where = f"{source}: {section}.{key}"
+        if spec is None:
+            raise ConfigError(f"{where}: unknown key")
+        values[key] = _check_value(value, spec.type, spec.metadata.get("fraction", False), where)
+    return replace(current, **values)
+
+
+def _check_value(value: Any, kind: str, fraction: bool, where: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        wanted = "an integer" if kind == "int" else "a number"
+        raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
+    if kind == "int" and not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value!r}")
+    if fraction and value > 1:
+        raise ConfigError(f"{where}: expected a fraction between 0 and 1, got {value!r}")
+    return value if kind == "int" else float(value)

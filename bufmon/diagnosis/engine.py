@@ -1,0 +1,181 @@
+"""The Diagnoser: one pass over a snapshot's sockets, flags set in place.
+
+The common healthy socket costs a hash and three dict operations: rule work starts only
+when a queue is non-empty, the socket listens, a UDP socket changed, srtt is high
+enough for the Nagle hint, or the socket already has rule state (a pending or raised
+flag). History gets a record only when a socket's sample changed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from bufmon.diagnosis.config import Config
+from bufmon.diagnosis.history import U32, History, clamp32, fill16
+from bufmon.diagnosis.rules import OVERRUN_COUNTERS, Refresh, SocketRules, Track, counter_events
+from bufmon.diagnosis.single import evaluate_single
+from bufmon.diagnosis.system_rules import SystemRules
+from collectors.model import SK_DROPS, Snapshot, Sock, TcpInfo
+
+Key = tuple[str, int]
+_RECORD_INFO = ("rtt", "snd_wnd", "rcv_wnd", "total_retrans")
+_RECORD_COUNTERS = ("bytes_acked", "bytes_received", "busy_time", "rwnd_limited", "sndbuf_limited")
+
+
+def record_values(s: Sock) -> tuple[int, ...]:
+    """The history record of one sample (every field but the time)."""
+    info, sk = s.info, s.skmem
+    rfill, sfill = s.recv_fill(), s.send_fill()
+    gauges: list[int] = [0, 0, 0, 0]
+    counters: list[int] = [0, 0, 0, 0, 0]
+    if info is not None:
+        gauges = [clamp32(info.get(name) or 0) for name in _RECORD_INFO]
+        counters = [(info.get(name) or 0) & U32 for name in _RECORD_COUNTERS]
+    drops = 0 if sk is None else clamp32(sk[SK_DROPS])
+    return (
+        clamp32(s.recv_q),
+        clamp32(s.send_q),
+        gauges[0],
+        fill16(rfill or 0.0),
+        fill16(sfill or 0.0),
+        drops,
+        *gauges[1:],
+        *counters,
+    )
+
+
+class Diagnoser:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.history = History(config.history.window, int(config.history.max_mb * (1 << 20)))
+        self.rules = SocketRules(config, self.history)
+        self.system_rules = SystemRules(config)
+        self._sigs: dict[str, dict[int, int]] = {}  # sample signature by netns, cookie
+        self._tracks: dict[str, dict[int, Track]] = {}
+        self._closed: dict[Key, tuple[Sock, float]] = {}  # closed flagged sockets, closed at
+        self._generation = 0
+        self._index: dict[str, int] | None = None  # TcpInfo layout the positions are for
+        self._positions = (0, 0, 0)
+
+    def evaluate(self, snap: Snapshot, single_sample: bool = False) -> None:
+        """Set sock.flags and snap.system_flags; append recently closed flagged sockets."""
+        if single_sample:
+            evaluate_single(snap, self.config, self.rules)
+            return
+        self._generation += 1
+        facts = snap.system
+        tcp_rmem = facts.sysctls.get("tcp_rmem")
+        ctx = Refresh(
+            snap.time,
+            facts.deltas,
+            rmem_default=tcp_rmem[1] if tcp_rmem and len(tcp_rmem) == 3 else 131072,
+            overrun_events=counter_events(facts.deltas, "TcpExt", OVERRUN_COUNTERS),
+        )
+        listeners, others = self._sockets(snap.sockets, ctx)
+        self._forget_closed(snap.time)
+        orphan_syn = self.system_rules.syn_backlog(listeners, others, ctx)
+        snap.system_flags = self.system_rules.evaluate(
+            snap.sockets, ctx, facts.sockstat, facts.sysctls
+        )
+        if orphan_syn is not None:
+            snap.system_flags.append(orphan_syn)
+        self.history.set_budget()
+        snap.sockets.extend(sock for sock, _ in self._closed.values())
+
+    def _positions_for(self, info: TcpInfo) -> tuple[int, int, int]:
+        index = info.index
+        self._index = index
+        # Layouts too short for these fields read position 0 (the state byte): harmless.
+        self._positions = (
+            index.get("rtt", 0),
+            index.get("bytes_acked", 0),
+            index.get("bytes_received", 0),
+        )
+        return self._positions
+
+    def _sockets(
+        self, socks: list[Sock], ctx: Refresh
+    ) -> tuple[list[tuple[Sock, Track]], list[Sock]]:
+        """The per-socket pass. Returns listeners (with their tracks) and the sockets
+        without skmem or tcp_info (TIME-WAIT, SYN-RECV) for the system rules.
+
+        State is kept per namespace by cookie: int keys are the cheapest dict lookups."""
+        now, generation = ctx.now, self._generation
+        olds, news = self._sigs, {}
+        all_tracks = self._tracks
+        rules = self.rules
+        append = self.history.append
+        nagle_floor = self.config.nagle_hint.min_srtt_ms * 1000
+        listeners: list[tuple[Sock, Track]] = []
+        others: list[Sock] = []
+        index, (i_rtt, i_acked, i_received) = self._index, self._positions
+        netns: str | None = None
+        old: dict[int, int] = {}
+        new: dict[int, int] = {}
+        tracks: dict[int, Track] = {}
+        for s in socks:
+            if s.netns is not netns:  # a dump lists each namespace's sockets together
+                netns = s.netns
+                old = olds.get(netns, {})
+                new = news.setdefault(netns, {})
+                tracks = all_tracks.setdefault(netns, {})
+            info = s.info
+            rq, sq = s.recv_q, s.send_q
+            rtt = 0
+            if info is not None:
+                if info.index is not index:
+                    index = info.index
+                    i_rtt, i_acked, i_received = self._positions_for(info)
+                v = info.values
+                rtt = v[i_rtt]
+                sig = hash((rq, sq, s.skmem, rtt, v[i_acked], v[i_received], s.state))
+            elif s.skmem is not None:
+                sig = hash((rq, sq, s.skmem))
+            else:
+                others.append(s)
+                continue
+            cookie = s.cookie
+            new[cookie] = sig
+            if old.get(cookie) != sig:
+                append((netns, cookie), now, record_values(s))
+                if s.proto == "udp":
+                    rq = 1  # a changed UDP socket may have dropped: look at it
+            listening = s.state == "LISTEN"
+            if not (rq or sq or listening or rtt >= nagle_floor or cookie in tracks):
+                continue
+            tr = tracks.get(cookie)
+            if tr is None:
+                tr = tracks[cookie] = Track(now)
+            tr.seen = generation
+            if listening:
+                flags = rules.listener(s, tr, ctx)
+                listeners.append((s, tr))
+            elif s.proto == "udp":
+                flags = rules.udp(s, tr, ctx)
+            else:
+                flags = rules.tcp(s, tr, ctx)
+                if not tr.latches and not s.recv_q and not sq:
+                    del tracks[cookie]  # idle again: its progress marks would go stale
+            s.flags = flags
+            tr.sock = s if flags else None
+        self._sigs = news
+        for name, before in olds.items():
+            for cookie in before.keys() - news.get(name, {}).keys():
+                self.history.forget((name, cookie))
+        return listeners, others
+
+    def _forget_closed(self, now: float) -> None:
+        """Drop tracks of sockets gone from this snapshot; keep flagged ones listed a while."""
+        generation = self._generation
+        for netns, tracks in self._tracks.items():
+            for cookie in [c for c, tr in tracks.items() if tr.seen != generation]:
+                sock = tracks.pop(cookie).sock
+                key = (netns, cookie)
+                if sock is not None and sock.flags and key not in self._closed:
+                    closed = copy.copy(sock)
+                    closed.flags = list(sock.flags)
+                    closed.closed = True
+                    self._closed[key] = (closed, now)
+        linger = self.config.history.linger
+        for key in [k for k, (_, t) in self._closed.items() if now - t >= linger]:
+            del self._closed[key]

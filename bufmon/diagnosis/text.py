@@ -1,0 +1,228 @@
+"""Reason and advice sentences of each flag: what was seen, with numbers, and the fix."""
+
+from __future__ import annotations
+
+from collectors.model import Sock
+
+
+def size(n: float) -> str:
+    """131072 -> "128 KB" (binary units, the way buffer sizes are set)."""
+    units = ("B", "KB", "MB", "GB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.0f} {units[i]}" if i == 0 or n >= 100 or n == int(n) else f"{n:.1f} {units[i]}"
+
+
+def owner(sock: Sock) -> str:
+    """ "nginx (pid 42)" or a neutral phrase when the process is unknown."""
+    p = sock.process
+    return "the owning process" if p is None else f"{p.comm} (pid {p.pid})"
+
+
+def peer(sock: Sock) -> str:
+    addr = f"[{sock.peer_addr}]" if ":" in sock.peer_addr else sock.peer_addr
+    return f"{addr}:{sock.peer_port}"
+
+
+def local(sock: Sock) -> str:
+    addr = f"[{sock.local_addr}]" if ":" in sock.local_addr else sock.local_addr
+    return f"{addr}:{sock.local_port}"
+
+
+def secs(t: float) -> str:
+    return f"{t:.0f} s" if t >= 10 else f"{t:.1f} s"
+
+
+def stalled_reader(
+    sock: Sock, idle: float, r: int, rb: int, rcv_wnd: int | None
+) -> tuple[str, str]:
+    detail = f"r {size(r)} of rb {size(rb)}"
+    if rcv_wnd == 0:
+        detail += ", advertising a zero window"
+    return (
+        f"{owner(sock)} has not read for {secs(idle)} while {size(sock.recv_q)} wait in "
+        f"Recv-Q ({detail}).",
+        f"Make {owner(sock)} read this socket (is it blocked or busy elsewhere?); a bigger "
+        f"buffer only delays the stall.",
+    )
+
+
+def slow_reader(sock: Sock, share: float, fill: float, window: float) -> tuple[str, str]:
+    return (
+        f"{owner(sock)} reads, but its receive buffer was over {fill:.0%} full for "
+        f"{share:.0%} of the last {secs(window)} (Recv-Q {size(sock.recv_q)}).",
+        f"Read faster or in bigger chunks in {owner(sock)}; leave SO_RCVBUF unset so "
+        f"autotuning can grow the buffer (it only grows while the app reads).",
+    )
+
+
+def peer_zero_window(
+    sock: Sock, held: float | None, stuck: float | None, why: str
+) -> tuple[str, str]:
+    """held/stuck are None when one sample cannot tell how long."""
+    if held is None or stuck is None:
+        how = f"keeps its window shut ({why})"
+        acked = "for how long one sample cannot tell"
+    else:
+        how = f"has kept its window shut ({why}) for {secs(held)}"
+        acked = f"nothing acknowledged for {secs(stuck)}" if stuck >= 1 else "acks still trickle in"
+    return (
+        f"Peer {peer(sock)} {how}: {size(sock.send_q)} wait in Send-Q of {owner(sock)}, {acked}.",
+        f"The peer application reads too slowly or not at all: fix it, and set "
+        f"TCP_USER_TIMEOUT in {owner(sock)} so a peer that never reads is dropped.",
+    )
+
+
+SEND_CAUSES = {
+    "peer": (
+        "the peer's receive window limited the sender {share:.0%} of the busy time",
+        "The peer reads too slowly: speed up the receiving application; set TCP_USER_TIMEOUT "
+        "in {owner} so a peer that stops reading for good is dropped.",
+    ),
+    "buffer": (
+        "our send buffer limited the sender {share:.0%} of the busy time",
+        "Raise the send buffer of {owner} (SO_SNDBUF, or tcp_wmem/wmem_max so autotuning "
+        "can grow it).",
+    ),
+    "network": (
+        "neither the peer's window nor our buffer was the limit: the network (cwnd) is",
+        "The path is the bottleneck (congestion or a slow link); nothing to fix in "
+        "{owner} unless the link should be faster.",
+    ),
+}
+
+
+def send_queue_full(sock: Sock, fill: float, cause: str, share: float) -> tuple[str, str]:
+    why, fix = SEND_CAUSES[cause]
+    return (
+        f"Send buffer of {owner(sock)} is {fill:.0%} full (Send-Q {size(sock.send_q)}); "
+        + why.format(share=share)
+        + ".",
+        fix.format(owner=owner(sock)),
+    )
+
+
+def rcvbuf_overrun(sock: Sock | None, events: str, r: int = 0, rb: int = 0) -> tuple[str, str]:
+    if sock is None:
+        return (
+            f"The kernel threw received data away ({events}); no open socket is over its "
+            f"receive buffer now.",
+            "Look for apps that shrink SO_RCVBUF or read slowly; raise rmem_max/tcp_rmem "
+            "and leave SO_RCVBUF unset so autotuning works.",
+        )
+    return (
+        f"Received data was thrown away and must be retransmitted ({events}); this socket "
+        f"holds r {size(r)} against rb {size(rb)}.",
+        f"Let {owner(sock)} read faster and give it a bigger receive buffer: drop the small "
+        f"SO_RCVBUF (or raise it and rmem_max).",
+    )
+
+
+def accept_queue(sock: Sock, full: bool, drops: int, overflows: int) -> tuple[str, str]:
+    state = "full" if full else f"{sock.recv_q / max(sock.send_q, 1):.0%} full"
+    reason = (
+        f"Accept queue of {local(sock)} is {state}: {sock.recv_q} connections wait for "
+        f"accept() in {owner(sock)}, backlog {sock.send_q}"
+    )
+    if drops or overflows:
+        reason += (
+            f"; SYNs are being dropped ({drops} on this listener, ListenOverflows +{overflows})"
+        )
+    return (
+        reason + ".",
+        f"Make {owner(sock)} accept() faster (more workers), and raise its listen() backlog "
+        f"together with net.core.somaxconn.",
+    )
+
+
+def syn_backlog(sock: Sock | None, count: int, backlog: int, cookies: str) -> tuple[str, str]:
+    if sock is None:
+        reason = f"A SYN queue overflowed ({cookies}); no listener shows half-open connections now"
+    else:
+        reason = f"{count} half-open connections (SYN-RECV) wait on {local(sock)}"
+        reason += f", backlog {backlog}"
+        if cookies:
+            reason += f"; {cookies}"
+    return (
+        reason + ".",
+        "A SYN flood or clients that never finish the handshake: keep tcp_syncookies on, "
+        "raise the backlog, somaxconn and tcp_max_syn_backlog.",
+    )
+
+
+def udp_drops(sock: Sock, kind: str, n: int, fill: float) -> tuple[str, str]:
+    advice = (
+        f"Read faster in {owner(sock)} and raise SO_RCVBUF (and net.core.rmem_max, which caps it)."
+    )
+    if kind == "dropped":
+        reason = (
+            f"{n} datagrams dropped since the last refresh: receive buffer of {owner(sock)} "
+            f"is {fill:.0%} full."
+        )
+    elif kind == "total":
+        reason = f"This socket has dropped {n} datagrams since it was opened ({fill:.0%} full)."
+    elif kind == "full":
+        reason = f"Receive buffer of {owner(sock)} is {fill:.0%} full: the next burst is dropped."
+    else:
+        reason = f"Send buffer of {owner(sock)} is {fill:.0%} full: sends fail or block."
+        advice = f"Send slower in {owner(sock)} or raise SO_SNDBUF (and net.core.wmem_max)."
+    return reason, advice
+
+
+def udp_counters(events: str) -> tuple[str, str]:
+    return (
+        f"UDP datagrams were dropped ({events}) by sockets no longer open or not listed.",
+        "Find the reader that falls behind; raise its SO_RCVBUF and net.core.rmem_max.",
+    )
+
+
+def memory_pressure(level: str, pages: int, limits: list[int], events: str) -> tuple[str, str]:
+    low, pressure, high = limits
+    what = {
+        "approaching": f"is at {pages / pressure:.0%} of the pressure threshold",
+        "pressure": "is above the pressure threshold: the kernel shrinks every TCP buffer",
+        "high": "has reached the hard limit: TCP allocations fail",
+    }[level]
+    reason = f"TCP memory ({pages} pages) {what} (tcp_mem {low} {pressure} {high})"
+    if events:
+        reason += f"; {events}"
+    return (
+        reason + ".",
+        "Find the sockets holding memory (sort by Recv-Q/Send-Q: stalled readers, zero "
+        "windows) and fix them; raise net.ipv4.tcp_mem only if the load is real.",
+    )
+
+
+def memory_events(events: str) -> tuple[str, str]:
+    return (
+        f"The kernel reported TCP memory trouble ({events}).",
+        "Find the sockets holding memory (stalled readers, zero windows) and fix them; "
+        "raise net.ipv4.tcp_mem only if the load is real.",
+    )
+
+
+def port_exhaustion(
+    group: tuple[str, str, int], used: int, size_: int, sock: Sock | None
+) -> tuple[str, str]:
+    local_ip, remote_ip, remote_port = group
+    remote = f"[{remote_ip}]" if ":" in remote_ip else remote_ip
+    who = "" if sock is None else f" (mostly {owner(sock)})"
+    return (
+        f"{used} of {size_} local ports ({used / size_:.0%}) are taken by connections from "
+        f"{local_ip} to {remote}:{remote_port}, TIME-WAIT included{who}.",
+        "Reuse connections (keep-alive, a pool) instead of one per request; widen "
+        "ip_local_port_range or add local addresses if that is not possible.",
+    )
+
+
+def nagle_hint(sock: Sock, srtt_ms: float, min_rtt_ms: float, delayed_acks: int) -> tuple[str, str]:
+    acks = f"; DelayedACKs rose by {delayed_acks}" if delayed_acks else ""
+    return (
+        f"Small writes wait: srtt {srtt_ms:.0f} ms against min_rtt {min_rtt_ms:.1f} ms on an "
+        f"app-limited connection with small segments{acks}. sock_diag cannot see TCP_NODELAY, "
+        f"so this is a hint, not a finding.",
+        f"If {owner(sock)} does write-write-read, set TCP_NODELAY or send each message in "
+        f"one write.",
+    )

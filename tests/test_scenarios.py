@@ -1,0 +1,280 @@
+"""The trouble makers build real kernel state (checked with ss) and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bufmon.scenarios import (
+    AcceptQueueFull,
+    BulkOverTbf,
+    BulkTransfer,
+    HealthyReader,
+    IdleKeepalive,
+    Netns,
+    PortExhaustion,
+    RcvbufPrune,
+    SlowReader,
+    StalledReader,
+    TbfLink,
+    UdpDrops,
+    ZeroWindowSender,
+    remove_stale_namespaces,
+)
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+]
+
+FAMILIES = ["inet", "inet6"]
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    with Netns("test") as netns:
+        yield netns
+    assert netns.name not in namespaces()
+
+
+def ss(ns: Netns, opts: str, *filters: str) -> list[str]:
+    """ss records (socket line plus its detail lines joined) matching the filter."""
+    out = ns.output("ss", "-H", opts, *filters)
+    records: list[str] = []
+    for line in out.splitlines():
+        if line[:1].isspace() and records:
+            records[-1] += " " + line.strip()
+        elif line.strip():
+            records.append(line)
+    return records
+
+
+def one(ns: Netns, opts: str, port: int, *state: str) -> str:
+    records = ss(ns, opts, *state, f"sport = :{port}")
+    assert len(records) == 1, records
+    return records[0]
+
+
+def field(record: str, pattern: str) -> int:
+    match = re.search(pattern, record)
+    assert match, f"{pattern} not in {record}"
+    return int(match[1])
+
+
+def wait_for(ns: Netns, opts: str, port: int, text: str, timeout: float = 3.0) -> str:
+    """The established socket on `port` once its record shows `text`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = one(ns, opts, port, "state", "established")
+        if text in record or time.monotonic() > deadline:
+            return record
+        time.sleep(0.05)
+
+
+def queues(record: str) -> tuple[int, int]:
+    """(Recv-Q, Send-Q) of a record (ss -H with a state filter drops the state column)."""
+    cols = record.split()
+    return int(cols[0]), int(cols[1])
+
+
+def test_netns_runs_inside_and_cleans_up_on_error() -> None:
+    with pytest.raises(ZeroDivisionError), Netns("test") as netns:
+        assert re.fullmatch(rf"bufmon-test-{os.getpid()}-\d+", netns.name)
+        assert netns.name in namespaces()
+        inode = netns.run(os.stat, "/proc/thread-self/ns/net").st_ino
+        assert inode != os.stat("/proc/self/ns/net").st_ino
+        netns.run(lambda: 1 / 0)
+    assert netns.name not in namespaces()
+    netns.close()  # idempotent
+
+
+def test_current_namespace_mode_runs_in_place() -> None:
+    current = Netns.current()
+    with current, UdpDrops(current) as udp:
+        assert current.run(os.getpid) == os.getpid()
+        record = one(current, "-uanm", udp.port)
+        assert field(record, r",d(\d+)\)") >= 150
+        with pytest.raises(RuntimeError):
+            current.sysctl("net.ipv4.tcp_tw_reuse", 0)
+    assert udp.receiver.fileno() == -1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stalled_reader_fills_server_and_client_persists(ns: Netns, family: str) -> None:
+    with StalledReader(ns, family) as case:
+        server = one(ns, "-tanmio", case.server_port, "state", "established")
+        assert queues(server)[0] > 100000
+        client = wait_for(ns, "-tanmio", case.client_port, "timer:(persist")
+        assert "timer:(persist" in client
+        assert queues(client)[1] > 0
+
+
+def test_zero_window_sender_is_rwnd_limited(ns: Netns) -> None:
+    with ZeroWindowSender(ns) as case:
+        client = wait_for(ns, "-tanmio", case.client_port, "timer:(persist")
+        assert "timer:(persist" in client
+        assert "rwnd_limited" in client and "(100.0%)" in client
+
+
+def test_slow_reader_stays_half_full_while_reading(ns: Netns) -> None:
+    with SlowReader(ns) as case:
+        time.sleep(0.5)
+        samples = []
+        for _ in range(5):
+            record = one(ns, "-tanmi", case.server_port, "state", "established")
+            recv_q = queues(record)[0]
+            rb = field(record, r"rb(\d+)")
+            samples.append((recv_q, rb, field(record, r"bytes_received:(\d+)") - recv_q))
+            time.sleep(0.3)
+    assert all(q >= 65536 and q >= rb / 2 for q, rb, _ in samples), samples
+    assert samples[-1][2] > samples[0][2], "the reader made no progress"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_accept_queue_full(ns: Netns, family: str) -> None:
+    with AcceptQueueFull(ns, family) as case:
+        time.sleep(0.2)
+        listener = one(ns, "-tan", case.listen_port, "state", "listening")
+        assert queues(listener) == (3, 2)
+        assert len(ss(ns, "-tan", "state", "syn-sent")) == 5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_udp_drops(ns: Netns, family: str) -> None:
+    with UdpDrops(ns, family) as case:
+        assert field(one(ns, "-uanm", case.port), r",d(\d+)\)") >= 150
+
+
+def test_udp_drops_keep_rising_when_asked(ns: Netns) -> None:
+    with UdpDrops(ns, keep_sending=True) as case:
+        first = field(one(ns, "-uanm", case.port), r",d(\d+)\)")
+        time.sleep(1.2)
+        assert field(one(ns, "-uanm", case.port), r",d(\d+)\)") > first
+
+
+def tcp_ext(ns: Netns) -> dict[str, int]:
+    lines = [line.split() for line in ns.output("cat", "/proc/net/netstat").splitlines()]
+    names, values = (row for row in lines if row[0] == "TcpExt:")
+    return dict(zip(names[1:], map(int, values[1:]), strict=True))
+
+
+def test_rcvbuf_prune_drops_data(ns: Netns) -> None:
+    with RcvbufPrune(ns) as case:
+        server = one(ns, "-tanm", case.server_port, "state", "established")
+        assert field(server, r"\(r(\d+)") > field(server, r"rb(\d+)")
+        counters = tcp_ext(ns)
+    assert counters["PruneCalled"] > 0
+    assert counters["RcvPruned"] + counters["TCPRcvQDrop"] > 0
+
+
+def test_port_exhaustion_after_ten_connects(ns: Netns) -> None:
+    before = ns.output("cat", "/proc/sys/net/ipv4/ip_local_port_range")
+    with PortExhaustion(ns) as case:
+        assert case.exhausted
+        assert case.connected == 10
+        assert len(ss(ns, "-tan", "state", "time-wait")) == 10
+    assert ns.output("cat", "/proc/sys/net/ipv4/ip_local_port_range") == before
+
+
+def test_healthy_reader_keeps_up(ns: Netns) -> None:
+    with HealthyReader(ns) as case:
+        time.sleep(0.3)
+        for _ in range(5):
+            record = one(ns, "-tan", case.server_port, "state", "established")
+            assert queues(record)[0] <= 2 * HealthyReader.CHUNK_SIZE
+            time.sleep(0.1)
+        assert case.read_bytes > 0
+
+
+def test_bulk_transfer_moves_data_and_stops(ns: Netns) -> None:
+    with BulkTransfer(ns) as case:
+        time.sleep(0.3)
+        moved = case.read_bytes
+        time.sleep(0.3)
+        assert case.read_bytes > moved > 0
+    assert not any(t.is_alive() for t in case._threads)
+    assert ss(ns, "-tan", "state", "established") == []
+
+
+def test_idle_keepalive(ns: Netns) -> None:
+    with IdleKeepalive(ns) as case:
+        record = one(ns, "-tano", case.client_port, "state", "established")
+        assert "timer:(keepalive" in record
+        assert queues(record) == (0, 0)
+
+
+def test_scenario_closes_everything_when_the_body_raises(ns: Netns) -> None:
+    with pytest.raises(RuntimeError), StalledReader(ns) as case:
+        raise RuntimeError("body failed")
+    assert case.client.fileno() == -1 and case.server.fileno() == -1
+    assert not any(t.is_alive() for t in case._threads)
+    assert ss(ns, "-tan") == []
+
+
+def test_tbf_link_limits_a_bulk_transfer() -> None:
+    with TbfLink() as link:
+        assert "tbf" in link.sender_ns.output("tc", "qdisc", "show", "dev", link.dev)
+        with BulkOverTbf(link) as bulk:
+            time.sleep(1.0)
+            moved = bulk.read_bytes
+        # 1 Mbit/s is 125 KB/s; the 32 kbit burst adds little.
+        assert 0 < moved < 250_000
+        names = {link.sender_ns.name, link.receiver_ns.name}
+    assert not names & namespaces()
+
+
+def demo(*extra: str) -> subprocess.Popen[str]:
+    code = "from bufmon.demo import run_demo; raise SystemExit(run_demo(True{}))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code.format("".join(", " + e for e in extra))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_demo_headless_runs_for_its_duration_and_cleans_up() -> None:
+    proc = demo("duration=3")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert f"namespace bufmon-demo-{proc.pid}" in out and "stalled reader" in out
+    assert f"bufmon-demo-{proc.pid}" not in namespaces()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_cleans_up_on_signal(sig: signal.Signals) -> None:
+    proc = demo()
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the cases are built
+        assert f"bufmon-demo-{proc.pid}" in line
+        assert f"bufmon-demo-{proc.pid}" in namespaces()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert f"bufmon-demo-{proc.pid}" not in namespaces()
+
+
+def test_stale_demo_namespace_of_a_dead_pid_is_removed() -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    stale = f"bufmon-demo-{child.pid}"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        assert stale in remove_stale_namespaces()
+        assert stale not in namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)

@@ -1,0 +1,253 @@
+"""Rich Text for the detail screen: everything known about one socket."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.style import Style
+from rich.text import Text
+
+from collectors.model import (
+    SK_BACKLOG,
+    SK_DROPS,
+    SK_FWD,
+    SK_OPTMEM,
+    SK_RCVBUF,
+    SK_RMEM,
+    SK_SNDBUF,
+    SK_WMEM,
+    SK_WQUEUED,
+    Sock,
+    TcpInfo,
+)
+from tui.columns import endpoint, recv_label, send_label
+from tui.fmt import (
+    DIM,
+    SEVERITY_STYLES,
+    bar,
+    human_bytes,
+    human_duration,
+    human_usec,
+    worst_first,
+)
+from tui.source import Series
+
+LABEL = Style(bold=True)
+LABEL_WIDTH = 12
+SPARKS = "▁▂▃▄▅▆▇█"
+INFINITE_SSTHRESH = 0x7FFFFFFF  # TCP_INFINITE_SSTHRESH: slow start has not ended
+LIMIT_SHARE = 0.5  # a chrono counter above this share of busy time names the limit
+
+Formatter = Callable[[int], str]
+
+
+def _count(value: int) -> str:
+    return str(value)
+
+
+def _ssthresh(value: int) -> str:
+    return "inf" if value >= INFINITE_SSTHRESH else str(value)
+
+
+def _rate(value: int) -> str:
+    return f"{human_bytes(value * 8)}bit/s"
+
+
+# group title -> (tcp_info field, label, formatter)
+TCP_GROUPS: tuple[tuple[str, tuple[tuple[str, str, Formatter], ...]], ...] = (
+    ("RTT", (
+        ("rtt", "rtt", human_usec),
+        ("rttvar", "var", human_usec),
+        ("min_rtt", "min", human_usec),
+        ("rto", "rto", human_usec),
+        ("ato", "ato", human_usec),
+    )),
+    ("Windows", (
+        ("snd_cwnd", "cwnd", _count),
+        ("snd_ssthresh", "ssthresh", _ssthresh),
+        ("snd_wnd", "snd_wnd", human_bytes),
+        ("rcv_wnd", "rcv_wnd", human_bytes),
+        ("rcv_space", "rcv_space", human_bytes),
+        ("snd_mss", "mss", _count),
+    )),
+    ("Throughput", (
+        ("bytes_sent", "sent", human_bytes),
+        ("bytes_acked", "acked", human_bytes),
+        ("bytes_received", "received", human_bytes),
+        ("delivery_rate", "delivery", _rate),
+        ("pacing_rate", "pacing", _rate),
+        ("notsent_bytes", "notsent", human_bytes),
+    )),
+    ("Retransmits", (
+        ("retrans", "now", _count),
+        ("total_retrans", "total", _count),
+        ("lost", "lost", _count),
+        ("bytes_retrans", "bytes", human_bytes),
+        ("total_rto", "rto", _count),
+        ("dsack_dups", "dsack", _count),
+    )),
+)
+
+
+class Block:
+    """Labelled rows of `name value` pairs that wrap under their label, not at column 0."""
+
+    def __init__(self, title: str, width: int) -> None:
+        self.text = Text()
+        self.text.append(title, LABEL)
+        self.width = width
+        self.column = len(title)
+
+    def row(self, label: str) -> None:
+        self.text.append(f"\n{label:<{LABEL_WIDTH}}", LABEL)
+        self.column = LABEL_WIDTH
+
+    def add(self, value: str, style: Style | str | None = None) -> None:
+        if self.column + len(value) > self.width and self.column > LABEL_WIDTH:
+            self.row("")
+        self.text.append(value, style)
+        self.column += len(value)
+
+    def pair(self, label: str, value: str) -> None:
+        if self.column + len(label) + len(value) + 3 > self.width and self.column > LABEL_WIDTH:
+            self.row("")
+        self.text.append(f"{label} ", DIM)
+        self.text.append(f"{value}  ")
+        self.column += len(label) + len(value) + 3
+
+
+def title_text(s: Sock, closed: bool) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"{s.proto.upper()} {s.state}  ", LABEL)
+    text.append(endpoint(s.local_addr, s.local_port))
+    text.append(" → ", DIM)
+    text.append(endpoint(s.peer_addr, s.peer_port))
+    text.append(f"   netns {s.netns}", DIM)
+    if closed:
+        text.append("   CLOSED (last seen values)", SEVERITY_STYLES["critical"])
+    return text
+
+
+def owner_text(s: Sock, width: int) -> Text:
+    block = Block("Owner", width)
+    block.row("Process")
+    if s.process is None:
+        block.add("unknown (exited, or owned by another namespace's process)", DIM)
+    else:
+        block.pair("pid", str(s.process.pid))
+        block.pair("command", s.process.comm)
+        block.pair("user", s.process.user)
+    block.pair("uid", str(s.uid))
+    block.row("Socket")
+    block.pair("inode", str(s.inode))
+    block.pair("cookie", str(s.cookie))
+    block.pair("family", s.family)
+    block.row("Timer")
+    block.pair("timer", s.timer if s.timer == "off" else f"{s.timer} in {s.timer_expires_ms} ms")
+    block.pair("retrans", str(s.retrans))
+    return block.text
+
+
+def _gauge_row(block: Block, label: str, fill: float | None, value: str) -> None:
+    block.row(label)
+    if fill is not None:
+        for segment in bar(fill, 20):
+            block.add(segment.text, segment.style)
+        block.add(f" {fill:4.0%}  ")
+    block.add(value)
+
+
+def memory_text(s: Sock, width: int) -> Text:
+    block = Block("Queues", width)
+    _gauge_row(block, "Recv-Q", s.recv_fill(), f"{recv_label(s)}  (Recv-Q {s.recv_q})")
+    _gauge_row(block, "Send-Q", s.send_fill(), f"{send_label(s)}  (Send-Q {s.send_q})")
+    sk = s.skmem
+    block.row("skmem")
+    if sk is None:
+        block.add("not reported for this state", DIM)
+        return block.text
+    for label, index in (("r", SK_RMEM), ("rb", SK_RCVBUF), ("t", SK_WMEM), ("tb", SK_SNDBUF),
+                         ("f", SK_FWD), ("w", SK_WQUEUED), ("o", SK_OPTMEM), ("bl", SK_BACKLOG)):
+        block.pair(label, human_bytes(sk[index]))
+    block.pair("drops", str(sk[SK_DROPS]))
+    return block.text
+
+
+def _limits(block: Block, info: TcpInfo) -> None:
+    busy = info.get("busy_time")
+    rwnd, sndbuf = info.get("rwnd_limited"), info.get("sndbuf_limited")
+    block.row("Limited by")
+    if busy is None or rwnd is None or sndbuf is None:
+        block.add("not reported by this kernel", DIM)
+        return
+    block.pair("busy", human_usec(busy))
+    if not busy:
+        block.add("the sender has not been busy", DIM)
+        return
+    rwnd_share, sndbuf_share = rwnd / busy, sndbuf / busy
+    block.pair("rwnd_limited", f"{rwnd_share:.0%}")
+    block.pair("sndbuf_limited", f"{sndbuf_share:.0%}")
+    if rwnd_share >= LIMIT_SHARE and rwnd_share >= sndbuf_share:
+        verdict, style = "→ the peer's receive window (the peer reads too slowly)", "warning"
+    elif sndbuf_share >= LIMIT_SHARE:
+        verdict, style = "→ our send buffer (SO_SNDBUF / tcp_wmem)", "warning"
+    else:
+        verdict, style = "→ neither: the network (cwnd) or the application", "info"
+    block.add(verdict, SEVERITY_STYLES[style])
+
+
+def tcp_text(info: TcpInfo | None, width: int) -> Text:
+    block = Block("tcp_info", width)
+    if info is None:
+        block.add("  not reported for this socket", DIM)
+        return block.text
+    for title, fields in TCP_GROUPS:
+        block.row(title)
+        for name, label, formatter in fields:
+            value = info.get(name)
+            block.pair(label, "-" if value is None else formatter(value))
+    _limits(block, info)
+    return block.text
+
+
+def sparkline(values: list[float], width: int) -> str:
+    values = values[-width:]
+    top = max(values, default=0)
+    if top <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[min(int(v / top * len(SPARKS)), len(SPARKS) - 1)] for v in values)
+
+
+def history_text(series: dict[str, Series] | None, width: int) -> Text:
+    block = Block("History", width)
+    if series is None:
+        block.add("  loading…", DIM)
+        return block.text
+    spark_width = max(width - LABEL_WIDTH - 24, 8)
+    for name, label, formatter in (("recv_q", "Recv-Q", human_bytes),
+                                   ("send_q", "Send-Q", human_bytes),
+                                   ("rtt", "rtt", human_usec)):
+        values = [value for _, value in series.get(name, [])]
+        block.row(label)
+        if not values:
+            block.add("no samples yet", DIM)
+            continue
+        block.add(sparkline(values, spark_width), SEVERITY_STYLES["info"])
+        block.pair("  now", formatter(values[-1]))
+        block.pair("max", formatter(max(values)))
+    return block.text
+
+
+def flags_text(s: Sock) -> Text:
+    text = Text()
+    text.append("Flags", LABEL)
+    if not s.flags:
+        text.append("  none: nothing looks wrong with this socket", DIM)
+    for flag in worst_first(s.flags):
+        text.append("\n● ", SEVERITY_STYLES[flag.severity])
+        text.append(f"{flag.severity.upper()} {flag.kind}", SEVERITY_STYLES[flag.severity])
+        text.append(f"  for {human_duration(flag.since)}", DIM)  # since = seconds held
+        text.append(f"\n  {flag.reason}")
+        text.append("\n  advice: ", LABEL)
+        text.append(flag.advice)
+    return text

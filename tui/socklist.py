@@ -1,0 +1,203 @@
+"""The socket list: a virtual ScrollView that renders only the rows on screen.
+
+A new View swaps in with O(visible rows) work on the UI thread; rendered lines sit in
+an LRU cache until the next View, and only lines whose text changed are redrawn.
+The cursor stays on its row key; at the top row it follows the top (worst first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+
+from tui.columns import GROUP_COLUMNS, SOCKET_COLUMNS, Layout, fit, render_row, render_titles
+from tui.view import View
+
+
+class SocketList(ScrollView, can_focus=True):
+    BINDINGS = [
+        Binding("j,down", "move(1)", "next row"),
+        Binding("k,up", "move(-1)", "previous row"),
+        Binding("pagedown,ctrl+f", "page(1)", "page down"),
+        Binding("pageup,ctrl+b", "page(-1)", "page up"),
+        Binding("g,home", "jump(0)", "first row"),
+        Binding("G,end", "jump(-1)", "last row"),
+    ]
+    COMPONENT_CLASSES = {"socket-list--cursor"}
+
+    class Moved(Message):
+        """The cursor moved (the status line tells whether the order is held)."""
+
+    class LayoutChanged(Message):
+        def __init__(self, layout: Layout, width: int) -> None:
+            super().__init__()
+            self.column_layout = layout
+            self.line_width = width
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.view: View | None = None
+        self.cursor = 0
+        self.column_layout: Layout = ()
+        self._columns = SOCKET_COLUMNS
+        self._cache: LRUCache[tuple[int, bool], Strip] = LRUCache(1024)
+        self._shown: dict[int, Strip] = {}  # screen line -> strip last painted there
+        self._width = 0
+        self._styles: tuple[Style, Style] | None = None  # (base, cursor); costly to compute
+
+    @property
+    def rows(self) -> list[Any]:
+        return [] if self.view is None else self.view.rows
+
+    @property
+    def cursor_row(self) -> Any | None:
+        rows = self.rows
+        return rows[self.cursor] if self.cursor < len(rows) else None
+
+    @property
+    def cursor_key(self) -> Hashable | None:
+        row = self.cursor_row
+        return None if row is None else row.key
+
+    def set_view(self, view: View) -> None:
+        """Swap in a new View keeping the cursor on its row and that row on its screen line."""
+        key, screen_line = self.cursor_key, self.cursor - self.scroll_offset.y
+        following_top = self.cursor == 0
+        self.view = view
+        columns = GROUP_COLUMNS if view.request.group_by else SOCKET_COLUMNS
+        if columns is not self._columns:
+            self._columns = columns
+            self._relayout()
+        count = len(view.rows)
+        found = None if following_top else view.index.get(key)
+        self.cursor = found if found is not None else max(0, min(self.cursor, count - 1))
+        self._cache.clear()
+        if self.virtual_size.height != count:
+            self.virtual_size = Size(self.virtual_size.width, count)
+        if found is not None:
+            self.scroll_to(y=self.cursor - screen_line, animate=False, immediate=True)
+        self._keep_cursor_visible()
+        self._redraw_changed()
+
+    # --- drawing -------------------------------------------------------------------
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._relayout()
+        self._keep_cursor_visible()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+        self._cache.clear()
+
+    def _relayout(self) -> None:
+        width = self._width = self.scrollable_content_region.width
+        self.column_layout = fit(self._columns, width)
+        self.virtual_size = Size(width, len(self.rows))
+        self._cache.clear()
+        self._shown.clear()
+        self.refresh()
+        self.post_message(self.LayoutChanged(self.column_layout, width))
+
+    def _line(self, index: int) -> Strip:
+        if self._styles is None:
+            cursor = self.get_component_rich_style("socket-list--cursor")
+            self._styles = (self.rich_style, cursor)
+        base, cursor = self._styles
+        rows, width = self.rows, self._width
+        if index >= len(rows):
+            return Strip.blank(width, base)
+        selected = index == self.cursor
+        strip = self._cache.get((index, selected))
+        if strip is None:
+            strip = Strip(render_row(rows[index], self.column_layout, width), width)
+            strip = strip.apply_style(base + cursor if selected else base)
+            self._cache[(index, selected)] = strip
+        return strip
+
+    def render_line(self, y: int) -> Strip:
+        strip = self._line(self.scroll_offset.y + y)
+        self._shown[y] = strip
+        return strip
+
+    def _redraw_changed(self) -> None:
+        top = self.scroll_offset.y
+        changed = [y for y in range(self.scrollable_content_region.height)
+                   if self._shown.get(y) != self._line(top + y)]
+        if len(changed) > len(self._shown) // 2:
+            self.refresh()  # one region instead of many
+        else:
+            for y in changed:
+                self.refresh_line(top + y)
+
+    # --- cursor ----------------------------------------------------------------------
+
+    def move_to(self, index: int) -> None:
+        count = len(self.rows)
+        index = max(0, min(index, count - 1))
+        if index == self.cursor:
+            return
+        old, self.cursor = self.cursor, index
+        self.refresh_line(old)
+        self.refresh_line(index)
+        self._keep_cursor_visible()
+        self.post_message(self.Moved())
+
+    def _keep_cursor_visible(self) -> None:
+        top, height = self.scroll_offset.y, self.scrollable_content_region.height
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif height and self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+
+    def action_move(self, delta: int) -> None:
+        self.move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_to(self.cursor + direction * max(1, self.scrollable_content_region.height - 1))
+
+    def action_jump(self, index: int) -> None:
+        self.move_to(index if index >= 0 else len(self.rows) - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        self.move_to(self.scroll_offset.y + event.y)
+
+
+class ColumnTitles(Widget):
+    """The title line above the list, sharing its layout; the sorted column has an arrow."""
+
+    DEFAULT_CSS = "ColumnTitles { height: 1; }"
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.column_layout: Layout = ()
+        self.line_width = 0
+        self.sort = ""
+        self.descending = True
+
+    def show(self, layout: Layout | None = None, width: int | None = None,
+             sort: str | None = None, descending: bool | None = None) -> None:
+        if layout is not None:
+            self.column_layout = layout
+        if width is not None:
+            self.line_width = width
+        if sort is not None:
+            self.sort = sort
+        if descending is not None:
+            self.descending = descending
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        segments = render_titles(self.column_layout, self.line_width, self.sort, self.descending)
+        base = self.rich_style
+        return Strip(segments).apply_style(base).extend_cell_length(self.size.width, base)

@@ -1,0 +1,52 @@
+"""Where the app gets its data: the real Monitor by default, anything alike in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Protocol
+
+from collectors.model import Snapshot
+
+if TYPE_CHECKING:
+    from bufmon.diagnosis import Config
+    from bufmon.monitor import Monitor
+
+Series = list[tuple[float, float]]
+HISTORY_FIELDS = ("recv_q", "send_q", "rtt")
+
+
+class Source(Protocol):
+    def refresh(self) -> Snapshot:
+        """One blocking collection; called from a worker thread, never two at once."""
+        ...
+
+    def series(self, key: Hashable, field: str) -> Series:
+        """Past (time, value) samples of one socket; called from the same worker thread."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MonitorSource:
+    """bufmon's Monitor, built on the first refresh so the first frame shows at once."""
+
+    def __init__(self, netns: str = "auto", config: Config | None = None) -> None:
+        self.netns = netns
+        self.config = config
+        self._monitor: Monitor | None = None
+
+    def refresh(self) -> Snapshot:
+        if self._monitor is None:
+            from bufmon.monitor import Monitor  # late: apps fed by another source never load it
+
+            self._monitor = Monitor(self.netns, self.config)
+        return self._monitor.refresh()
+
+    def series(self, key: Hashable, field: str) -> Series:
+        if self._monitor is None:
+            return []
+        return self._monitor.diagnoser.history.series(key, field)
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()

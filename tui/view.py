@@ -1,0 +1,283 @@
+"""What the socket list shows, computed in a worker thread: scope, filter, group, sort.
+
+Nothing here touches Textual; the UI thread only swaps in a finished `View`.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bufmon.filters import Predicate
+from collectors.model import SEVERITIES, SEVERITY_RANK, Snapshot, Sock
+
+PAGE_SIZE = resource.getpagesize()
+SHOWN_STATES = ("ESTAB", "LISTEN", "TIME-WAIT", "UNCONN")
+# (label, counter): per-second rates in the header
+RATE_COUNTERS = (
+    ("ovfl", "TcpExt.ListenOverflows"),
+    ("prune", "TcpExt.PruneCalled"),
+    ("rqdrop", "TcpExt.TCPRcvQDrop"),
+    ("retr", "Tcp.RetransSegs"),
+    ("udperr", "Udp.RcvbufErrors"),
+)
+
+
+def _worst(flags: list[Any]) -> int:
+    return max(SEVERITY_RANK[f.severity] for f in flags) if flags else 0
+
+
+def _fill(s: Sock) -> float:
+    recv, send = s.recv_fill(), s.send_fill()
+    return max(recv or 0.0, send or 0.0)
+
+
+# Numeric sort keys are plain floats: C sorts them several times faster than tuples,
+# and a sort is one C call that holds the GIL (stalling the UI thread) while it runs.
+TIE = 1e-15  # weight of a secondary byte count: below any visible difference in fill
+MAX_FILL = 3.0  # fullness is capped here so that severity stays the first criterion
+
+
+def _worst_key(s: Sock) -> float:
+    return _worst(s.flags) * (MAX_FILL + 1) + min(_fill(s), MAX_FILL)
+
+
+def _queue_key(fill: float | None, queued: int) -> float:
+    return (fill or 0.0) + queued * TIE
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    title: str
+    value: Callable[[Sock], Hashable]
+    label: Callable[[Any], str]
+
+
+def _process_value(s: Sock) -> Hashable:
+    return None if s.process is None else (s.process.comm, s.process.pid)
+
+
+def _process_label(value: Any) -> str:
+    return "(no process)" if value is None else f"{value[0]}/{value[1]}"
+
+
+GROUPINGS: dict[str, Grouping] = {
+    "process": Grouping("process", _process_value, _process_label),
+    "port": Grouping("local port", lambda s: (s.proto, s.local_port), lambda v: f"{v[0]}/{v[1]}"),
+    "peer": Grouping("peer host", lambda s: s.peer_addr, str),
+    "netns": Grouping("namespace", lambda s: s.netns, str),
+}
+GROUP_ORDER = (None, "process", "port", "peer", "netns")
+
+
+class GroupRow:
+    """One aggregate row: every socket whose grouping value is `value`."""
+
+    __slots__ = (
+        "by",
+        "count",
+        "flag_counts",
+        "key",
+        "label",
+        "max_recv_fill",
+        "max_send_fill",
+        "recv_q",
+        "send_q",
+        "value",
+        "worst",
+    )
+
+    def __init__(self, by: str, value: Hashable) -> None:
+        self.by = by
+        self.value = value
+        self.key = ("group", by, value)
+        self.label = GROUPINGS[by].label(value)
+        self.count = 0
+        self.recv_q = 0
+        self.send_q = 0
+        self.max_recv_fill = 0.0
+        self.max_send_fill = 0.0
+        self.worst = 0
+        self.flag_counts = dict.fromkeys(SEVERITIES, 0)
+
+    def add(self, s: Sock) -> None:
+        self.count += 1
+        self.recv_q += s.recv_q
+        self.send_q += s.send_q
+        recv, send = s.recv_fill(), s.send_fill()
+        if recv is not None and recv > self.max_recv_fill:
+            self.max_recv_fill = recv
+        if send is not None and send > self.max_send_fill:
+            self.max_send_fill = send
+        for flag in s.flags:
+            self.flag_counts[flag.severity] += 1
+            self.worst = max(self.worst, SEVERITY_RANK[flag.severity])
+
+    def scope(self) -> Scope:
+        get, value = GROUPINGS[self.by].value, self.value
+        return Scope(f"{GROUPINGS[self.by].title} {self.label}", lambda s: get(s) == value)
+
+
+Row = Sock | GroupRow
+
+# column id -> (sort key, descending by default). Worst first = severity, then fullness.
+SOCKET_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
+    "netns": (lambda s: s.netns, False),
+    "proto": (lambda s: s.proto, False),
+    "state": (lambda s: s.state, False),
+    "local": (lambda s: (s.local_addr, s.local_port), False),
+    "peer": (lambda s: (s.peer_addr, s.peer_port), False),
+    "process": (lambda s: _process_value(s) or ("", 0), False),
+    "recvq": (lambda s: _queue_key(s.recv_fill(), s.recv_q), True),
+    "sendq": (lambda s: _queue_key(s.send_fill(), s.send_q), True),
+    "rtt": (lambda s: -1 if s.info is None else s.info.get("rtt") or 0, True),
+    "flags": (_worst_key, True),
+}
+GROUP_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
+    "group": (lambda g: g.label, False),
+    "count": (lambda g: g.count, True),
+    "recvq": (lambda g: _queue_key(g.max_recv_fill, g.recv_q), True),
+    "sendq": (lambda g: _queue_key(g.max_send_fill, g.send_q), True),
+    "flags": (lambda g: (g.worst, sum(g.flag_counts.values()), g.count), True),
+}
+DEFAULT_SORT = "flags"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A drill-down: only the sockets `match` accepts, named by `label`."""
+
+    label: str
+    match: Predicate
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRequest:
+    generation: int
+    predicate: Predicate | None
+    sort: str
+    reverse: bool
+    group_by: str | None
+    scopes: tuple[Scope, ...]
+    hold: Mapping[Hashable, int] | None = None  # keep this order; new rows go last
+
+
+@dataclass(slots=True)
+class View:
+    request: ViewRequest
+    snapshot: Snapshot
+    rows: list[Row]
+    index: dict[Hashable, int]
+    matched: int  # sockets left after scopes and filter
+
+
+def sorts_for(group_by: str | None) -> dict[str, tuple[Callable[[Any], Any], bool]]:
+    return GROUP_SORTS if group_by else SOCKET_SORTS
+
+
+def group(socks: list[Sock], by: str) -> list[GroupRow]:
+    get = GROUPINGS[by].value
+    groups: dict[Hashable, GroupRow] = {}
+    for s in socks:
+        value = get(s)
+        row = groups.get(value)
+        if row is None:
+            row = groups[value] = GroupRow(by, value)
+        row.add(s)
+    return list(groups.values())
+
+
+class _Prepared:
+    """Rows of one (snapshot, scopes, filter, grouping) with their sort keys, kept so that
+    a new sort or reverse on the same snapshot skips filtering and key computing."""
+
+    __slots__ = ("group_by", "predicate", "row_keys", "rows", "scopes", "snapshot", "sort_keys")
+
+    def __init__(self, snapshot: Snapshot, request: ViewRequest) -> None:
+        self.snapshot, self.predicate = snapshot, request.predicate
+        self.scopes, self.group_by = request.scopes, request.group_by
+        socks = snapshot.sockets
+        for scope in request.scopes:
+            socks = [s for s in socks if scope.match(s)]
+        if request.predicate is not None:
+            socks = list(filter(request.predicate, socks))
+        self.rows: list[Any] = group(socks, request.group_by) if request.group_by else socks
+        self.row_keys = [r.key for r in self.rows]
+        self.sort_keys: dict[str, list[Any]] = {}
+
+    def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
+        return (self.snapshot is snapshot and self.predicate is request.predicate
+                and self.scopes == request.scopes and self.group_by == request.group_by)
+
+    def keys_for(self, sort: str) -> list[Any]:
+        keys = self.sort_keys.get(sort)
+        if keys is None:
+            key = sorts_for(self.group_by)[sort][0]
+            keys = self.sort_keys[sort] = [key(r) for r in self.rows]
+        return keys
+
+
+_last: _Prepared | None = None  # one entry; replaced whole, so safe across worker threads
+
+
+def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
+    global _last
+    prepared = _last
+    if prepared is None or not prepared.fits(snapshot, request):
+        prepared = _last = _Prepared(snapshot, request)
+    sorts = sorts_for(request.group_by)
+    sort = request.sort if request.sort in sorts else DEFAULT_SORT
+    keys = prepared.keys_for(sort)
+    order = sorted(range(len(keys)), key=keys.__getitem__,
+                   reverse=sorts[sort][1] != request.reverse)
+    hold, row_keys = request.hold, prepared.row_keys
+    if hold:
+        last = len(hold)
+        order.sort(key=lambda i: hold.get(row_keys[i], last))
+    rows = prepared.rows
+    index = dict(zip(map(row_keys.__getitem__, order), range(len(order)), strict=True))
+    socks = sum(r.count for r in rows) if request.group_by else len(rows)
+    return View(request, snapshot, [rows[i] for i in order], index, socks)
+
+
+@dataclass(slots=True)
+class Summary:
+    """Header figures for one snapshot."""
+
+    total: int
+    states: list[tuple[str, int]]
+    flags: dict[str, int]
+    mem_bytes: int | None
+    tcp_mem_bytes: list[int] | None  # low, pressure, high
+    rates: list[tuple[str, float | None]]
+
+
+def summarize(snapshot: Snapshot) -> Summary:
+    counts: dict[str, int] = {}
+    flags = dict.fromkeys(SEVERITIES, 0)
+    for s in snapshot.sockets:
+        counts[s.state] = counts.get(s.state, 0) + 1
+        for flag in s.flags:
+            flags[flag.severity] += 1
+    for flag in snapshot.system_flags:
+        flags[flag.severity] += 1
+    states = [(name, counts.pop(name, 0)) for name in SHOWN_STATES]
+    states.append(("other", sum(counts.values())))
+    system = snapshot.system
+    pages = system.sockstat.get("TCP.mem")
+    tcp_mem = system.sysctls.get("tcp_mem")
+    rates: list[tuple[str, float | None]] = []
+    for label, counter in RATE_COUNTERS:
+        delta = system.deltas.get(counter)
+        usable = delta is not None and system.interval > 0
+        rates.append((label, delta / system.interval if usable else None))
+    return Summary(
+        total=len(snapshot.sockets),
+        states=states,
+        flags=flags,
+        mem_bytes=None if pages is None else pages * PAGE_SIZE,
+        tcp_mem_bytes=None if not tcp_mem else [p * PAGE_SIZE for p in tcp_mem],
+        rates=rates,
+    )
