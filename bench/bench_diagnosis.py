@@ -7,7 +7,8 @@ namespace, spread over child processes (under 20,000 fds each). Most are idle; 2
 exchange 1 KB every 0.5 s and 0.1% are stalled readers, like a busy server. Each
 refresh dumps the namespace (the bare collector), then runs evaluate(); snapshot
 times advance 1 s per refresh so 600 refreshes fill a 10-minute history window.
-Reports dump and evaluate times and the memory the diagnosis state holds.
+Reports dump and evaluate times and the memory the diagnosis state holds; compare
+max RSS with a `--bare --refreshes 30` run (dump only) for the cost above the collector.
 """
 
 from __future__ import annotations
@@ -73,18 +74,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=20000)
     parser.add_argument("--refreshes", type=int, default=600)
+    parser.add_argument(
+        "--bare", action="store_true", help="dump only: the RSS baseline without diagnosis"
+    )
     args = parser.parse_args()
     with Netns("bench") as ns:
         children = start_children(ns, args.connections)
         try:
-            run(ns, args.refreshes)
+            run(ns, args.refreshes, args.bare)
         finally:
             for child in children:
                 child.kill()
                 child.wait()
 
 
-def run(ns: Netns, refreshes: int) -> None:
+def run(ns: Netns, refreshes: int, bare: bool) -> None:
     namespaces = NamespaceSet(ns.name)
     diagnoser = Diagnoser(Config())
     dump_times, eval_times = [], []
@@ -95,7 +99,8 @@ def run(ns: Netns, refreshes: int) -> None:
         socks = namespaces.dump()
         t1 = time.perf_counter()
         snap = Snapshot(time=float(i), host="bench", sockets=socks, system=SystemFacts())
-        diagnoser.evaluate(snap)
+        if not bare:
+            diagnoser.evaluate(snap)
         t2 = time.perf_counter()
         dump_times.append(t1 - t0)
         eval_times.append(t2 - t1)

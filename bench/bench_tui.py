@@ -162,15 +162,24 @@ async def run(count: int, refreshes: int) -> None:
 
     applied = sorted(apply_times[1:])  # the first includes building the layout
     print(f"sockets: {count} (synthetic), refreshes measured: {len(lags)}")
-    print(f"UI thread, apply one refresh: median {ms(statistics.median(applied))}, "
-          f"max {ms(applied[-1])}  (target <= {TARGET_REFRESH_MS} ms)")
-    print(f"event loop stall during a refresh (includes GIL waits on the worker): "
-          f"median {ms(statistics.median(lags))}, max {ms(max(lags))}")
+    print(
+        f"UI thread, apply one refresh: median {ms(statistics.median(applied))}, "
+        f"max {ms(applied[-1])}  (target <= {TARGET_REFRESH_MS} ms)"
+    )
+    print(
+        f"event loop stall during a refresh (includes GIL waits on the worker): "
+        f"median {ms(statistics.median(lags))}, max {ms(max(lags))}"
+    )
     print(f"key -> next frame (target <= {TARGET_KEY_MS} ms):")
-    for name, took in (("j (cursor)", move), ("s (sort by next column)", sort),
-                       ("r (reverse)", reverse), ("S (back to worst first)", default),
-                       ("v (group by process)", group), ("filter applied", filtering),
-                       ("Enter (detail screen)", detail)):
+    for name, took in (
+        ("j (cursor)", move),
+        ("s (sort by next column)", sort),
+        ("r (reverse)", reverse),
+        ("S (back to worst first)", default),
+        ("v (group by process)", group),
+        ("filter applied", filtering),
+        ("Enter (detail screen)", detail),
+    ):
         print(f"  {name:<26}{ms(took)}")
     print(f"longest garbage-collector pause: {ms(gc_pauses.worst)}")
     print(f"first screen with data: {first:.2f} s (target <= {TARGET_FIRST_S} s)")

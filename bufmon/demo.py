@@ -28,7 +28,7 @@ from bufmon.scenarios import (
     remove_stale_namespaces,
 )
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # HUP: the SSH session died
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -9,8 +9,8 @@ import socket
 import time
 
 from bufmon.diagnosis import Config, Diagnoser
-from collectors.model import Snapshot
-from collectors.netns import NamespaceSet
+from collectors.model import Snapshot, SystemFacts
+from collectors.netns import NamespaceSet, entered
 from collectors.procs import ProcessIndex
 from collectors.system import SystemReader
 
@@ -19,7 +19,8 @@ class Monitor:
     def __init__(self, netns: str = "auto", config: Config | None = None) -> None:
         self.namespaces = NamespaceSet(netns)
         self.procs = ProcessIndex()
-        self.system = SystemReader()
+        # thread-self: a thread that entered another namespace reads that one's files
+        self.system = SystemReader(proc_net="/proc/thread-self/net")
         self.diagnoser = Diagnoser(config or Config())
         self.host = socket.gethostname()
 
@@ -35,10 +36,21 @@ class Monitor:
             time=now,
             host=self.host,
             sockets=socks,
-            system=self.system.read(now),
+            system=self._system_facts(now),
             notices=notices,
             namespaces=[ns.to_json() for ns in self.namespaces.namespaces.values()],
         )
+
+    def _system_facts(self, now: float) -> SystemFacts:
+        """Counters and sysctls of the selected namespace when only one is selected.
+
+        With several namespaces the host's (bufmon's own) facts are shown.
+        """
+        ns = self.namespaces.foreign()
+        if ns is None:
+            return self.system.read(now)
+        with entered(ns.path):
+            return self.system.read(now)
 
     def refresh(self, single_sample: bool = False) -> Snapshot:
         snap = self.collect()

@@ -170,6 +170,13 @@ class NamespaceSet:
         label = sel if not sel.isdigit() else (container_label(sel) or f"net:[{inode}]")
         return {inode: Namespace(inode, label, path, "")}
 
+    def foreign(self) -> Namespace | None:
+        """The one selected namespace when it is not bufmon's own (its facts differ)."""
+        if len(self.namespaces) != 1:
+            return None
+        (ns,) = self.namespaces.values()
+        return None if ns.inode == self.own_inode else ns
+
     def _diag_for(self, ns: Namespace) -> SockDiag | None:
         diag = self._diags.get(ns.inode)
         if diag is not None:

@@ -2,9 +2,8 @@
 Monitor of that namespace within its hold time plus two refreshes; healthy controls
 raise nothing worse than info.
 
-The Monitor's SystemReader is swapped for one that reads inside the test namespace:
-counters (/proc/thread-self/net) and sysctls (/proc/sys) are per namespace, and the
-conditions here bump that namespace's counters, not the host's.
+A Monitor of one namespace reads that namespace's counters and sysctls, so the
+counter-based rules see what the conditions here do to it, not to the host.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ from bufmon.scenarios import (
     UdpDrops,
     ZeroWindowSender,
 )
-from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock, SystemFacts
-from collectors.system import SystemReader
+from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 
 pytestmark = [
     pytest.mark.root,
@@ -47,17 +45,6 @@ CFG = Config()
 FAMILIES = ["inet", "inet6"]
 
 
-class ReaderInNamespace:
-    """SystemReader.read run by a thread inside `ns`."""
-
-    def __init__(self, ns: Netns) -> None:
-        self.ns = ns
-        self.reader = SystemReader(proc_net="/proc/thread-self/net")
-
-    def read(self, now: float) -> SystemFacts:
-        return self.ns.run(self.reader.read, now)
-
-
 @pytest.fixture
 def ns() -> Iterator[Netns]:
     with Netns("diag") as namespace:
@@ -67,7 +54,6 @@ def ns() -> Iterator[Netns]:
 def monitor_of(ns: Netns) -> Monitor:
     """A Monitor of `ns` that has already taken its first sample (the counter baseline)."""
     monitor = Monitor(netns=ns.name)
-    monitor.system = ReaderInNamespace(ns)  # type: ignore[assignment]
     monitor.refresh()
     return monitor
 

@@ -178,3 +178,24 @@ def test_selected_namespace_deleted_mid_run_is_a_notice() -> None:
 def test_cgroup_labels(cgroup: str, label: str | None) -> None:
     # Container runtimes cannot run here (no Docker engine): recorded cgroup paths.
     assert label_from_cgroup(cgroup) == label
+
+
+def test_stalled_reader_inside_a_namespace_is_flagged() -> None:
+    from bufmon.monitor import Monitor
+    from bufmon.scenarios import Netns, StalledReader
+
+    with Netns("nsflag") as ns, StalledReader(ns) as case:
+        monitor = Monitor("all")
+        try:
+            deadline = time.monotonic() + 5.0 + 2 * 1.0 + 2.0  # hold + two refreshes + slack
+            flagged: list = []
+            while time.monotonic() < deadline and not flagged:
+                snap = monitor.refresh()
+                flagged = [s for s in snap.sockets if s.netns == ns.name
+                           and s.local_port == case.server_port
+                           and any(f.kind == "stalled_reader" for f in s.flags)]
+                time.sleep(1.0)
+        finally:
+            monitor.close()
+    assert flagged, "stalled reader in a namespace was not flagged"
+    assert flagged[0].process is not None and flagged[0].process.pid == os.getpid()

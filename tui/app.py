@@ -101,6 +101,7 @@ class BufmonApp(App[int]):
         Binding("space", "pause", "pause or resume (the cursor stays on its socket)"),
         Binding("plus,equals_sign", "interval(1)", "refresh less often (longer interval)"),
         Binding("minus", "interval(-1)", "refresh more often (shorter interval)"),
+        Binding("ctrl+s", "screenshot(None, '.')", "save a screenshot (SVG) in this directory"),
     ]
 
     def __init__(self, source: Source | None = None, *, title: str = "bufmon",

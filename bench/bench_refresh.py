@@ -1,0 +1,172 @@
+"""What one refresh of `bufmon watch` costs next to `ss`, on the same sockets.
+
+    sudo .venv/bin/python bench/bench_refresh.py [--conns 20000] [--rounds 7]
+
+Part 1: N idle loopback connections (bench/conn_farm.py) in a namespace of their own.
+Alternating, each round: `ss -tanmi`, `ss -tanmip` (both to /dev/null, run inside the
+namespace), bufmon's bare collect (NamespaceSet(name).dump()) and one warm
+Monitor(netns=name).refresh() (collect + processes + system facts + flags). Then the
+peak RSS of a fresh process doing 10 refreshes.
+Part 2: NamespaceSet("all").dump() and Monitor("all").refresh() with 1, 10 and 50
+namespaces of 50 sockets each, and one namespace holding all of them, to show that
+the cost follows sockets, not namespaces. It runs under `unshare --mount --pid
+--mount-proc` with a private /run/netns, so "all" sees only the host and the bench's
+own namespaces (not those of other programs running at the same time), and the
+namespaces vanish with the process however it ends. Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from conn_farm import Farm, NamespaceGroup
+
+from bufmon.monitor import Monitor
+from collectors.netns import NETNS_RUN_DIR, NamespaceSet, entered
+
+RSS_SCRIPT = """
+import resource, sys
+from bufmon.monitor import Monitor
+monitor = Monitor(netns=sys.argv[1])
+for _ in range(10):
+    snap = monitor.refresh()
+print(len(snap.sockets), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+TARGETS = "targets: refresh <= 0.5 x `ss -tanmip`, <= 1.0 x `ss -tanmi`; peak RSS <= 150 MB"
+
+
+def ss(path: str, flags: str) -> Callable[[], object]:
+    def run() -> None:
+        with entered(path):  # ss forks from this thread, so it starts inside the namespace
+            subprocess.run(["ss", flags], stdout=subprocess.DEVNULL, check=True)
+
+    return run
+
+
+def time_rounds(jobs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per job, the jobs alternating within each round."""
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(rounds):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def bench_farm(farm: Farm, rounds: int) -> None:
+    path = f"/run/netns/{farm.netns}"
+    nsset = NamespaceSet(farm.netns)
+    monitor = Monitor(netns=farm.netns)
+    sockets = len(nsset.dump())
+    monitor.refresh()  # warm: namespace entered, process index built
+    times = time_rounds(
+        {
+            "`ss -tanmi`": ss(path, "-tanmi"),
+            "`ss -tanmip`": ss(path, "-tanmip"),
+            "bufmon collect (NamespaceSet.dump)": nsset.dump,
+            "bufmon watch refresh (Monitor.refresh)": monitor.refresh,
+        },
+        rounds,
+    )
+    nsset.close()
+    monitor.close()
+    rss = subprocess.run([sys.executable, "-c", RSS_SCRIPT, farm.netns],
+                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    base = {name: statistics.median(t) for name, t in times.items()}
+    plain, with_p = base["`ss -tanmi`"], base["`ss -tanmip`"]
+    print(f"{sockets} sockets; {rounds} rounds, alternating; ms\n")
+    print("| what | median | min | x `ss -tanmi` | x `ss -tanmip` |")
+    print("|---|---:|---:|---:|---:|")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"| {name} | {ms(med)} | {ms(min(t))} | {med / plain:.2f} | {med / with_p:.2f} |")
+    print(f"\npeak RSS of 10 refreshes ({rss[0]} sockets): {int(rss[1]) / 1024:.0f} MB")
+    print(TARGETS + "\n")
+
+
+def isolated(argv: list[str]) -> None:
+    """Run this script again in private mount and PID namespaces (see the docstring)."""
+    cmd = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+           sys.executable, __file__, "--isolated", *argv]  # fmt: skip
+    subprocess.run(cmd, check=True)
+
+
+def private_netns_dir() -> None:
+    os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "bufmon-bench", NETNS_RUN_DIR], check=True)
+
+
+def bench_namespaces(counts: list[int], sockets: int, rounds: int) -> None:
+    print(f'`NamespaceSet("all")` / `Monitor("all")`, {sockets} sockets per namespace; ms\n')
+    print("| namespaces made | namespaces seen | sockets seen | dump median | dump min "
+          "| refresh median | us per socket (dump) |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for count, each in [(c, sockets) for c in counts] + [(1, sockets * max(counts))]:
+        with NamespaceGroup(count, each):
+            nsset = NamespaceSet("all")
+            monitor = Monitor(netns="all")
+            seen = len(nsset.dump())
+            monitor.refresh()
+            times = time_rounds({"dump": nsset.dump, "refresh": monitor.refresh}, rounds)
+            spaces = len(nsset.namespaces)
+            nsset.close()
+            monitor.close()
+        dump, refresh = (statistics.median(times[k]) for k in ("dump", "refresh"))
+        print(f"| {count} x {each} | {spaces} | {seen} | {ms(dump)} | {ms(min(times['dump']))} "
+              f"| {ms(refresh)} | {dump / seen * 1e6:.1f} |")  # fmt: skip
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conns", type=int, default=20000, help="connections in the farm")
+    parser.add_argument("--per-child", type=int, default=5000, help="connections per process")
+    parser.add_argument("--unread", type=int, default=0, help="bytes left unread per connection")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--namespaces", default="1,10,50", help="namespace counts for part 2")
+    parser.add_argument("--ns-sockets", type=int, default=50, help="sockets per namespace")
+    parser.add_argument("--skip", choices=["farm", "namespaces"], help="leave one part out")
+    parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        if args.isolated:
+            private_netns_dir()
+            counts = [int(c) for c in args.namespaces.split(",")]
+            bench_namespaces(counts, args.ns_sockets, args.rounds)
+            return
+        print(f"`{' '.join(sys.argv)}`\n", flush=True)
+        ns_argv = ["--rounds", str(args.rounds), "--namespaces", args.namespaces,
+                   "--ns-sockets", str(args.ns_sockets)]  # fmt: skip
+        if args.skip != "farm":
+            start = time.perf_counter()
+            with Farm(args.conns, args.per_child, args.unread) as farm:
+                print(f"## {args.conns} connections in {len(farm.children)} processes, "
+                      f"{args.unread} bytes unread on each, built in "
+                      f"{time.perf_counter() - start:.1f} s\n")  # fmt: skip
+                bench_farm(farm, args.rounds)
+                if args.skip != "namespaces":
+                    print("## Namespaces, while the farm's sockets sit in another namespace\n",
+                          flush=True)  # fmt: skip
+                    isolated(ns_argv)
+        if args.skip != "namespaces":
+            print("## Namespaces, no farm\n", flush=True)
+            isolated(ns_argv)
+    except KeyboardInterrupt:
+        sys.exit("interrupted; namespaces and farm processes removed")
+    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"bench_refresh: {exc}")
+
+
+if __name__ == "__main__":
+    main()
