@@ -9,9 +9,11 @@ import socket
 import time
 
 from bufmon.diagnosis import Config, Diagnoser
+from bufmon.gcpolicy import FrozenGarbage
 from collectors.model import Snapshot, SystemFacts
 from collectors.netns import NamespaceSet, entered
 from collectors.procs import ProcessIndex
+from collectors.sockdiag import gc_paused
 from collectors.system import SystemReader
 
 
@@ -23,6 +25,7 @@ class Monitor:
         self.system = SystemReader(proc_net="/proc/thread-self/net")
         self.diagnoser = Diagnoser(config or Config())
         self.host = socket.gethostname()
+        self._gc = FrozenGarbage()
 
     def collect(self) -> Snapshot:
         """Sockets, processes and system facts, without diagnosis."""
@@ -53,8 +56,10 @@ class Monitor:
             return self.system.read(now)
 
     def refresh(self, single_sample: bool = False) -> Snapshot:
-        snap = self.collect()
-        self.diagnoser.evaluate(snap, single_sample=single_sample)
+        with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them
+            snap = self.collect()
+            self.diagnoser.evaluate(snap, single_sample=single_sample)
+            self._gc.adopted()
         return snap
 
     def close(self) -> None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from collectors.tcpinfo import TcpInfo
+
 SCHEMA_VERSION = 1
+
+__all__ = ["Flag", "Process", "Snapshot", "Sock", "SystemFacts", "TcpInfo"]
 
 SKMEM_FIELDS = (
     "rmem_alloc",
@@ -75,49 +79,6 @@ class Flag:
             "reason": self.reason,
             "advice": self.advice,
         }
-
-
-class TcpInfo:
-    """tcp_info decoded by length: fields the kernel did not send read as None.
-
-    `values` may be a larger tuple (a whole decoded netlink message); `index` maps
-    each field name to its position there and is shared by every TcpInfo of one
-    message layout. Bytes 6 and 7 of the struct are bitfields, split on access.
-    """
-
-    __slots__ = ("index", "values")
-
-    BITFIELDS = {
-        "snd_wscale": ("_bits6", 0, 0xF),
-        "rcv_wscale": ("_bits6", 4, 0xF),
-        "delivery_rate_app_limited": ("_bits7", 0, 1),
-        "fastopen_client_fail": ("_bits7", 1, 3),
-    }
-
-    def __init__(self, index: dict[str, int], values: tuple[int, ...]) -> None:
-        self.index = index
-        self.values = values
-
-    def get(self, name: str, default: int | None = None) -> int | None:
-        i = self.index.get(name)
-        if i is not None:
-            return self.values[i]
-        bits = self.BITFIELDS.get(name)
-        if bits is None:
-            return default
-        byte, shift, mask = bits
-        return (self.values[self.index[byte]] >> shift) & mask
-
-    def to_json(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for name, i in self.index.items():
-            if name.startswith("_bits"):
-                for bit_name, (byte, shift, mask) in self.BITFIELDS.items():
-                    if byte == name:
-                        out[bit_name] = (self.values[i] >> shift) & mask
-            else:
-                out[name] = self.values[i]
-        return out
 
 
 class Sock:

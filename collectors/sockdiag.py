@@ -20,6 +20,8 @@ from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
+TCPDIAG_GETSOCK = 18  # the compat request: one dump of IPv4 and IPv6 TCP together
+REPLY_TYPES = (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK)
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_DUMP_INTR = 0x10
@@ -32,7 +34,8 @@ EXT_UDP = (1 << (INET_DIAG_MEMINFO - 1)) | (1 << (INET_DIAG_SKMEMINFO - 1))
 ALL_STATES = 0xFFFFFFFF
 
 NLMSGHDR = struct.Struct("=IHHII")
-REQ_V2 = struct.Struct("=BBBBI48s")
+REQ_V2 = struct.Struct("=BBBBI48s")  # inet_diag_req_v2
+REQ_COMPAT = struct.Struct("=BBBB48sII")  # inet_diag_req
 DIAG_MSG = struct.Struct("=BBBBHH16s16sIIIIIIII")  # inet_diag_msg, 72 bytes
 RTATTR = struct.Struct("=HH")
 MEMINFO = struct.Struct("=4I")
@@ -75,11 +78,16 @@ def open_diag_socket() -> socket.socket:
 
 
 def _request(family: int, protocol: int, ext: int, seq: int) -> bytes:
-    body = REQ_V2.pack(family, protocol, ext, 0, ALL_STATES, b"\0" * 48)
-    header = NLMSGHDR.pack(
-        NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
-    )
-    return header + body
+    """A dump request; family AF_UNSPEC with TCP asks for both families at once."""
+    if family == socket.AF_UNSPEC:
+        mtype, body = TCPDIAG_GETSOCK, REQ_COMPAT.pack(family, 0, 0, ext, b"\0" * 48, ALL_STATES, 0)
+    else:
+        mtype, body = (
+            SOCK_DIAG_BY_FAMILY,
+            REQ_V2.pack(family, protocol, ext, 0, ALL_STATES, b"\0" * 48),
+        )
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body
 
 
 class _AddrCache(dict[bytes, str]):
@@ -124,7 +132,7 @@ class _Layout:
     whose headers differ is decoded attribute by attribute instead.
     """
 
-    __slots__ = ("check_at", "checks", "info_index", "mem_at", "skmem_at", "struct")
+    __slots__ = ("check_at", "checks", "info_end", "info_start", "mem_at", "skmem_at", "struct")
 
     def __init__(self, data: bytes | memoryview, pos: int, length: int) -> None:
         codes = "IHHII" + DIAG_MSG.format.lstrip("=")
@@ -132,7 +140,7 @@ class _Layout:
         size = 16 + DIAG_MSG.size
         check_at, checks = [1, 2], list(NLMSGHDR.unpack_from(data, pos)[1:3])
         self.skmem_at = self.mem_at = -1
-        self.info_index: dict[str, int] | None = None
+        self.info_start = self.info_end = -1  # tcp_info bytes, relative to the message
         for apos, alen, atype in _attributes(data, pos, length):
             if apos != pos + size:
                 raise ValueError("attributes are not contiguous")
@@ -150,10 +158,9 @@ class _Layout:
                 codes += "4I"
                 index += 4
             elif kind == INET_DIAG_INFO and plen >= tcpinfo.MIN_LEN:
-                info = tcpinfo.layout(plen)
-                self.info_index, used = info.index_at(index), info.size
-                codes += info.codes
-                index += len(info.index)
+                self.info_start = apos - pos + 4
+                self.info_end = self.info_start + plen
+                used = 0
             else:
                 used = 0
             padded = (alen + 3) & ~3
@@ -211,8 +218,8 @@ def _check_control(data: bytes | memoryview, pos: int, length: int, mtype: int, 
     """Handle NLMSG_DONE / NLMSG_ERROR: True when the dump is over, raise on errors."""
     code = struct.unpack_from("=i", data, pos + 16)[0] if length >= 20 else 0
     if mtype == NLMSG_DONE:
-        if code < 0:
-            raise DiagError(f"{proto} dump failed: {os.strerror(-code)}")
+        if code < 0:  # newer kernels report a failed dump start here
+            raise DiagError(_error_text(proto, -code))
         return True
     if length < 20:
         raise DiagError(_error_text(proto, errno.EIO))
@@ -221,11 +228,15 @@ def _check_control(data: bytes | memoryview, pos: int, length: int, mtype: int, 
     return False
 
 
-def decode_messages(data: bytes | memoryview, proto: str, netns: str, out: list[Sock]) -> bool:
+def decode_messages(
+    data: bytes | memoryview, proto: str, netns: str, out: list[Sock], seq: int | None = None
+) -> bool:
     """Decode one netlink datagram of dump replies into `out`.
 
     Returns True when the dump is complete (NLMSG_DONE). Raises DiagError for a
     kernel error and for a malformed message (never reads past the buffer).
+    Messages of another request (a `seq` other than ours) or of unknown types are
+    skipped.
     """
     end = len(data)
     pos = 0
@@ -234,9 +245,14 @@ def decode_messages(data: bytes | memoryview, proto: str, netns: str, out: list[
     states, timers, families = STATE_NAMES, TIMER_NAMES, _FAMILY_NAMES
     layouts = _LAYOUTS
     while pos + 16 <= end:
-        length, mtype, mflags = hdr_unpack(data, pos)[:3]
+        length, mtype, mflags, mseq = hdr_unpack(data, pos)[:4]
         if length < 16 or pos + length > end:
             raise DiagError(f"malformed netlink message (length {length})")
+        if (seq is not None and mseq != seq) or (
+            mtype not in REPLY_TYPES and mtype not in (NLMSG_DONE, NLMSG_ERROR)
+        ):
+            pos += (length + 3) & ~3
+            continue
         if mtype in (NLMSG_DONE, NLMSG_ERROR):
             if _check_control(data, pos, length, mtype, proto):
                 return True
@@ -256,7 +272,8 @@ def decode_messages(data: bytes | memoryview, proto: str, netns: str, out: list[
                 skmem = _from_meminfo(vals[lay.mem_at : lay.mem_at + 4])
             else:
                 skmem = None
-            info = None if lay.info_index is None else TcpInfo(lay.info_index, vals)
+            start = lay.info_start
+            info = None if start < 0 else TcpInfo(bytes(data[pos + start : pos + lay.info_end]))
             msg = vals[5:21]
         else:
             skmem, info = _decode_slow(data, pos, length)
@@ -327,6 +344,8 @@ class SockDiag:
         self.sock = sock if sock is not None else open_diag_socket()
         self._buf = bytearray(RECV_BUF)
         self._seq = 0
+        self._pending = False  # a dump whose replies were not all read (an error)
+        self._compat_tcp = True  # one TCP dump for both families, until the kernel refuses
 
     def close(self) -> None:
         self.sock.close()
@@ -340,19 +359,44 @@ class SockDiag:
         """Append every socket of `protos`, IPv4 and IPv6, all states, to `out`."""
         with gc_paused():
             for proto in protos:
+                if proto == "tcp" and self._compat_tcp:
+                    try:
+                        self._dump_one(socket.AF_UNSPEC, socket.IPPROTO_TCP, EXT_TCP, proto, out)
+                        continue
+                    except DiagError:
+                        self._compat_tcp = False
                 ext = EXT_TCP if proto == "tcp" else EXT_UDP
                 for family in (socket.AF_INET, socket.AF_INET6):
                     self._dump_one(family, PROTOCOLS[proto], ext, proto, out)
 
     def _dump_one(self, family: int, protocol: int, ext: int, proto: str, out: list[Sock]) -> None:
+        if self._pending:
+            self._drain()
         self._seq += 1
         self.sock.send(_request(family, protocol, ext, self._seq))
-        view = memoryview(self._buf)
-        for chunk in self._chunks(view):
-            if decode_messages(chunk, proto, self.netns, out):
+        self._pending = True
+        first = len(out)
+        try:
+            for chunk in self._chunks():
+                if decode_messages(chunk, proto, self.netns, out, self._seq):
+                    self._pending = False
+                    return
+        except BaseException:
+            del out[first:]  # no half dumps
+            raise
+
+    def _drain(self) -> None:
+        """Read what is left of a dump that an error abandoned, up to its end."""
+        self._pending = False
+        for chunk in self._chunks():
+            try:
+                if decode_messages(chunk, "drain", self.netns, [], self._seq):
+                    return
+            except DiagError:
                 return
 
-    def _chunks(self, view: memoryview) -> Iterator[memoryview]:
+    def _chunks(self) -> Iterator[memoryview]:
+        view = memoryview(self._buf)
         recv_into = self.sock.recv_into
         while True:
             try:

@@ -1,14 +1,16 @@
 """struct tcp_info (include/uapi/linux/tcp.h), decoded by the length the kernel sent.
 
 Older kernels send a prefix of the struct; fields past the end are simply absent.
+A TcpInfo keeps the raw bytes and decodes a field when asked: most sockets of a
+refresh are never looked at field by field, so this saves both time and memory.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import lru_cache
-
-from collectors.model import TcpInfo
+from typing import Any
 
 # (name, struct code) in kernel order after the first 8 bytes of u8 fields.
 _FIELDS: tuple[tuple[str, str], ...] = (
@@ -74,33 +76,104 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("accecn_opt_seen", "H"),
 )
 _HEAD = ("state", "ca_state", "retransmits", "probes", "backoff", "options")
-_BITS = ("_bits6", "_bits7")  # split by TcpInfo.get
-_SIZES = {"I": 4, "Q": 8, "H": 2}
+# Bytes 6 and 7 are bitfields: name -> (byte offset, shift, mask).
+_BITFIELDS = {
+    "snd_wscale": (6, 0, 0xF),
+    "rcv_wscale": (6, 4, 0xF),
+    "delivery_rate_app_limited": (7, 0, 1),
+    "fastopen_client_fail": (7, 1, 3),
+}
+_BIT_BYTES = {
+    "_bits6": ("snd_wscale", "rcv_wscale"),
+    "_bits7": ("delivery_rate_app_limited", "fastopen_client_fail"),
+}
+_SIZES = {"B": 1, "I": 4, "Q": 8, "H": 2}
 MIN_LEN = 8
+
+Unpack = Callable[[Any, int], tuple[int, ...]]
+
+
+def _accessors() -> dict[str, tuple[Unpack, int, int, int, int]]:
+    """name -> (unpack_from, offset, end, shift, mask) for every field."""
+    out: dict[str, tuple[Unpack, int, int, int, int]] = {}
+    byte = struct.Struct("=B").unpack_from
+    for offset, name in enumerate(_HEAD):
+        out[name] = (byte, offset, offset + 1, 0, 0xFF)
+    for name, (offset, shift, mask) in _BITFIELDS.items():
+        out[name] = (byte, offset, offset + 1, shift, mask)
+    offset = MIN_LEN
+    for name, code in _FIELDS:
+        size = _SIZES[code]
+        out[name] = (struct.Struct("=" + code).unpack_from, offset, offset + size, 0, -1)
+        offset += size
+    return out
+
+
+_ACCESSORS = _accessors()
+FULL_SIZE = max(end for _, _, end, _, _ in _ACCESSORS.values())
+
+
+class TcpInfo:
+    """One socket's tcp_info: fields the kernel did not send read as `default`."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def get(self, name: str, default: int | None = None) -> int | None:
+        acc = _ACCESSORS.get(name)
+        if acc is None:
+            return default
+        unpack, offset, end, shift, mask = acc
+        raw = self.raw
+        if end > len(raw):
+            return default
+        return (unpack(raw, offset)[0] >> shift) & mask
+
+    def to_json(self) -> dict[str, int]:
+        """Every field the kernel sent, by the kernel's names without the tcpi_ prefix."""
+        lay = layout(len(self.raw))
+        out: dict[str, int] = {}
+        for name, value in zip(lay.names, lay.struct.unpack_from(self.raw, 0), strict=True):
+            if name in _BIT_BYTES:  # the bitfields, in the kernel's order
+                for bit_name in _BIT_BYTES[name]:
+                    _, shift, mask = _BITFIELDS[bit_name]
+                    out[bit_name] = (value >> shift) & mask
+            else:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_fields(cls, **fields: int) -> TcpInfo:
+        """A full-length tcp_info with the given fields (others 0): for synthetic data."""
+        raw = bytearray(FULL_SIZE)
+        for name, value in fields.items():
+            _, offset, end, shift, mask = _ACCESSORS[name]
+            if name in _BITFIELDS:
+                raw[offset] |= (value & mask) << shift
+            else:
+                code = {1: "B", 2: "H", 4: "I", 8: "Q"}[end - offset]
+                struct.pack_into("=" + code, raw, offset, value)
+        return cls(bytes(raw))
 
 
 class Layout:
-    """The fields of one tcp_info length: the head bytes plus the fields that fit whole."""
+    """The whole fields of one tcp_info length, as one struct (for to_json)."""
 
-    __slots__ = ("codes", "index", "size", "struct")
+    __slots__ = ("names", "size", "struct")
 
     def __init__(self, length: int) -> None:
-        codes, size, names = "8B", 8, list(_HEAD) + list(_BITS)
+        codes, size, names = "8B", MIN_LEN, [*_HEAD, "_bits6", "_bits7"]
         for name, code in _FIELDS:
             if size + _SIZES[code] > length:
                 break
             codes += code
             size += _SIZES[code]
             names.append(name)
-        self.codes = codes  # struct codes, without byte order, for embedding
         self.size = size
         self.struct = struct.Struct("=" + codes)
-        self.index = {name: i for i, name in enumerate(names)}
-
-    @lru_cache(maxsize=64)  # noqa: B019 - a handful of layouts live for the whole run
-    def index_at(self, offset: int) -> dict[str, int]:
-        """Field positions when the struct's values start at `offset` of a larger tuple."""
-        return {name: i + offset for name, i in self.index.items()}
+        self.names = tuple(names)
 
 
 @lru_cache(maxsize=16)
@@ -109,8 +182,7 @@ def layout(length: int) -> Layout:
 
 
 def decode(data: bytes | memoryview, offset: int, length: int) -> TcpInfo | None:
-    """Decode tcp_info at data[offset:offset+length]; None when too short to hold anything."""
+    """tcp_info at data[offset:offset+length]; None when too short to hold anything."""
     if length < MIN_LEN:
         return None
-    lay = layout(length)
-    return TcpInfo(lay.index, lay.struct.unpack_from(data, offset))
+    return TcpInfo(bytes(data[offset : offset + length]))

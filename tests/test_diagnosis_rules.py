@@ -13,22 +13,6 @@ from bufmon.diagnosis.history import History
 from collectors.model import Process, Snapshot, Sock, SystemFacts, TcpInfo
 from collectors.system import SystemReader
 
-INFO_NAMES = (
-    "rtt",
-    "min_rtt",
-    "snd_mss",
-    "bytes_acked",
-    "bytes_received",
-    "snd_wnd",
-    "rcv_wnd",
-    "busy_time",
-    "rwnd_limited",
-    "sndbuf_limited",
-    "delivery_rate_app_limited",
-    "data_segs_out",
-    "total_retrans",
-)
-INDEX = {name: i for i, name in enumerate(INFO_NAMES)}
 DEFAULT_INFO = {"rtt": 50, "min_rtt": 20, "snd_mss": 1448, "snd_wnd": 65536, "rcv_wnd": 65536}
 
 
@@ -61,7 +45,7 @@ def tcp(
         recv_q,
         send_q,
         (r, rb, 0, tb, 0, w, 0, 0, d),
-        TcpInfo(INDEX, tuple(values.get(n, 0) for n in INFO_NAMES)),
+        TcpInfo.from_fields(**values),
         timer,
         0,
         0,

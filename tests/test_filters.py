@@ -17,7 +17,7 @@ KIB, MIB = 1024, 1024 * 1024
 
 
 def tcp_info(**fields: int) -> TcpInfo:
-    return TcpInfo({name: i for i, name in enumerate(fields)}, tuple(fields.values()))
+    return TcpInfo.from_fields(**fields)
 
 
 def make_sock(
@@ -308,7 +308,8 @@ def test_rtt(expr: str, rtt_us: int | None, expected: bool) -> None:
 
 
 def test_rtt_missing_from_short_tcp_info() -> None:
-    check("rtt>=0", make_sock(info=tcp_info(rto=204000)), False)
+    short = TcpInfo(tcp_info(rto=204000).raw[:12])  # an old kernel's prefix: no rtt field
+    check("rtt>=0", make_sock(info=short), False)
 
 
 def skmem(

@@ -23,10 +23,10 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from bufmon.filters import FilterError, Predicate, compile_filter
+from bufmon.gcpolicy import FrozenGarbage
 from collectors.model import Snapshot, Sock
 from tui.detail import DetailScreen
 from tui.fmt import one_line
-from tui.gcpolicy import FrozenGarbage
 from tui.help import HelpScreen
 from tui.main import MainScreen
 from tui.meters import meter_text, notice_text, status_text

@@ -20,13 +20,6 @@ PROCESSES = (
     Process(2044, "python3", "app"),
     Process(911, "sshd", "root"),
 )
-INFO_FIELDS = (
-    "rto", "ato", "snd_mss", "rcv_mss", "retrans", "rtt", "rttvar", "snd_ssthresh",
-    "snd_cwnd", "rcv_space", "total_retrans", "pacing_rate", "bytes_acked", "bytes_received",
-    "notsent_bytes", "min_rtt", "delivery_rate", "busy_time", "rwnd_limited", "sndbuf_limited",
-    "bytes_sent", "bytes_retrans", "lost", "total_rto", "dsack_dups", "snd_wnd", "rcv_wnd",
-)
-INFO_INDEX = {name: i for i, name in enumerate(INFO_FIELDS)}
 RCVBUF, SNDBUF = 131072, 87040
 
 
@@ -42,7 +35,7 @@ def _info(rng: random.Random, stalled: bool) -> TcpInfo:
         "rwnd_limited": busy if stalled else 0, "snd_wnd": 0 if stalled else 65536,
         "rcv_wnd": 65536, "bytes_sent": rng.randrange(10**9),
     }
-    return TcpInfo(INFO_INDEX, tuple(values.get(name, 0) for name in INFO_FIELDS))
+    return TcpInfo.from_fields(**values)
 
 
 def _flag(kind: str, severity: str, age: float) -> Flag:

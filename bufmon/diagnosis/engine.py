@@ -15,7 +15,7 @@ from bufmon.diagnosis.history import U32, History, clamp32, fill16
 from bufmon.diagnosis.rules import OVERRUN_COUNTERS, Refresh, SocketRules, Track, counter_events
 from bufmon.diagnosis.single import evaluate_single
 from bufmon.diagnosis.system_rules import SystemRules
-from collectors.model import SK_DROPS, Snapshot, Sock, TcpInfo
+from collectors.model import SK_DROPS, Snapshot, Sock
 
 Key = tuple[str, int]
 _RECORD_INFO = ("rtt", "snd_wnd", "rcv_wnd", "total_retrans")
@@ -54,8 +54,6 @@ class Diagnoser:
         self._tracks: dict[str, dict[int, Track]] = {}
         self._closed: dict[Key, tuple[Sock, float]] = {}  # closed flagged sockets, closed at
         self._generation = 0
-        self._index: dict[str, int] | None = None  # TcpInfo layout the positions are for
-        self._positions = (0, 0, 0)
 
     def evaluate(self, snap: Snapshot, single_sample: bool = False) -> None:
         """Set sock.flags and snap.system_flags; append recently closed flagged sockets."""
@@ -82,17 +80,6 @@ class Diagnoser:
         self.history.set_budget()
         snap.sockets.extend(sock for sock, _ in self._closed.values())
 
-    def _positions_for(self, info: TcpInfo) -> tuple[int, int, int]:
-        index = info.index
-        self._index = index
-        # Layouts too short for these fields read position 0 (the state byte): harmless.
-        self._positions = (
-            index.get("rtt", 0),
-            index.get("bytes_acked", 0),
-            index.get("bytes_received", 0),
-        )
-        return self._positions
-
     def _sockets(
         self, socks: list[Sock], ctx: Refresh
     ) -> tuple[list[tuple[Sock, Track]], list[Sock]]:
@@ -108,7 +95,6 @@ class Diagnoser:
         nagle_floor = self.config.nagle_hint.min_srtt_ms * 1000
         listeners: list[tuple[Sock, Track]] = []
         others: list[Sock] = []
-        index, (i_rtt, i_acked, i_received) = self._index, self._positions
         netns: str | None = None
         old: dict[int, int] = {}
         new: dict[int, int] = {}
@@ -123,12 +109,9 @@ class Diagnoser:
             rq, sq = s.recv_q, s.send_q
             rtt = 0
             if info is not None:
-                if info.index is not index:
-                    index = info.index
-                    i_rtt, i_acked, i_received = self._positions_for(info)
-                v = info.values
-                rtt = v[i_rtt]
-                sig = hash((rq, sq, s.skmem, rtt, v[i_acked], v[i_received], s.state))
+                get = info.get
+                rtt = get("rtt") or 0
+                sig = hash((rq, sq, s.skmem, rtt, get("bytes_acked"), get("bytes_received"), s.state))
             elif s.skmem is not None:
                 sig = hash((rq, sq, s.skmem))
             else:
