@@ -6,10 +6,12 @@
 
 Builds `connections` loopback TCP connections (2 sockets each) in a throwaway network
 namespace, spread over child processes (under 20,000 fds each). Most are idle; 2.5%
-exchange 1 KB every 0.5 s and `--stalled` (default 0.1%) are stalled readers, like a
-busy server: the server end never reads the `--unread` bytes sent to it. Each
-refresh dumps the namespace (the bare collector), then runs evaluate(); snapshot
-times advance 1 s per refresh so 600 refreshes fill a 10-minute history window.
+exchange 1 KB every 0.5 s and `--stalled` (default 0.1%) are stalled readers: the
+server end never reads the `--unread` bytes sent to it. Each refresh dumps the
+namespace (the bare collector), then runs evaluate() with the GC policy of
+Monitor.refresh (paused, then gc.freeze); the previous snapshot is freed after the
+timing, as when a consumer replaces it. Snapshot times advance 1 s per refresh, so
+600 refreshes fill a 10-minute history window and flags rise after their hold.
 Reports dump and evaluate times and the memory the diagnosis state holds; compare
 max RSS with a `--bare --refreshes 30` run (dump only) for the cost above the collector.
 `--profile` prints the cProfile top functions of all evaluate() calls.
@@ -27,9 +29,11 @@ import sys
 import time
 
 from bufmon.diagnosis import Config, Diagnoser
+from bufmon.gcpolicy import FrozenGarbage
 from bufmon.scenarios import Netns
 from collectors.model import Snapshot, SystemFacts
 from collectors.netns import NamespaceSet
+from collectors.sockdiag import gc_paused
 
 CHILD = r"""
 import random, select, socket, sys, time
@@ -111,18 +115,22 @@ def run(ns: Netns, refreshes: int, bare: bool, profile: bool) -> None:
     dump_times, eval_times = [], []
     rss_before = None
     count = 0
+    frozen = FrozenGarbage()
     for i in range(refreshes):
-        t0 = time.perf_counter()
-        socks = namespaces.dump()
-        t1 = time.perf_counter()
-        snap = Snapshot(time=float(i), host="bench", sockets=socks, system=SystemFacts())
-        if profiler is not None:
-            profiler.enable()
-        if not bare:
-            diagnoser.evaluate(snap)
-        if profiler is not None:
-            profiler.disable()
-        t2 = time.perf_counter()
+        with gc_paused():  # the GC policy of Monitor.refresh
+            t0 = time.perf_counter()
+            socks = namespaces.dump()
+            t1 = time.perf_counter()
+            new = Snapshot(time=float(i), host="bench", sockets=socks, system=SystemFacts())
+            if profiler is not None:
+                profiler.enable()
+            if not bare:
+                diagnoser.evaluate(new)
+            if profiler is not None:
+                profiler.disable()
+            t2 = time.perf_counter()
+            frozen.adopted()
+        snap = new  # frees the last snapshot outside the timing, as a consumer replacing it
         dump_times.append(t1 - t0)
         eval_times.append(t2 - t1)
         count = len(socks)

@@ -114,6 +114,38 @@ def test_stalled_reader(ns: Netns, monitor: Monitor, family: str) -> None:
         assert sock is not None and sock.family == family
 
 
+class QuietStall(Scenario):
+    """10 KB sent once and never read: the server side's sample stays the same."""
+
+    def build(self) -> None:
+        self.connect_pair()
+        self.client.sendall(b"x" * 10_000)
+
+
+def test_unchanged_stalled_reader_keeps_counting_and_clears_on_a_read(
+    ns: Netns, monitor: Monitor
+) -> None:
+    """The flag of a sample that does not change is carried over: `since` still grows,
+    and reading the queue empty is seen and clears it after `clear`."""
+    with QuietStall(ns) as sc:
+        where = port(sc.server_port)
+        wait_for(monitor, "stalled_reader", CFG.stalled_reader.hold, where)
+        sinces = []
+        for _ in range(3):
+            time.sleep(REFRESH)
+            hit = find(monitor.refresh(), "stalled_reader", where)
+            assert hit is not None
+            sinces.append(hit[1].since)
+        assert sinces[0] < sinces[1] < sinces[2]
+        read = 0
+        while read < 10_000:
+            read += len(sc.server.recv(65536))
+        deadline = time.monotonic() + CFG.stalled_reader.clear + 2 * REFRESH
+        while find(monitor.refresh(), "stalled_reader", where) is not None:
+            assert time.monotonic() < deadline, "a read did not clear the stalled reader"
+            time.sleep(POLL)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_peer_zero_window(ns: Netns, monitor: Monitor, family: str) -> None:
     with ZeroWindowSender(ns, family) as sc:

@@ -6,10 +6,13 @@ clear times are exact. Each condition is also made for real in test_diagnosis_re
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bufmon.diagnosis import Config, Diagnoser, load_config
 from bufmon.diagnosis.history import History
+from bufmon.diagnosis.latch import TEXT_REFRESH
 from collectors.model import Process, Snapshot, Sock, SystemFacts, TcpInfo
 from collectors.system import SystemReader
 
@@ -34,6 +37,9 @@ def tcp(
     **info: int,
 ) -> Sock:
     values = {**DEFAULT_INFO, **info}
+    # Acks, data and window updates all arrive in segments: let any change of tcp_info
+    # move segs_in, which the Diagnoser watches to tell a changed sample.
+    values.setdefault("segs_in", hash(tuple(sorted(values.items()))) & 0xFFFFFFFF)
     s = Sock(
         "tcp",
         "inet",
@@ -160,7 +166,8 @@ def test_stalled_reader_rises_after_hold_and_is_critical_when_buffer_full() -> N
     assert first_flagged(snaps, "stalled_reader") == 5
     flag = snaps[-1].sockets[0].flags[0]
     assert (flag.kind, flag.severity, flag.since) == ("stalled_reader", "critical", 6)
-    assert "app (pid 4242)" in flag.reason and "has not read for 6.0 s" in flag.reason
+    reason = snaps[5].sockets[0].flags[0].reason  # the text is built as the flag rises
+    assert "app (pid 4242)" in reason and "has not read for 5.0 s" in reason
 
 
 def test_stalled_reader_is_warning_with_room_left() -> None:
@@ -193,6 +200,82 @@ def test_slow_reader_ignores_small_queues() -> None:
         lambda t: [tcp(1, recv_q=30_000, r=30_000, rb=32768, bytes_received=30_000 + 100 * int(t))],
     )
     assert first_flagged(snaps, "slow_reader") is None
+
+
+# --- flag texts and flags carried over unchanged samples ---
+
+
+def idle_in(reason: str) -> float:
+    match = re.search(r"has not read for ([\d.]+) s", reason)
+    assert match, reason
+    return float(match.group(1))
+
+
+def test_flag_text_is_exact_at_raise_then_refreshed_within_text_refresh() -> None:
+    diag = Diagnoser(Config())
+    snaps = run(diag, range(25), lambda t: [tcp(1, recv_q=5000, r=8000, bytes_received=10_000)])
+    flags = [s.sockets[0].flags[0] for s in snaps[5:]]
+    assert [f.since for f in flags] == list(range(5, 25))  # since: current on every sample
+    assert idle_in(flags[0].reason) == 5.0
+    for t, flag in enumerate(flags, start=5):
+        assert t - TEXT_REFRESH < idle_in(flag.reason) <= t
+    assert len({idle_in(f.reason) for f in flags}) >= 20 // TEXT_REFRESH
+
+
+# A text refresh is due TEXT_REFRESH / 10 or more after the rise: the changes below come
+# sooner, so only the change itself can rebuild the text.
+SOON = 0.25
+
+
+def test_severity_change_rebuilds_the_text_at_once() -> None:
+    """Recv-Q fills up to rb while the app still reads nothing: critical, new numbers."""
+    diag = Diagnoser(Config())
+
+    def make(t: float) -> list[Sock]:
+        queued = 5000 if t < 5 + SOON else 131072
+        return [tcp(1, recv_q=queued, r=queued + 3000, bytes_received=5000 + queued)]
+
+    snaps = run(diag, [0, 1, 2, 3, 4, 5, 5 + SOON], make)
+    assert kinds(snaps[5].sockets[0]) == {"stalled_reader": "warning"}
+    flag = snaps[6].sockets[0].flags[0]
+    assert (flag.severity, flag.since) == ("critical", 5 + SOON)
+    assert "128 KB wait in Recv-Q" in flag.reason and "has not read for 5.2 s" in flag.reason
+
+
+def test_new_kind_of_reason_rebuilds_the_text_at_once() -> None:
+    """A full UDP receive buffer, then a full send buffer: both warnings, other words."""
+    diag = Diagnoser(Config())
+    snaps = run(
+        diag,
+        [0, 1, 2, 2 + SOON],
+        lambda t: [udp(1, r=16000, t=0) if t < 2 + SOON else udp(1, r=0, t=212992)],
+    )
+    assert "Receive buffer" in snaps[2].sockets[0].flags[0].reason
+    flag = snaps[3].sockets[0].flags[0]
+    assert flag.severity == "warning" and flag.reason.startswith("Send buffer")
+
+
+def test_unchanged_stalled_reader_still_gets_refresh_wide_findings() -> None:
+    """Its sample never changes, yet a receive-buffer overrun is pinned on it."""
+    diag = Diagnoser(Config())
+    for t in [0, 1, 2, 3, 4, 5, 5 + SOON]:
+        deltas = {"TcpExt.PruneCalled": 3} if t == 5 + SOON else {}
+        sock = tcp(1, recv_q=40_000, r=43_000, rb=8192, bytes_received=40_000)
+        diag.evaluate(snap(t, [sock], deltas=deltas))
+    assert kinds(sock) == {"stalled_reader": "critical", "rcvbuf_overrun": "warning"}
+
+
+def test_send_side_is_judged_on_every_sample() -> None:
+    """snd_wnd reopens while queues, skmem and segs_in stay the same: the zero-window
+    flag still clears exactly `clear` seconds later."""
+    diag = Diagnoser(Config())
+    reopen = 3 + SOON
+    times = [0, 1, 2, 3, reopen, 4, 5, 6, reopen + Config().peer_zero_window.clear]
+    snaps = run(
+        diag, times, lambda t: [tcp(1, send_q=5000, snd_wnd=0 if t < reopen else 65536, segs_in=7)]
+    )
+    assert "peer_zero_window" in kinds(snaps[7].sockets[0])  # held through `clear`
+    assert kinds(snaps[-1].sockets[0]) == {}
 
 
 # --- hysteresis ---

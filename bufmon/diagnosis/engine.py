@@ -1,9 +1,13 @@
 """The Diagnoser: one pass over a snapshot's sockets, flags set in place.
 
-The common healthy socket costs a hash and three dict operations: rule work starts only
-when a queue is non-empty, the socket listens, a UDP socket changed, srtt is high
-enough for the Nagle hint, or the socket already has rule state (a pending or raised
-flag). History gets a record only when a socket's sample changed.
+The common healthy socket costs one tcp_info field, a hash and three dict operations:
+rule work starts only when a queue is non-empty, the socket listens, a UDP socket
+changed, a changed socket's srtt is high enough for the Nagle hint, or the socket
+already has rule state (a pending or raised flag). A sample is "changed" when its
+queues, skmem, state or segs_in differ; every ack, data or window update arrives in
+a segment, so an unchanged TCP sample with steady flags (SocketRules._steady_until)
+only gets them carried over with a current `since`. History gets a record only when
+a socket's sample changed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import copy
 
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import U32, History, clamp32, fill16
+from bufmon.diagnosis.latch import carry
 from bufmon.diagnosis.rules import OVERRUN_COUNTERS, Refresh, SocketRules, Track, counter_events
 from bufmon.diagnosis.single import evaluate_single
 from bufmon.diagnosis.system_rules import SystemRules
@@ -93,6 +98,7 @@ class Diagnoser:
         rules = self.rules
         append = self.history.append
         nagle_floor = self.config.nagle_hint.min_srtt_ms * 1000
+        overrun = bool(ctx.overrun_events)  # the overrun rule looks at every socket then
         listeners: list[tuple[Sock, Track]] = []
         others: list[Sock] = []
         netns: str | None = None
@@ -107,11 +113,8 @@ class Diagnoser:
                 tracks = all_tracks.setdefault(netns, {})
             info = s.info
             rq, sq = s.recv_q, s.send_q
-            rtt = 0
             if info is not None:
-                get = info.get
-                rtt = get("rtt") or 0
-                sig = hash((rq, sq, s.skmem, rtt, get("bytes_acked"), get("bytes_received"), s.state))
+                sig = hash((rq, sq, s.skmem, info.get("segs_in"), s.state))
             elif s.skmem is not None:
                 sig = hash((rq, sq, s.skmem))
             else:
@@ -119,24 +122,31 @@ class Diagnoser:
                 continue
             cookie = s.cookie
             new[cookie] = sig
-            if old.get(cookie) != sig:
+            changed = old.get(cookie) != sig
+            rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
+            if changed:
                 append((netns, cookie), now, record_values(s))
-                if s.proto == "udp":
+                if info is not None:
+                    rtt = info.get("rtt") or 0
+                elif s.proto == "udp":
                     rq = 1  # a changed UDP socket may have dropped: look at it
             listening = s.state == "LISTEN"
-            if not (rq or sq or listening or rtt >= nagle_floor or cookie in tracks):
-                continue
             tr = tracks.get(cookie)
             if tr is None:
+                if not (rq or sq or listening or rtt >= nagle_floor):
+                    continue
                 tr = tracks[cookie] = Track(now)
+                changed = True  # a new track starts from this sample
             tr.seen = generation
             if listening:
                 flags = rules.listener(s, tr, ctx)
                 listeners.append((s, tr))
             elif s.proto == "udp":
                 flags = rules.udp(s, tr, ctx)
+            elif not changed and now < tr.steady_until and not overrun:
+                flags = carry(tr.latches, now)  # same sample, same verdict: only `since` moves
             else:
-                flags = rules.tcp(s, tr, ctx)
+                flags = rules.tcp(s, tr, ctx, changed)
                 if not tr.latches and not s.recv_q and not sq:
                     del tracks[cookie]  # idle again: its progress marks would go stale
             s.flags = flags

@@ -3,12 +3,13 @@ latches) instead of reading history, except the slow-reader window."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from bufmon.diagnosis import text
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import FILL_SCALE, History
-from bufmon.diagnosis.latch import Finding, Latches, step
+from bufmon.diagnosis.latch import Finding, Latches, advance, step
 from collectors.model import SK_DROPS, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, Flag, Sock
 
 WARNING, CRITICAL, INFO = "warning", "critical", "info"
@@ -31,6 +32,7 @@ class Track:
         "read_t",
         "seen",
         "sock",
+        "steady_until",
     )
 
     def __init__(self, now: float) -> None:
@@ -45,6 +47,16 @@ class Track:
         self.chrono_old: tuple[int, int, int] | None = None
         self.chrono_new: tuple[int, int, int] | None = None
         self.chrono_t = now
+        self.steady_until = now  # see SocketRules.tcp
+
+    def progress(self, now: float, read: int, acked: int) -> None:
+        """Note the time of any read (bytes_received - Recv-Q) or ack progress."""
+        if read != self.read_mark:
+            self.read_mark = read
+            self.read_t = now
+        if acked != self.acked_mark:
+            self.acked_mark = acked
+            self.acked_t = now
 
 
 @dataclass(slots=True)
@@ -70,57 +82,94 @@ def counter_events(deltas: dict[str, int], group: str, names: tuple[str, ...]) -
     )
 
 
+def drops_finding(s: Sock, severity: str, hold: float, kind: str, n: int, fill: float) -> Finding:
+    """A udp_drops finding; `kind` is one of text.udp_drops's reasons."""
+    return Finding(severity, hold, text.udp_drops, (s, kind, n, fill), variant=kind)
+
+
 class SocketRules:
     def __init__(self, config: Config, history: History) -> None:
         self.config = config
         self.history = history
+        self._tcp_kinds = (  # (kind, clear) in the order of tcp()'s findings
+            ("stalled_reader", config.stalled_reader.clear),
+            ("slow_reader", config.slow_reader.clear),
+            ("peer_zero_window", config.peer_zero_window.clear),
+            ("send_queue_full", config.send_queue_full.clear),
+            ("rcvbuf_overrun", config.rcvbuf_overrun.clear),
+            ("nagle_hint", config.nagle_hint.clear),
+        )
 
-    def tcp(self, s: Sock, tr: Track, ctx: Refresh) -> list[Flag]:
+    def tcp(self, s: Sock, tr: Track, ctx: Refresh, changed: bool = True) -> list[Flag]:
+        """The connection rules. `changed`: the sample differs from the last one (its
+        signature: queues, skmem, segs_in, state), else the progress marks still hold.
+        Sets tr.steady_until: until then an unchanged sample may carry() the flags."""
         info = s.info
         if info is None or s.state in HANDSHAKE:
             return []
         now = ctx.now
-        cfg = self.config
-        latches = tr.latches
-        flags = [
-            step(latches, "stalled_reader", now, *self._stalled(s, tr, now)),
-            step(latches, "slow_reader", now, self._slow(s, tr, now), cfg.slow_reader.clear),
-        ]
+        if changed:
+            read = (info.get("bytes_received") or 0) - s.recv_q
+            tr.progress(now, read, info.get("bytes_acked") or 0)
         zero = self.zero_window(s, tr, now)
-        flags.append(step(latches, "peer_zero_window", now, zero, cfg.peer_zero_window.clear))
-        full = None if zero is not None else self.send_full(s, tr, now)
-        flags.append(step(latches, "send_queue_full", now, full, cfg.send_queue_full.clear))
-        overrun = self._overrun(s, ctx)
-        flags.append(step(latches, "rcvbuf_overrun", now, overrun, cfg.rcvbuf_overrun.clear))
-        flags.append(step(latches, "nagle_hint", now, self._nagle(s, ctx), cfg.nagle_hint.clear))
-        return [f for f in flags if f is not None]
+        findings = (
+            self._stalled(s, tr, now),
+            self._slow(s, tr, now),
+            zero,
+            None if zero is not None else self.send_full(s, tr, now),
+            self._overrun(s, ctx),
+            self._nagle(s, ctx),
+        )
+        flags = advance(tr.latches, now, self._tcp_kinds, findings)
+        tr.steady_until = self._steady_until(s, tr, now)
+        return flags
 
-    def _stalled(self, s: Sock, tr: Track, now: float) -> tuple[Finding | None, float, float]:
+    def _steady_until(self, s: Sock, tr: Track, now: float) -> float:
+        """Until when the same sample gets the same verdict and the same flag texts
+        (`now`: evaluate the next sample in full). The overrun rule is left to the
+        caller: it depends on the refresh's counters, not on the sample.
+
+        Any incoming segment changes segs_in, so an unchanged sample also means unchanged
+        windows, rtt and read/ack progress; what still moves is time: pending and
+        clearing latches, the slow-reader window, the chrono counters and zero-window
+        age of a non-empty Send-Q, and text refreshes."""
+        if s.send_q > 0 or (s.recv_q > 0 and tr.read_t >= now):
+            return now
+        if s.recv_q >= self.config.slow_reader.min_queue and not self._stalled_long(tr, now):
+            return now
+        until = math.inf
+        for latch in tr.latches.values():
+            if latch.flag is None or latch.false_since is not None:
+                return now
+            until = min(until, latch.text_due)
+        return until
+
+    def _stalled(self, s: Sock, tr: Track, now: float) -> Finding | None:
+        """Recv-Q waits and the app has not read since tr.read_t."""
+        if s.recv_q <= 0 or tr.read_t >= now:
+            return None
         info = s.info
         assert info is not None
-        cfg = self.config.stalled_reader
-        read = (info.get("bytes_received") or 0) - s.recv_q
-        if read != tr.read_mark:
-            tr.read_mark = read
-            tr.read_t = now
-        if s.recv_q <= 0 or tr.read_t >= now:
-            return None, cfg.clear, now
         sk = s.skmem
         r, rb = (sk[SK_RMEM], sk[SK_RCVBUF]) if sk else (0, 0)
         rcv_wnd = info.get("rcv_wnd")
-        critical = (rb and r >= rb) or rcv_wnd == 0
-        reason, advice = text.stalled_reader(s, now - tr.read_t, r, rb, rcv_wnd)
-        finding = Finding(CRITICAL if critical else WARNING, cfg.hold, reason, advice)
-        return finding, cfg.clear, tr.read_t
+        severity = CRITICAL if (rb and r >= rb) or rcv_wnd == 0 else WARNING
+        args = (s, now - tr.read_t, r, rb, rcv_wnd)
+        hold = self.config.stalled_reader.hold
+        return Finding(severity, hold, text.stalled_reader, args, started=tr.read_t)
 
     def _slow(self, s: Sock, tr: Track, now: float) -> Finding | None:
         cfg = self.config.slow_reader
-        if s.recv_q < cfg.min_queue or now - tr.read_t >= self.config.stalled_reader.hold:
+        if s.recv_q < cfg.min_queue or self._stalled_long(tr, now):
             return None
         share = self._share_high(s, now, cfg.window, cfg.min_queue, cfg.fill)
         if share < cfg.share:
             return None
-        return Finding(INFO, 0.0, *text.slow_reader(s, share, cfg.fill, cfg.window))
+        return Finding(INFO, 0.0, text.slow_reader, (s, share, cfg.fill, cfg.window))
+
+    def _stalled_long(self, tr: Track, now: float) -> bool:
+        """No read for the stalled-reader hold: a stall, not a slow reader."""
+        return now - tr.read_t >= self.config.stalled_reader.hold
 
     def _share_high(self, s: Sock, now: float, window: float, min_queue: int, fill: float) -> float:
         """Part of the last `window` seconds with Recv-Q >= min_queue and r/rb >= fill."""
@@ -135,32 +184,34 @@ class SocketRules:
         return high / window if window > 0 else 1.0
 
     def zero_window(self, s: Sock, tr: Track, now: float) -> Finding | None:
+        """Send-Q waits on a shut window; tr.acked_t is the last ack progress."""
         info = s.info
         assert info is not None
-        acked = info.get("bytes_acked") or 0
-        if acked != tr.acked_mark:
-            tr.acked_mark = acked
-            tr.acked_t = now
+        if s.send_q <= 0:
+            return None
         snd_wnd = info.get("snd_wnd")
-        if s.send_q <= 0 or not (snd_wnd == 0 or s.timer == "persist"):
+        if not (snd_wnd == 0 or s.timer == "persist"):
             return None
         cfg = self.config.peer_zero_window
         why = "snd_wnd 0" if snd_wnd == 0 else "persist timer"
         stuck = now - tr.acked_t
         latch = tr.latches.get("peer_zero_window")
         held = None if latch is None else now - latch.first
-        reason, advice = text.peer_zero_window(s, held, stuck, why)
         severity = CRITICAL if stuck >= cfg.critical else WARNING
-        return Finding(severity, cfg.hold, reason, advice)
+        args = (s, held, stuck, why)
+        return Finding(severity, cfg.hold, text.peer_zero_window, args, variant=why)
 
     def send_full(self, s: Sock, tr: Track, now: float) -> Finding | None:
         cfg = self.config.send_queue_full
+        if s.send_q <= 0:
+            return None
         fill = s.send_fill()
-        if fill is None or fill < cfg.fill or s.send_q <= 0:
+        if fill is None or fill < cfg.fill:
             return None
         cause, share = self._send_cause(s, tr, now)
         severity = INFO if cause == "network" else WARNING
-        return Finding(severity, cfg.hold, *text.send_queue_full(s, fill, cause, share))
+        args = (s, fill, cause, share)
+        return Finding(severity, cfg.hold, text.send_queue_full, args, variant=cause)
 
     def _send_cause(self, s: Sock, tr: Track, now: float) -> tuple[str, float]:
         """Which resource held the sender back, from chrono counters of the last 10-20 s."""
@@ -199,14 +250,17 @@ class SocketRules:
         if not (r > rb or small):
             return None
         ctx.blamed.add("rcvbuf_overrun")
-        return Finding(WARNING, 0.0, *text.rcvbuf_overrun(s, ctx.overrun_events, r, rb))
+        return Finding(WARNING, 0.0, text.rcvbuf_overrun, (s, ctx.overrun_events, r, rb))
 
     def _nagle(self, s: Sock, ctx: Refresh) -> Finding | None:
         info = s.info
         assert info is not None
         cfg = self.config.nagle_hint
-        rtt, min_rtt = info.get("rtt") or 0, info.get("min_rtt") or 0
-        if rtt < cfg.min_srtt_ms * 1000 or rtt < cfg.rtt_ratio * min_rtt:
+        rtt = info.get("rtt") or 0
+        if rtt < cfg.min_srtt_ms * 1000:
+            return None
+        min_rtt = info.get("min_rtt") or 0
+        if rtt < cfg.rtt_ratio * min_rtt:
             return None
         if not info.get("delivery_rate_app_limited"):
             return None
@@ -214,7 +268,8 @@ class SocketRules:
         if segs == 0 or (info.get("bytes_acked") or 0) / segs >= (info.get("snd_mss") or 0) / 2:
             return None
         delayed = ctx.deltas.get("TcpExt.DelayedACKs", 0)
-        return Finding(INFO, cfg.hold, *text.nagle_hint(s, rtt / 1000, min_rtt / 1000, delayed))
+        args = (s, rtt / 1000, min_rtt / 1000, delayed)
+        return Finding(INFO, cfg.hold, text.nagle_hint, args)
 
     def udp(self, s: Sock, tr: Track, ctx: Refresh) -> list[Flag]:
         sk = s.skmem
@@ -228,13 +283,13 @@ class SocketRules:
         fill = sk[SK_RMEM] / rb if rb else 0.0
         finding = None
         if rise > 0:
-            finding = Finding(CRITICAL, 0.0, *text.udp_drops(s, "dropped", rise, fill))
+            finding = drops_finding(s, CRITICAL, 0.0, "dropped", rise, fill)
         elif fill >= cfg.fill:
-            finding = Finding(WARNING, cfg.hold, *text.udp_drops(s, "full", 0, fill))
+            finding = drops_finding(s, WARNING, cfg.hold, "full", 0, fill)
         elif tb and sk[SK_WMEM] >= tb:
-            finding = Finding(WARNING, cfg.hold, *text.udp_drops(s, "send", 0, sk[SK_WMEM] / tb))
+            finding = drops_finding(s, WARNING, cfg.hold, "send", 0, sk[SK_WMEM] / tb)
         elif drops > 0:  # dropped before we watched, or long ago
-            finding = Finding(INFO, 0.0, *text.udp_drops(s, "total", drops, fill))
+            finding = drops_finding(s, INFO, 0.0, "total", drops, fill)
         if rise > 0 or (tb and sk[SK_WMEM] >= tb):
             ctx.blamed.add("udp_drops")
         flag = step(tr.latches, "udp_drops", ctx.now, finding, cfg.clear)
@@ -258,6 +313,6 @@ class SocketRules:
         critical = full or rise > 0
         if not critical and not (backlog and queued >= cfg.fill * backlog):
             return None
-        reason, advice = text.accept_queue(s, full, rise, overflows if critical else 0)
+        args = (s, full, rise, overflows if critical else 0)
         hold = cfg.full_hold if critical else cfg.hold
-        return Finding(CRITICAL if critical else WARNING, hold, reason, advice)
+        return Finding(CRITICAL if critical else WARNING, hold, text.accept_queue, args)

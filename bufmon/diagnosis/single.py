@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from bufmon.diagnosis import text
 from bufmon.diagnosis.latch import Finding
-from bufmon.diagnosis.rules import HANDSHAKE, WARNING, Track
+from bufmon.diagnosis.rules import HANDSHAKE, WARNING, Track, drops_finding
 from bufmon.diagnosis.system_rules import busiest_port_group, group_of, main_owner, memory_finding
 from collectors.model import SK_DROPS, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, Flag, Snapshot, Sock
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def as_flag(kind: str, finding: Finding | None) -> Flag | None:
     if finding is None:
         return None
-    return Flag(kind, finding.severity, 0.0, finding.reason, finding.advice)
+    return Flag(kind, finding.severity, 0.0, *finding.words())
 
 
 def udp_finding(s: Sock, fill_limit: float) -> Finding | None:
@@ -28,11 +28,11 @@ def udp_finding(s: Sock, fill_limit: float) -> Finding | None:
     rb, tb = sk[SK_RCVBUF], sk[SK_SNDBUF]
     fill = sk[SK_RMEM] / rb if rb else 0.0
     if sk[SK_DROPS] > 0:
-        return Finding(WARNING, 0.0, *text.udp_drops(s, "total", sk[SK_DROPS], fill))
+        return drops_finding(s, WARNING, 0.0, "total", sk[SK_DROPS], fill)
     if fill >= fill_limit:
-        return Finding(WARNING, 0.0, *text.udp_drops(s, "full", 0, fill))
+        return drops_finding(s, WARNING, 0.0, "full", 0, fill)
     if tb and sk[SK_WMEM] >= tb:
-        return Finding(WARNING, 0.0, *text.udp_drops(s, "send", 0, sk[SK_WMEM] / tb))
+        return drops_finding(s, WARNING, 0.0, "send", 0, sk[SK_WMEM] / tb)
     return None
 
 

@@ -47,13 +47,12 @@ def memory_finding(
         level = memory_level(pages, limits, config.memory_pressure.warn, in_pressure)
     if level is None and not events:
         return None, False
-    critical = level == "high" or deltas.get("TcpExt.TCPAbortOnMemory", 0) > 0
+    severity = CRITICAL if level == "high" or deltas.get("TcpExt.TCPAbortOnMemory", 0) else WARNING
     if level is None:
-        reason, advice = text.memory_events(events)
+        finding = Finding(severity, 0.0, text.memory_events, (events,), variant="events")
     else:
-        assert pages is not None and limits is not None
-        reason, advice = text.memory_pressure(level, pages, limits, events)
-    finding = Finding(CRITICAL if critical else WARNING, 0.0, reason, advice)
+        args = (level, pages, limits, events)
+        finding = Finding(severity, 0.0, text.memory_pressure, args, variant=level)
     return finding, level in ("pressure", "high")
 
 
@@ -114,14 +113,14 @@ class SystemRules:
         flags.append(self._ports(socks, now, sysctls.get("ip_local_port_range")))
         overrun = None
         if ctx.overrun_events and "rcvbuf_overrun" not in ctx.blamed:
-            overrun = Finding(WARNING, 0.0, *text.rcvbuf_overrun(None, ctx.overrun_events))
+            overrun = Finding(WARNING, 0.0, text.rcvbuf_overrun, (None, ctx.overrun_events))
         flags.append(step(self.latches, "rcvbuf_overrun", now, overrun, cfg.rcvbuf_overrun.clear))
         udp_events = ", ".join(
             e for e in (counter_events(deltas, g, UDP_COUNTERS) for g in ("Udp", "Udp6")) if e
         )
         udp = None
         if udp_events and "udp_drops" not in ctx.blamed:
-            udp = Finding(WARNING, 0.0, *text.udp_counters(udp_events))
+            udp = Finding(WARNING, 0.0, text.udp_counters, (udp_events,))
         flags.append(step(self.latches, "udp_drops", now, udp, cfg.udp_drops.clear))
         return [f for f in flags if f is not None]
 
@@ -134,8 +133,8 @@ class SystemRules:
             group, used, size = busiest
             members = [s for s in socks if group_of(s) == group]
             severity = CRITICAL if used >= cfg.critical * size else WARNING
-            reason, advice = text.port_exhaustion(group[1:], used, size, main_owner(members))
-            finding = Finding(severity, cfg.hold, reason, advice)
+            args = (group[1:], used, size, main_owner(members))
+            finding = Finding(severity, cfg.hold, text.port_exhaustion, args)
         flag = step(self.latches, "port_exhaustion", now, finding, cfg.clear)
         if flag is not None:
             for s in members:
@@ -171,12 +170,13 @@ class SystemRules:
             blame = cookies if victim is not None and s is victim[1] else ""
             finding = None
             if count > s.send_q or blame:
-                hold = 0.0 if blame else cfg.hold
-                finding = Finding(WARNING, hold, *text.syn_backlog(s, count, s.send_q, blame))
+                hold, variant = (0.0, "cookies") if blame else (cfg.hold, "")
+                args = (s, count, s.send_q, blame)
+                finding = Finding(WARNING, hold, text.syn_backlog, args, variant)
             flag = step(tr.latches, "syn_backlog", ctx.now, finding, cfg.clear)
             if flag is not None:
                 s.flags.append(flag)
         orphan = None
         if cookies and victim is None:
-            orphan = Finding(WARNING, 0.0, *text.syn_backlog(None, 0, 0, cookies))
+            orphan = Finding(WARNING, 0.0, text.syn_backlog, (None, 0, 0, cookies))
         return step(self.latches, "syn_backlog", ctx.now, orphan, cfg.clear)
