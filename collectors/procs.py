@@ -31,6 +31,7 @@ class ProcessIndex:
         self.full_scan_interval = full_scan_interval
         self.scans = 0  # /proc/PID/fd directories read so far
         self._owner: dict[int, int] = {}  # inode -> pid
+        self._process_of: dict[int, Process] = {}  # inode -> facts, rebuilt on changes
         self._processes: dict[int, tuple[float, Process]] = {}  # pid -> (create_time, facts)
         self._unresolved: set[int] = set()  # inodes the last scan could not attribute
         self._last_full_pass = float("-inf")
@@ -44,33 +45,44 @@ class ProcessIndex:
 
     def attribute(self, socks: list[Sock]) -> None:
         """Set sock.process for every socket whose owner is visible, else None."""
-        wanted = {sock.inode for sock in socks if sock.inode}  # 0: TIME-WAIT, SYN-RECV
-        self._forget(wanted)
+        wanted = {sock.inode for sock in socks}
+        wanted.discard(0)  # TIME-WAIT, SYN-RECV
+        changed = self._forget(wanted)
         unknown = wanted - self._owner.keys()
         retry_all = time.monotonic() - self._last_full_pass >= self.full_scan_interval
         targets = unknown if retry_all else unknown - self._unresolved
         if targets:
             self._scan(unknown, targets)
+            changed = True
         self._unresolved = unknown - self._owner.keys()
-        owner = self._owner
-        processes = self._processes
+        if changed:
+            processes = self._processes
+            self._process_of = {inode: processes[pid][1] for inode, pid in self._owner.items()}
+        process_of = self._process_of.get
         for sock in socks:
-            pid = owner.get(sock.inode)
-            sock.process = None if pid is None else processes[pid][1]
+            sock.process = process_of(sock.inode)
 
-    def _forget(self, wanted: set[int]) -> None:
-        """Drop inodes no longer present and pids that died or were reused."""
-        owner = {inode: pid for inode, pid in self._owner.items() if inode in wanted}
-        pids = set(owner.values())
-        alive = {
-            pid: self._processes[pid]
-            for pid in pids
-            if create_time_of(pid) == self._processes[pid][0]
+    def _forget(self, wanted: set[int]) -> bool:
+        """Drop inodes no longer present and pids that died or were reused.
+
+        Returns whether anything was dropped. Costs a few set operations when nothing
+        changed, since this runs on every refresh over every socket.
+        """
+        owner = self._owner
+        gone = owner.keys() - wanted
+        for inode in gone:
+            del owner[inode]
+        pids = set(owner.values()) if gone else self._processes.keys()
+        dead = {
+            pid
+            for pid, (created, _) in self._processes.items()
+            if pid not in pids or create_time_of(pid) != created
         }
-        if len(alive) < len(pids):
-            owner = {inode: pid for inode, pid in owner.items() if pid in alive}
-        self._owner = owner
-        self._processes = alive
+        for pid in dead:
+            del self._processes[pid]
+        if dead:
+            self._owner = {inode: pid for inode, pid in owner.items() if pid not in dead}
+        return bool(gone or dead)
 
     def _scan(self, unknown: set[int], targets: set[int]) -> None:
         """Look for the unknown inodes; stop once every target inode is found."""
