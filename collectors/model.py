@@ -106,6 +106,7 @@ class Sock:
         "process",
         "flags",
         "closed",
+        "segs_in",
     )
 
     def __init__(
@@ -128,6 +129,7 @@ class Sock:
         inode: int,
         cookie: int,
         netns: str = "host",
+        segs_in: int | None = None,
     ) -> None:
         self.proto = proto
         self.family = family
@@ -147,6 +149,8 @@ class Sock:
         self.inode = inode
         self.cookie = cookie
         self.netns = netns
+        # tcp_info segs_in, decoded up front by the collector: the change signal
+        self.segs_in = segs_in if segs_in is not None or info is None else info.get("segs_in")
         self.process: Process | None = None
         self.flags: list[Flag] = []
         self.closed = False

@@ -128,41 +128,49 @@ class _Layout:
 
     Replies of one dump repeat the same attributes in the same order, so the layout
     of the first message of a length decodes the rest in one unpack. `checks` holds
-    the positions of the netlink type/flags and every attribute header; a message
+    the positions of the netlink type/flags and of every attribute header; a message
     whose headers differ is decoded attribute by attribute instead.
+    tcp_info stays raw bytes, except segs_in: it moves with every segment received,
+    the cheapest sign that a connection changed.
     """
 
-    __slots__ = ("check_at", "checks", "info_end", "info_start", "mem_at", "skmem_at", "struct")
+    __slots__ = (
+        "check_at",
+        "checks",
+        "info_end",
+        "info_start",
+        "mem_at",
+        "segs_in_at",
+        "skmem_at",
+        "struct",
+    )
 
     def __init__(self, data: bytes | memoryview, pos: int, length: int) -> None:
         codes = "IHHII" + DIAG_MSG.format.lstrip("=")
         index = 21  # values so far: 5 header + 16 inet_diag_msg
         size = 16 + DIAG_MSG.size
         check_at, checks = [1, 2], list(NLMSGHDR.unpack_from(data, pos)[1:3])
-        self.skmem_at = self.mem_at = -1
+        self.skmem_at = self.mem_at = self.segs_in_at = -1
         self.info_start = self.info_end = -1  # tcp_info bytes, relative to the message
         for apos, alen, atype in _attributes(data, pos, length):
             if apos != pos + size:
                 raise ValueError("attributes are not contiguous")
-            check_at += [index, index + 1]
-            checks += [alen, atype]
-            codes += "HH"
-            index += 2
             plen, kind = alen - 4, atype & 0x3FFF
+            item, count, used = "", 0, 0  # struct codes read from the payload
             if kind == INET_DIAG_SKMEMINFO and plen >= SKMEM_LEN:
-                self.skmem_at, used = index, SKMEM_LEN
-                codes += "9I"
-                index += 9
+                item, count, used, self.skmem_at = "9I", 9, SKMEM_LEN, index + 2
             elif kind == INET_DIAG_MEMINFO and plen >= MEMINFO.size:
-                self.mem_at, used = index, MEMINFO.size
-                codes += "4I"
-                index += 4
+                item, count, used, self.mem_at = "4I", 4, MEMINFO.size, index + 2
             elif kind == INET_DIAG_INFO and plen >= tcpinfo.MIN_LEN:
                 self.info_start = apos - pos + 4
                 self.info_end = self.info_start + plen
-                used = 0
-            else:
-                used = 0
+                offset, end = tcpinfo.span("segs_in")
+                if end <= plen:
+                    item, count, used, self.segs_in_at = f"{offset}xI", 1, end, index + 2
+            check_at += [index, index + 1]  # every header: a malformed one must not pass
+            checks += [alen, atype]
+            codes += "HH" + item
+            index += 2 + count
             padded = (alen + 3) & ~3
             size += padded
             skip = min(padded, length - size + padded) - 4 - used
@@ -274,9 +282,11 @@ def decode_messages(
                 skmem = None
             start = lay.info_start
             info = None if start < 0 else TcpInfo(bytes(data[pos + start : pos + lay.info_end]))
+            segs_in = None if lay.segs_in_at < 0 else vals[lay.segs_in_at]
             msg = vals[5:21]
         else:
             skmem, info = _decode_slow(data, pos, length)
+            segs_in = None if info is None else info.get("segs_in")
             msg = DIAG_MSG.unpack_from(data, pos + 16)
         (
             fam,
@@ -320,6 +330,7 @@ def decode_messages(
                 inode,
                 ck1 << 32 | ck0,
                 netns,
+                segs_in,
             )
         )
     return False
@@ -395,7 +406,7 @@ class SockDiag:
             except DiagError:
                 return
 
-    def _chunks(self) -> Iterator[memoryview]:
+    def _chunks(self) -> Iterator[bytes]:
         view = memoryview(self._buf)
         recv_into = self.sock.recv_into
         while True:
@@ -405,4 +416,4 @@ class SockDiag:
                 raise DiagError(f"netlink receive failed: {exc.strerror}") from exc
             if n == 0:
                 raise DiagError("netlink socket closed during a dump")
-            yield view[:n]
+            yield bytes(view[:n])  # slices of bytes cost one copy, of a memoryview two

@@ -113,6 +113,12 @@ _ACCESSORS = _accessors()
 FULL_SIZE = max(end for _, _, end, _, _ in _ACCESSORS.values())
 
 
+def span(name: str) -> tuple[int, int]:
+    """(offset, end) of a field in the struct."""
+    _, offset, end, _, _ = _ACCESSORS[name]
+    return offset, end
+
+
 class TcpInfo:
     """One socket's tcp_info: fields the kernel did not send read as `default`."""
 

@@ -114,7 +114,7 @@ class Diagnoser:
             info = s.info
             rq, sq = s.recv_q, s.send_q
             if info is not None:
-                sig = hash((rq, sq, s.skmem, info.get("segs_in"), s.state))
+                sig = hash((rq, sq, s.skmem, s.segs_in, s.state))
             elif s.skmem is not None:
                 sig = hash((rq, sq, s.skmem))
             else:
