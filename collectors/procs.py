@@ -44,11 +44,23 @@ class ProcessIndex:
         return UNREADABLE_NOTICE if self._denied else None
 
     def attribute(self, socks: list[Sock]) -> None:
-        """Set sock.process for every socket whose owner is visible, else None."""
-        wanted = {sock.inode for sock in socks}
-        wanted.discard(0)  # TIME-WAIT, SYN-RECV
-        changed = self._forget(wanted)
-        unknown = wanted - self._owner.keys()
+        """Set sock.process for every socket whose owner is visible, else None.
+
+        The common refresh (no socket closed, no new one) is one pass over the sockets.
+        """
+        process_of = self._process_of.get
+        unknown: set[int] = set()
+        found = 0
+        for sock in socks:
+            process = sock.process = process_of(sock.inode)
+            if process is not None:
+                found += 1
+            elif sock.inode:  # 0: TIME-WAIT, SYN-RECV
+                unknown.add(sock.inode)
+        changed = self._forget_dead()
+        if found != len(self._owner):  # some known sockets are gone
+            self._forget_gone({sock.inode for sock in socks})
+            changed = True
         retry_all = time.monotonic() - self._last_full_pass >= self.full_scan_interval
         targets = unknown if retry_all else unknown - self._unresolved
         if targets:
@@ -58,31 +70,25 @@ class ProcessIndex:
         if changed:
             processes = self._processes
             self._process_of = {inode: processes[pid][1] for inode, pid in self._owner.items()}
-        process_of = self._process_of.get
-        for sock in socks:
-            sock.process = process_of(sock.inode)
+            process_of = self._process_of.get
+            for sock in socks:
+                sock.process = process_of(sock.inode)
 
-    def _forget(self, wanted: set[int]) -> bool:
-        """Drop inodes no longer present and pids that died or were reused.
+    def _forget_gone(self, present: set[int]) -> None:
+        """Drop inodes no longer present, and processes that own none any more."""
+        self._owner = {inode: pid for inode, pid in self._owner.items() if inode in present}
+        owners = set(self._owner.values())
+        self._processes = {pid: p for pid, p in self._processes.items() if pid in owners}
 
-        Returns whether anything was dropped. Costs a few set operations when nothing
-        changed, since this runs on every refresh over every socket.
-        """
-        owner = self._owner
-        gone = owner.keys() - wanted
-        for inode in gone:
-            del owner[inode]
-        pids = set(owner.values()) if gone else self._processes.keys()
+    def _forget_dead(self) -> bool:
+        """Drop pids that died or were reused (another start time); True if any."""
         dead = {
-            pid
-            for pid, (created, _) in self._processes.items()
-            if pid not in pids or create_time_of(pid) != created
+            pid for pid, (created, _) in self._processes.items() if create_time_of(pid) != created
         }
-        for pid in dead:
-            del self._processes[pid]
         if dead:
-            self._owner = {inode: pid for inode, pid in owner.items() if pid not in dead}
-        return bool(gone or dead)
+            self._processes = {pid: p for pid, p in self._processes.items() if pid not in dead}
+            self._owner = {inode: pid for inode, pid in self._owner.items() if pid not in dead}
+        return bool(dead)
 
     def _scan(self, unknown: set[int], targets: set[int]) -> None:
         """Look for the unknown inodes; stop once every target inode is found."""

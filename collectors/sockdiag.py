@@ -184,19 +184,29 @@ class _Layout:
         self.checks = tuple(checks)
 
 
-_LAYOUTS: dict[tuple[str, int], _Layout | None] = {}
+_LAYOUTS: dict[str, dict[int, _Layout | None]] = {"tcp": {}, "udp": {}}  # proto -> length
 
 
 def _layout_for(proto: str, data: bytes | memoryview, pos: int, length: int) -> _Layout | None:
-    key = (proto, length)
-    if key not in _LAYOUTS:
-        if len(_LAYOUTS) > 256:
-            _LAYOUTS.clear()
+    layouts = _LAYOUTS.setdefault(proto, {})
+    if length not in layouts:
+        if len(layouts) > 256:
+            layouts.clear()
         try:
-            _LAYOUTS[key] = _Layout(data, pos, length)
+            layouts[length] = _Layout(data, pos, length)
         except ValueError:
-            _LAYOUTS[key] = None
-    return _LAYOUTS[key]
+            layouts[length] = None
+    return layouts[length]
+
+
+def _names(known: dict[int, str]) -> tuple[str, ...]:
+    """Names indexed by a u8 code; unknown codes read as their number."""
+    return tuple(known.get(code, str(code)) for code in range(256))
+
+
+_STATES = _names(STATE_NAMES)
+_TIMERS = _names(TIMER_NAMES)
+NLMSGHDR_HEAD = struct.Struct("=IHHI")  # length, type, flags, seq
 
 
 def _decode_slow(
@@ -248,12 +258,13 @@ def decode_messages(
     """
     end = len(data)
     pos = 0
-    hdr_unpack = NLMSGHDR.unpack_from
+    hdr_unpack = NLMSGHDR_HEAD.unpack_from
     ntohs = socket.ntohs
-    states, timers, families = STATE_NAMES, TIMER_NAMES, _FAMILY_NAMES
-    layouts = _LAYOUTS
+    states, timers, families = _STATES, _TIMERS, _FAMILY_NAMES
+    layouts = _LAYOUTS.setdefault(proto, {})
+    view = memoryview(data)  # slicing it copies nothing before TcpInfo copies once
     while pos + 16 <= end:
-        length, mtype, mflags, mseq = hdr_unpack(data, pos)[:4]
+        length, mtype, mflags, mseq = hdr_unpack(data, pos)
         if length < 16 or pos + length > end:
             raise DiagError(f"malformed netlink message (length {length})")
         if (seq is not None and mseq != seq) or (
@@ -270,7 +281,7 @@ def decode_messages(
             raise DiagError(f"{proto} dump was interrupted by concurrent changes")
         if length < 16 + DIAG_MSG.size:
             raise DiagError(f"malformed inet_diag message (length {length})")
-        lay = layouts.get((proto, length)) or _layout_for(proto, data, pos, length)
+        lay = layouts.get(length) or _layout_for(proto, data, pos, length)
         vals = lay.struct.unpack_from(data, pos) if lay is not None else None
         if vals is not None and lay is not None and lay.check_at(vals) == lay.checks:
             at = lay.skmem_at
@@ -281,7 +292,7 @@ def decode_messages(
             else:
                 skmem = None
             start = lay.info_start
-            info = None if start < 0 else TcpInfo(bytes(data[pos + start : pos + lay.info_end]))
+            info = None if start < 0 else TcpInfo(view[pos + start : pos + lay.info_end])
             segs_in = None if lay.segs_in_at < 0 else vals[lay.segs_in_at]
             msg = vals[5:21]
         else:
@@ -314,7 +325,7 @@ def decode_messages(
             Sock(
                 proto,
                 families[fam],
-                states.get(state, str(state)),
+                states[state],
                 addrs[src],
                 ntohs(sport),
                 addrs[dst],
@@ -323,7 +334,7 @@ def decode_messages(
                 wqueue,
                 skmem,
                 info,
-                timers.get(timer, str(timer)),
+                timers[timer],
                 expires,
                 retrans,
                 uid,
@@ -406,7 +417,7 @@ class SockDiag:
             except DiagError:
                 return
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _chunks(self) -> Iterator[memoryview]:
         view = memoryview(self._buf)
         recv_into = self.sock.recv_into
         while True:
@@ -416,4 +427,4 @@ class SockDiag:
                 raise DiagError(f"netlink receive failed: {exc.strerror}") from exc
             if n == 0:
                 raise DiagError("netlink socket closed during a dump")
-            yield bytes(view[:n])  # slices of bytes cost one copy, of a memoryview two
+            yield view[:n]

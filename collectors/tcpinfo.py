@@ -119,29 +119,30 @@ def span(name: str) -> tuple[int, int]:
     return offset, end
 
 
-class TcpInfo:
-    """One socket's tcp_info: fields the kernel did not send read as `default`."""
+class TcpInfo(bytes):
+    """One socket's tcp_info, the raw struct itself: fields are decoded on access, and
+    fields the kernel did not send read as `default`. One object per socket."""
 
-    __slots__ = ("raw",)
+    __slots__ = ()
 
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
+    @property
+    def raw(self) -> bytes:
+        return bytes(self)
 
     def get(self, name: str, default: int | None = None) -> int | None:
         acc = _ACCESSORS.get(name)
         if acc is None:
             return default
         unpack, offset, end, shift, mask = acc
-        raw = self.raw
-        if end > len(raw):
+        if end > len(self):
             return default
-        return (unpack(raw, offset)[0] >> shift) & mask
+        return (unpack(self, offset)[0] >> shift) & mask
 
     def to_json(self) -> dict[str, int]:
         """Every field the kernel sent, by the kernel's names without the tcpi_ prefix."""
-        lay = layout(len(self.raw))
+        lay = layout(len(self))
         out: dict[str, int] = {}
-        for name, value in zip(lay.names, lay.struct.unpack_from(self.raw, 0), strict=True):
+        for name, value in zip(lay.names, lay.struct.unpack_from(self, 0), strict=True):
             if name in _BIT_BYTES:  # the bitfields, in the kernel's order
                 for bit_name in _BIT_BYTES[name]:
                     _, shift, mask = _BITFIELDS[bit_name]
@@ -191,4 +192,4 @@ def decode(data: bytes | memoryview, offset: int, length: int) -> TcpInfo | None
     """tcp_info at data[offset:offset+length]; None when too short to hold anything."""
     if length < MIN_LEN:
         return None
-    return TcpInfo(bytes(data[offset : offset + length]))
+    return TcpInfo(memoryview(data)[offset : offset + length])
