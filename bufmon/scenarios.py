@@ -460,6 +460,80 @@ class PortExhaustion(Scenario):
                 server.close()
 
 
+class SynBacklog(Scenario):
+    """SYNs from addresses that never answer: the listener (backlog 2) keeps them in
+    SYN-RECV, then falls back to syncookies (TcpExt SyncookiesSent rises).
+
+    The SYNs are raw packets to a local address on a veth whose other end, in the same
+    namespace, has no address: the SYN-ACKs go out and nobody answers their ARP. No
+    packet leaves the namespace. IPv4 only; needs a private namespace (root).
+    """
+
+    LOCAL, PEERS, PORT, SYNS = "10.98.0.1", "10.98.0.{}", 7777, 20
+
+    def build(self) -> None:
+        if self.ns.loopback:
+            raise RuntimeError("SynBacklog needs a private namespace")
+        for argv in (("ip", "link", "add", "bm-syn0", "type", "veth", "peer", "name", "bm-syn1"),
+                     ("ip", "addr", "add", f"{self.LOCAL}/24", "dev", "bm-syn0"),
+                     ("ip", "link", "set", "bm-syn0", "up"),
+                     ("ip", "link", "set", "bm-syn1", "up")):
+            _run(*self.ns.command(*argv))
+        self.listen = self.listener(backlog=2, host=self.LOCAL, port=self.PORT)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self._sockets.append(raw)
+        for i in range(self.SYNS):
+            raw.sendto(syn_packet(self.PEERS.format(10 + i), self.LOCAL, 40000 + i, self.PORT),
+                       (self.LOCAL, 0))
+        self.listen_port = self.PORT
+
+
+def syn_packet(src: str, dst: str, sport: int, dport: int) -> bytes:
+    """An IPv4 TCP SYN with valid checksums (the kernel fills the IP checksum)."""
+
+    def checksum(data: bytes) -> int:
+        data += b"\0" * (len(data) % 2)
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        total = (total >> 16) + (total & 0xFFFF)
+        return ~(total + (total >> 16)) & 0xFFFF
+
+    saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+    pseudo = saddr + daddr + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP, 0,
+                     saddr, daddr)
+    return ip + tcp
+
+
+class NagleDelayedAck(Scenario):
+    """Small writes without TCP_NODELAY meet delayed ACKs: the client writes 100 B twice
+    and waits for a 2-byte answer, so Nagle holds its second write until the server's
+    delayed ACK (about 40 ms). srtt climbs far above min_rtt on an app-limited
+    connection with small segments: the pattern behind nagle_hint (client_port)."""
+
+    def build(self) -> None:
+        self.connect_pair()
+        for sock in (self.client, self.server):
+            sock.settimeout(1.0)  # so both loops notice close() even when blocked
+        self.every(0.0, self._exchange)
+        self.every(0.0, self._answer)
+
+    def _exchange(self) -> None:
+        self.client.sendall(b"a" * 100)
+        self.client.sendall(b"b" * 100)
+        self.client.recv(2)
+
+    def _answer(self) -> None:
+        got = 0
+        while got < 200:
+            data = self.server.recv(200 - got)
+            if not data:
+                raise OSError("closed")
+            got += len(data)
+        self.server.sendall(b"ok")
+
+
 class HealthyReader(Scenario):
     """Sender writes 16 KB every 100 ms, reader drains every 100 ms: no problem."""
 

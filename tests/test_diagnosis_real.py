@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bufmon.diagnosis import Config
+from bufmon.diagnosis import Config, load_config
 from bufmon.monitor import Monitor
 from bufmon.scenarios import (
     AcceptQueueFull,
@@ -22,12 +22,14 @@ from bufmon.scenarios import (
     BulkTransfer,
     HealthyReader,
     IdleKeepalive,
+    NagleDelayedAck,
     Netns,
     PortExhaustion,
     RcvbufPrune,
     Scenario,
     SlowReader,
     StalledReader,
+    SynBacklog,
     TbfLink,
     UdpDrops,
     ZeroWindowSender,
@@ -256,3 +258,29 @@ def test_bulk_over_tbf_link_is_healthy() -> None:
         finally:
             for m in monitors:
                 m.close()
+
+
+def test_syn_backlog(ns: Netns, monitor: Monitor) -> None:
+    # Raw SYNs from silent peers on a veth of this namespace: SYN-RECV above the
+    # backlog and syncookies sent, for real.
+    with SynBacklog(ns) as sc:
+        _, flag = wait_for(
+            monitor, "syn_backlog", CFG.syn_backlog.hold, lambda s: s.local_port == sc.PORT
+        )
+    assert "SYN" in flag.reason
+
+
+def test_nagle_hint(ns: Netns) -> None:
+    # Nagle meeting delayed ACKs, made for real. Loopback's srtt settles near 20 ms,
+    # right on the default floor, so the floor is lowered to 10 ms here (a setting).
+    cfg = load_config(None, ["nagle_hint.min_srtt_ms=10"])
+    monitor = Monitor(netns=ns.name, config=cfg)
+    try:
+        with NagleDelayedAck(ns) as sc:
+            # + 5 s: srtt first has to climb out of the quick-ack start of the connection
+            _, flag = wait_for(
+                monitor, "nagle_hint", cfg.nagle_hint.hold + 5, port(sc.client_port)
+            )
+        assert flag.severity == "info" and "TCP_NODELAY" in flag.reason + flag.advice
+    finally:
+        monitor.close()
