@@ -72,8 +72,12 @@ def open_diag_socket() -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
     except OSError as exc:
         raise DiagError(f"cannot open a netlink sock_diag socket: {exc.strerror}") from exc
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUF)
-    sock.bind((0, 0))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUF)
+        sock.bind((0, 0))
+    except OSError as exc:
+        sock.close()
+        raise DiagError(f"cannot set up a netlink sock_diag socket: {exc.strerror}") from exc
     return sock
 
 
@@ -408,21 +412,24 @@ class SockDiag:
             raise
 
     def _drain(self) -> None:
-        """Read what is left of a dump that an error abandoned, up to its end."""
+        """Read what is left of a dump that an error abandoned, up to its end.
+
+        Non-blocking: a dump the kernel already ended (an error reply) has nothing
+        left, and the kernel produces the rest of a live one on each receive."""
         self._pending = False
-        for chunk in self._chunks():
-            try:
+        try:
+            for chunk in self._chunks(socket.MSG_DONTWAIT):
                 if decode_messages(chunk, "drain", self.netns, [], self._seq):
                     return
-            except DiagError:
-                return
+        except DiagError:
+            return
 
-    def _chunks(self) -> Iterator[memoryview]:
+    def _chunks(self, flags: int = 0) -> Iterator[memoryview]:
         view = memoryview(self._buf)
         recv_into = self.sock.recv_into
         while True:
             try:
-                n = recv_into(view)
+                n = recv_into(view, 0, flags)
             except OSError as exc:
                 raise DiagError(f"netlink receive failed: {exc.strerror}") from exc
             if n == 0:
