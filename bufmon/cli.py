@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -36,8 +37,8 @@ def _interval(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("the interval cannot be negative")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -119,6 +120,11 @@ def _select(snap: Snapshot, keep: Callable[[Sock], bool]) -> list[Sock]:
     return [s for s in snap.sockets if keep(s)]
 
 
+def _json_line(snap: Snapshot, socks: list[Sock]) -> str:
+    """The snapshot's JSON document with only `socks` (the filtered ones)."""
+    return json.dumps(snap.to_json(socks), separators=(",", ":"))
+
+
 def _write(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -134,9 +140,7 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         monitor.close()
     socks = worst_first(_select(snap, keep))
     if args.json:
-        doc = snap.to_json()
-        doc["sockets"] = [s.to_json() for s in socks]
-        _write(json.dumps(doc))
+        _write(_json_line(snap, socks))
     else:
         for notice in snap.notices:
             print(f"bufmon: {notice}", file=sys.stderr)
@@ -154,16 +158,14 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         while args.count is None or done < args.count:
             started = time.monotonic()
             snap = monitor.refresh()
-            socks = _select(snap, keep)
+            socks = worst_first(_select(snap, keep))
             if args.json:
-                doc = snap.to_json()
-                doc["sockets"] = [s.to_json() for s in socks]
-                _write(json.dumps(doc, separators=(",", ":")))
+                _write(_json_line(snap, socks))
             else:
                 for notice in set(snap.notices) - shown_notices:
                     print(f"bufmon: {notice}", file=sys.stderr)
                     shown_notices.add(notice)
-                _write("\n".join(flagged_lines(snap, worst_first(socks))))
+                _write("\n".join(flagged_lines(snap, socks)))
             done += 1
             if args.count is not None and done >= args.count:
                 break
@@ -194,8 +196,8 @@ COMMANDS = ("tui", "snapshot", "watch", "demo")
 
 def run(argv: list[str]) -> int:
     parser = build_parser()
-    if not any(a in COMMANDS for a in argv) and not {"-h", "--help", "--version"} & set(argv):
-        argv = ["tui", *argv]
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        argv = ["tui", *argv]  # the interactive view is the default command
     args = parser.parse_args(argv)
     expr = " ".join(getattr(args, "filter", []) or [])
     keep = compile_filter(expr)
@@ -226,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:  # e.g. stdout on a full disk
+        print(f"bufmon: cannot write output: {exc.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

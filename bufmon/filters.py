@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from collectors.model import SEVERITY_RANK, SK_DROPS, STATE_NAMES, Sock
+from collectors.model import FLAG_KINDS, SEVERITY_RANK, SK_DROPS, STATE_NAMES, Sock
 
 Predicate = Callable[[Sock], bool]
 
@@ -77,7 +77,6 @@ def _tokenize(expr: str) -> list[_Token]:
 
 _NUMBER = re.compile(r"([0-9]+(?:\.[0-9]+)?)([a-z%]*)")
 _INTEGER = re.compile(r"[0-9]{1,10}")
-_FLAG_KIND = re.compile(r"[a-z0-9_]+")
 
 _BYTE_UNITS: dict[str, float] = {"": 1, "b": 1} | {
     suffix: 1024**power
@@ -235,8 +234,9 @@ def _flag(value: str) -> Predicate:
     rank = SEVERITY_RANK.get(wanted)
     if rank is not None:
         return lambda s: s.worst_severity() >= rank
-    if _FLAG_KIND.fullmatch(wanted) is None:
-        raise _BadValue(f"bad flag {value!r} (a kind like stalled_reader, a severity or any)")
+    if wanted not in FLAG_KINDS:
+        kinds = ", ".join(sorted(FLAG_KINDS))
+        raise _BadValue(f"unknown flag {value!r} (any, info, warning, critical, {kinds})")
     return lambda s: any(f.kind == wanted for f in s.flags)
 
 

@@ -16,13 +16,16 @@ from collectors.procs import ProcessIndex
 from collectors.sockdiag import gc_paused
 from collectors.system import SystemReader
 
+# thread-self: a thread that entered another namespace reads that one's files
+PROC_NET = "/proc/thread-self/net"
+
 
 class Monitor:
     def __init__(self, netns: str = "auto", config: Config | None = None) -> None:
         self.namespaces = NamespaceSet(netns)
         self.procs = ProcessIndex()
-        # thread-self: a thread that entered another namespace reads that one's files
-        self.system = SystemReader(proc_net="/proc/thread-self/net")
+        self.system = SystemReader(proc_net=PROC_NET)
+        self._facts_source: int | None = None  # namespace inode the facts come from
         self.diagnoser = Diagnoser(config or Config())
         self.host = socket.gethostname()
         self._gc = FrozenGarbage()
@@ -50,6 +53,10 @@ class Monitor:
         With several namespaces the host's (bufmon's own) facts are shown.
         """
         ns = self.namespaces.foreign()
+        source = None if ns is None else ns.inode
+        if source != self._facts_source:  # deltas across two namespaces would be nonsense
+            self.system = SystemReader(proc_net=PROC_NET)
+            self._facts_source = source
         if ns is None:
             return self.system.read(now)
         with entered(ns.path):

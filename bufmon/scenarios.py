@@ -28,7 +28,7 @@ from pyroute2 import netns as pyroute2_netns
 T = TypeVar("T")
 
 NETNS_DIR = Path("/run/netns")
-_STALE_NAME = re.compile(r"^bufmon-[a-z0-9]+-(\d+)(?:-\d+)?$")
+_STALE_NAME = re.compile(r"^bufmon-demo-(\d+)$")  # only what `bufmon demo` makes
 _counter = itertools.count(1)
 HOSTS = {"inet": "127.0.0.1", "inet6": "::1"}
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
@@ -57,7 +57,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_namespaces() -> list[str]:
-    """Delete bufmon-* namespaces whose creating pid is gone; returns their names."""
+    """Delete namespaces left by a `bufmon demo` whose pid is gone; returns their names.
+
+    Only the demo's own name pattern: other bufmon-* namespaces may be a user's."""
     removed = []
     names = sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
     for name in names:

@@ -49,6 +49,11 @@ STATE_CODES = {name: code for code, name in STATE_NAMES.items() if code != 12}
 
 TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
+FLAG_KINDS = frozenset({
+    "stalled_reader", "slow_reader", "peer_zero_window", "send_queue_full", "rcvbuf_overrun",
+    "accept_queue_full", "syn_backlog", "udp_drops", "memory_pressure", "port_exhaustion",
+    "nagle_hint",
+})
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 
@@ -243,12 +248,13 @@ class Snapshot:
     notices: list[str] = field(default_factory=list)  # e.g. "not root: ..."
     namespaces: list[dict[str, Any]] = field(default_factory=list)  # label, inode, holder
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, sockets: list[Sock] | None = None) -> dict[str, Any]:
+        """The JSON document; `sockets` replaces the full list (e.g. a filtered one)."""
         return {
             "version": SCHEMA_VERSION,
             "time": self.time,
             "host": self.host,
-            "sockets": [s.to_json() for s in self.sockets],
+            "sockets": [s.to_json() for s in (self.sockets if sockets is None else sockets)],
             "system": self.system.to_json(),
             "system_flags": [f.to_json() for f in self.system_flags],
             "notices": self.notices,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bufmon import filters
 from bufmon.filters import FilterError, compile_filter
-from collectors.model import Flag, Process, Sock, TcpInfo
+from collectors.model import FLAG_KINDS, Flag, Process, Sock, TcpInfo
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -229,7 +229,7 @@ def test_netns(expr: str, netns: str, expected: bool) -> None:
 
 
 STALLED_WARN = (("stalled_reader", "warning"),)
-TWO_FLAGS = (("slow_reader", "info"), ("zero_window", "critical"))
+TWO_FLAGS = (("slow_reader", "info"), ("peer_zero_window", "critical"))
 
 
 @pytest.mark.parametrize(
@@ -239,8 +239,8 @@ TWO_FLAGS = (("slow_reader", "info"), ("zero_window", "critical"))
         ("flag:any", (), False),
         ("flag:stalled_reader", STALLED_WARN, True),
         ("flag:stalled-reader", STALLED_WARN, True),
-        ("flag:zero_window", STALLED_WARN, False),
-        ("flag:zero_window", TWO_FLAGS, True),
+        ("flag:peer_zero_window", STALLED_WARN, False),
+        ("flag:peer_zero_window", TWO_FLAGS, True),
         ("flag:info", STALLED_WARN, True),  # a severity means that one or worse
         ("flag:warning", STALLED_WARN, True),
         ("flag:critical", STALLED_WARN, False),
@@ -419,10 +419,12 @@ PORT_RANGE = "(a number from 0 to 65535)"
         ("port:1 dport:http", "dport:http", 8, f"bad port 'http' {PORT_RANGE}"),
         ("pid:-1", "pid:-1", 1, "bad pid '-1' (a number from 0 to 2147483647)"),
         (
-            "flag:a.b",
-            "flag:a.b",
+            "flag:stalled",  # a typo must not silently match nothing
+            "flag:stalled",
             1,
-            "bad flag 'a.b' (a kind like stalled_reader, a severity or any)",
+            "unknown flag 'stalled' (any, info, warning, critical, "
+            + ", ".join(sorted(FLAG_KINDS))
+            + ")",
         ),
         ("recvq>64x", "recvq>64x", 1, f"bad number '64x' {BYTES}"),
         ("sendq>=k", "sendq>=k", 1, f"bad number 'k' {BYTES}"),

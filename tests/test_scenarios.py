@@ -278,3 +278,15 @@ def test_stale_demo_namespace_of_a_dead_pid_is_removed() -> None:
         assert stale not in namespaces()
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+
+
+def test_other_bufmon_namespaces_are_left_alone() -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    other = f"bufmon-prod-{child.pid}"  # a user's namespace that only looks like ours
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        assert other not in remove_stale_namespaces()
+        assert other in namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "del", other], capture_output=True)

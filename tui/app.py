@@ -25,6 +25,7 @@ from textual.widgets import Static
 from bufmon.filters import FilterError, Predicate, compile_filter
 from bufmon.gcpolicy import FrozenGarbage
 from collectors.model import Snapshot, Sock
+from collectors.netns import NamespaceSet, NetnsError
 from tui.detail import DetailScreen
 from tui.fmt import one_line
 from tui.help import HelpScreen
@@ -404,17 +405,24 @@ class BufmonApp(App[int]):
         self._show_state()
 
     def on_unmount(self) -> None:
-        self.source.close()
+        with self._source_lock:  # a collect worker may be mid-dump on the same sockets
+            self.source.close()
 
 
 def run_app(netns: str = "auto", title: str = "bufmon", config: Config | None = None,
             filter_expr: str = "", interval: float = 1.0) -> int:
-    """Run the TUI until the user quits; a bad filter is one line and exit status 2."""
+    """Run the TUI until the user quits; a bad filter is one line and exit status 2, a
+    missing namespace one line and exit status 1."""
     try:
         compile_filter(filter_expr)
     except FilterError as exc:
         print(f"bufmon: {exc}", file=sys.stderr)
         return 2
+    try:
+        NamespaceSet(netns).close()  # a namespace that does not exist: say so, do not start
+    except NetnsError as exc:
+        print(f"bufmon: {exc}", file=sys.stderr)
+        return 1
     app = BufmonApp(MonitorSource(netns, config), title=title, filter_expr=filter_expr,
                     interval=interval)
     app.run()

@@ -34,8 +34,11 @@ class MonitorSource:
         self.netns = netns
         self.config = config
         self._monitor: Monitor | None = None
+        self._closed = False
 
     def refresh(self) -> Snapshot:
+        if self._closed:
+            raise RuntimeError("the source is closed")
         if self._monitor is None:
             from bufmon.monitor import Monitor  # late: apps fed by another source never load it
 
@@ -48,5 +51,6 @@ class MonitorSource:
         return self._monitor.diagnoser.history.series(key, field)
 
     def close(self) -> None:
+        self._closed = True
         if self._monitor is not None:
             self._monitor.close()

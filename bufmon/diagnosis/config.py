@@ -9,11 +9,14 @@ Each flag kind is a TOML table named like the flag, e.g.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+MAX_VALUE = 1e9  # no threshold or hold time is sensibly larger
 
 
 class ConfigError(ValueError):
@@ -148,6 +151,8 @@ _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 
 
 def _read_toml(path: str) -> dict[str, Any]:
+    if path != os.devnull and os.path.exists(path) and not os.path.isfile(path):
+        raise ConfigError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -204,6 +209,8 @@ def _check_value(value: Any, kind: str, fraction: bool, where: str) -> float | i
         raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
     if kind == "int" and not isinstance(value, int):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not math.isfinite(value) or value > MAX_VALUE:
+        raise ConfigError(f"{where}: expected a finite number up to {MAX_VALUE:g}, got {value!r}")
     if value < 0:
         raise ConfigError(f"{where}: must not be negative, got {value!r}")
     if fraction and value > 1:
