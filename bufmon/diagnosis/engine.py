@@ -169,6 +169,7 @@ class Diagnoser:
                     closed.flags = list(sock.flags)
                     closed.closed = True
                     self._closed[key] = (closed, now)
+        self._tracks = {netns: t for netns, t in self._tracks.items() if t}  # pods come and go
         linger = self.config.history.linger
         for key in [k for k, (_, t) in self._closed.items() if now - t >= linger]:
             del self._closed[key]
