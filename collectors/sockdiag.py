@@ -38,6 +38,7 @@ REQ_V2 = struct.Struct("=BBBBI48s")  # inet_diag_req_v2
 REQ_COMPAT = struct.Struct("=BBBB48sII")  # inet_diag_req
 DIAG_MSG = struct.Struct("=BBBBHH16s16sIIIIIIII")  # inet_diag_msg, 72 bytes
 RTATTR = struct.Struct("=HH")
+MIN_REPLY = 16 + DIAG_MSG.size  # nlmsghdr + inet_diag_msg
 MEMINFO = struct.Struct("=4I")
 SKMEMINFO = struct.Struct("=9I")
 SKMEM_LEN = SKMEMINFO.size
@@ -267,60 +268,50 @@ def decode_messages(
     states, timers, families = _STATES, _TIMERS, _FAMILY_NAMES
     layouts = _LAYOUTS.setdefault(proto, {})
     view = memoryview(data)  # slicing it copies nothing before TcpInfo copies once
+    lay: _Layout | None = None
+    lay_length = -1
     while pos + 16 <= end:
         length, mtype, mflags, mseq = hdr_unpack(data, pos)
         if length < 16 or pos + length > end:
             raise DiagError(f"malformed netlink message (length {length})")
-        if (seq is not None and mseq != seq) or (
-            mtype not in REPLY_TYPES and mtype not in (NLMSG_DONE, NLMSG_ERROR)
-        ):
+        if (mtype not in REPLY_TYPES) or (seq is not None and mseq != seq) or (
+            mflags & NLM_F_DUMP_INTR
+        ):  # the rare messages: the end, errors, others' replies
+            if seq is not None and mseq != seq:
+                pass
+            elif mtype in (NLMSG_DONE, NLMSG_ERROR):
+                if _check_control(data, pos, length, mtype, proto):
+                    return True
+            elif mtype in REPLY_TYPES:
+                raise DiagError(f"{proto} dump was interrupted by concurrent changes")
             pos += (length + 3) & ~3
             continue
-        if mtype in (NLMSG_DONE, NLMSG_ERROR):
-            if _check_control(data, pos, length, mtype, proto):
-                return True
-            pos += (length + 3) & ~3
-            continue
-        if mflags & NLM_F_DUMP_INTR:
-            raise DiagError(f"{proto} dump was interrupted by concurrent changes")
-        if length < 16 + DIAG_MSG.size:
+        if length < MIN_REPLY:
             raise DiagError(f"malformed inet_diag message (length {length})")
-        lay = layouts.get(length) or _layout_for(proto, data, pos, length)
-        vals = lay.struct.unpack_from(data, pos) if lay is not None else None
-        if vals is not None and lay is not None and lay.check_at(vals) == lay.checks:
-            at = lay.skmem_at
-            if at >= 0:
-                skmem: tuple[int, ...] | None = vals[at : at + 9]
-            elif lay.mem_at >= 0:
-                skmem = _from_meminfo(vals[lay.mem_at : lay.mem_at + 4])
+        if length != lay_length:  # replies of one dump mostly share one length
+            lay = layouts.get(length) or _layout_for(proto, data, pos, length)
+            lay_length = length
+            if lay is not None:
+                unpack, check_at, checks = lay.struct.unpack_from, lay.check_at, lay.checks
+                sk_at, mem_at, seg_at = lay.skmem_at, lay.mem_at, lay.segs_in_at
+                info_start, info_end = lay.info_start, lay.info_end
+        vals = unpack(data, pos) if lay is not None else None
+        if vals is not None and check_at(vals) == checks:
+            if sk_at >= 0:
+                skmem: tuple[int, ...] | None = vals[sk_at : sk_at + 9]
+            elif mem_at >= 0:
+                skmem = _from_meminfo(vals[mem_at : mem_at + 4])
             else:
                 skmem = None
-            start = lay.info_start
-            info = None if start < 0 else TcpInfo(view[pos + start : pos + lay.info_end])
-            segs_in = None if lay.segs_in_at < 0 else vals[lay.segs_in_at]
+            info = None if info_start < 0 else TcpInfo(view[pos + info_start : pos + info_end])
+            segs_in = None if seg_at < 0 else vals[seg_at]
             msg = vals[5:21]
         else:
             skmem, info = _decode_slow(data, pos, length)
             segs_in = None if info is None else info.get("segs_in")
             msg = DIAG_MSG.unpack_from(data, pos + 16)
-        (
-            fam,
-            state,
-            timer,
-            retrans,
-            sport,
-            dport,
-            src,
-            dst,
-            _if,
-            ck0,
-            ck1,
-            expires,
-            rqueue,
-            wqueue,
-            uid,
-            inode,
-        ) = msg
+        (fam, state, timer, retrans, sport, dport, src, dst, _if, ck0, ck1,
+         expires, rqueue, wqueue, uid, inode) = msg  # fmt: skip
         pos += (length + 3) & ~3
         addrs = _ADDRS.get(fam)
         if addrs is None:
