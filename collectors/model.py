@@ -6,6 +6,7 @@ and becomes a dict only when a consumer asks for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,7 @@ class Sock:
         # tcp_info segs_in, decoded up front by the collector: the change signal
         self.segs_in = segs_in if segs_in is not None or info is None else info.get("segs_in")
         self.process: Process | None = None
-        self.flags: list[Flag] = []
+        self.flags: Sequence[Flag] = ()  # replaced, never appended to: no list per socket
         self.closed = False
 
     @property

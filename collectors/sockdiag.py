@@ -27,10 +27,10 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_DUMP_INTR = 0x10
 
 INET_DIAG_MEMINFO, INET_DIAG_INFO, INET_DIAG_SKMEMINFO = 1, 2, 7
-EXT_TCP = (
-    (1 << (INET_DIAG_MEMINFO - 1)) | (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_SKMEMINFO - 1))
-)
-EXT_UDP = (1 << (INET_DIAG_MEMINFO - 1)) | (1 << (INET_DIAG_SKMEMINFO - 1))
+EXT_SKMEMINFO = 1 << (INET_DIAG_SKMEMINFO - 1)
+EXT_MEMINFO = 1 << (INET_DIAG_MEMINFO - 1)  # asked only of kernels without SKMEMINFO (< 3.6)
+EXT_TCP = (1 << (INET_DIAG_INFO - 1)) | EXT_SKMEMINFO
+EXT_UDP = EXT_SKMEMINFO
 ALL_STATES = 0xFFFFFFFF
 
 NLMSGHDR = struct.Struct("=IHHII")
@@ -274,8 +274,10 @@ def decode_messages(
         length, mtype, mflags, mseq = hdr_unpack(data, pos)
         if length < 16 or pos + length > end:
             raise DiagError(f"malformed netlink message (length {length})")
-        if (mtype not in REPLY_TYPES) or (seq is not None and mseq != seq) or (
-            mflags & NLM_F_DUMP_INTR
+        if (
+            (mtype not in REPLY_TYPES)
+            or (seq is not None and mseq != seq)
+            or (mflags & NLM_F_DUMP_INTR)
         ):  # the rare messages: the end, errors, others' replies
             if seq is not None and mseq != seq:
                 pass
@@ -353,6 +355,11 @@ def _error_text(proto: str, err: int) -> str:
     return f"{proto} dump failed: {os.strerror(err)}"
 
 
+def _lacks_skmem(socks: list[Sock]) -> bool:
+    """True when full sockets came without SKMEMINFO (TIME-WAIT and SYN-RECV never have it)."""
+    return any(s.skmem is None and s.state not in ("TIME-WAIT", "SYN-RECV") for s in socks)
+
+
 class SockDiag:
     """A reusable sock_diag socket (bound to the namespace it was opened in)."""
 
@@ -363,6 +370,8 @@ class SockDiag:
         self._seq = 0
         self._pending = False  # a dump whose replies were not all read (an error)
         self._compat_tcp = True  # one TCP dump for both families, until the kernel refuses
+        self._extra_ext = 0  # EXT_MEMINFO where the kernel sends no SKMEMINFO
+        self._skmem_checked: set[str] = set()
 
     def close(self) -> None:
         self.sock.close()
@@ -376,15 +385,25 @@ class SockDiag:
         """Append every socket of `protos`, IPv4 and IPv6, all states, to `out`."""
         with gc_paused():
             for proto in protos:
-                if proto == "tcp" and self._compat_tcp:
-                    try:
-                        self._dump_one(socket.AF_UNSPEC, socket.IPPROTO_TCP, EXT_TCP, proto, out)
-                        continue
-                    except DiagError:
-                        self._compat_tcp = False
-                ext = EXT_TCP if proto == "tcp" else EXT_UDP
-                for family in (socket.AF_INET, socket.AF_INET6):
-                    self._dump_one(family, PROTOCOLS[proto], ext, proto, out)
+                first = len(out)
+                self._dump_proto(proto, out)
+                if proto not in self._skmem_checked:
+                    self._skmem_checked.add(proto)
+                    if _lacks_skmem(out[first:]):  # an old kernel: fall back to MEMINFO
+                        self._extra_ext = EXT_MEMINFO
+                        del out[first:]
+                        self._dump_proto(proto, out)
+
+    def _dump_proto(self, proto: str, out: list[Sock]) -> None:
+        ext = (EXT_TCP if proto == "tcp" else EXT_UDP) | self._extra_ext
+        if proto == "tcp" and self._compat_tcp:
+            try:
+                self._dump_one(socket.AF_UNSPEC, socket.IPPROTO_TCP, ext, proto, out)
+                return
+            except DiagError:
+                self._compat_tcp = False
+        for family in (socket.AF_INET, socket.AF_INET6):
+            self._dump_one(family, PROTOCOLS[proto], ext, proto, out)
 
     def _dump_one(self, family: int, protocol: int, ext: int, proto: str, out: list[Sock]) -> None:
         if self._pending:

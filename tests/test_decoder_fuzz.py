@@ -28,6 +28,7 @@ from collectors.netns import entered
 from collectors.sockdiag import (
     ALL_STATES,
     DIAG_MSG,
+    EXT_MEMINFO,
     EXT_TCP,
     EXT_UDP,
     INET_DIAG_INFO,
@@ -99,7 +100,8 @@ def seeds() -> Iterator[list[Seed]]:
         with sock:
             found = [
                 Seed(proto, chunk)
-                for proto, ext in (("tcp", EXT_TCP), ("udp", EXT_UDP))
+                # MEMINFO too, as old kernels' fallback asks: seeds carry both attributes
+                for proto, ext in (("tcp", EXT_TCP | EXT_MEMINFO), ("udp", EXT_UDP | EXT_MEMINFO))
                 for family in (socket.AF_INET, socket.AF_INET6)
                 for chunk in _capture(sock, family, PROTOCOLS[proto], ext)
             ]

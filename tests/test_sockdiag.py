@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from collectors.sockdiag import EXT_TCP, DiagError, SockDiag
+from collectors.model import Sock
+from collectors.sockdiag import EXT_TCP, DiagError, SockDiag, _lacks_skmem
 
 
 def test_a_refused_dump_leaves_the_socket_usable() -> None:
@@ -32,3 +33,21 @@ def test_a_refused_dump_leaves_the_socket_usable() -> None:
         diag.close()
         listener.close()
     assert port in ports
+
+
+def test_meminfo_is_the_fallback_of_kernels_without_skmeminfo() -> None:
+    # No kernel without SKMEMINFO (< 3.6) can be had here: a full socket that came
+    # without it is what such a kernel sends, and makes the collector ask for MEMINFO.
+    def sock(state: str, skmem: tuple[int, ...] | None) -> Sock:
+        return Sock("tcp", "inet", state, "127.0.0.1", 1, "127.0.0.1", 2, 0, 0, skmem, None,
+                    "off", 0, 0, 0, 1, 1)
+
+    assert _lacks_skmem([sock("ESTAB", None)])
+    assert not _lacks_skmem([sock("TIME-WAIT", None), sock("ESTAB", (0,) * 9)])
+    diag = SockDiag()
+    try:
+        socks = diag.dump()
+        assert diag._extra_ext == 0  # this kernel sends SKMEMINFO
+        assert all(s.skmem is not None for s in socks if s.state not in ("TIME-WAIT", "SYN-RECV"))
+    finally:
+        diag.close()

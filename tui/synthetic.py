@@ -65,7 +65,7 @@ def synthetic_socket(n: int, rng: random.Random) -> Sock:
                  (0, RCVBUF, 0, SNDBUF, 0, 0, 0, 0, 0), None, "off", 0, 0, 0, 20000 + n, cookie,
                  netns)
         if s.recv_q > backlog:
-            s.flags.append(_flag("accept_queue_full", "critical", 4))
+            s.flags = [*s.flags, _flag("accept_queue_full", "critical", 4)]
     elif kind == 1:
         s = Sock("tcp", "inet", "TIME-WAIT", "10.0.0.5", 40000 + n % 20000, "10.0.3.9", 5432,
                  0, 0, None, None, "timewait", 30000, 0, 0, 0, cookie, netns)
@@ -76,7 +76,7 @@ def synthetic_socket(n: int, rng: random.Random) -> Sock:
                  5353 + n % 100, "*", 0, rmem, 0, (rmem, 212992, 0, 212992, 0, 0, 0, 0, drops),
                  None, "off", 0, 0, 0, 30000 + n, cookie, netns)
         if drops:
-            s.flags.append(_flag("udp_drops", "warning", 5))
+            s.flags = [*s.flags, _flag("udp_drops", "warning", 5)]
     else:
         stalled = n % 97 == 3
         zero = n % 89 == 4
@@ -87,9 +87,9 @@ def synthetic_socket(n: int, rng: random.Random) -> Sock:
                  (rmem, RCVBUF, 0, SNDBUF, 4096, wqueued, 0, 0, 0), _info(rng, zero),
                  "persist" if zero else "on", 200, 0, 1000, 40000 + n, cookie, netns)
         if stalled:
-            s.flags.append(_flag("stalled_reader", "critical", 12))
+            s.flags = [*s.flags, _flag("stalled_reader", "critical", 12)]
         if zero:
-            s.flags.append(_flag("peer_zero_window", "warning", 65))
+            s.flags = [*s.flags, _flag("peer_zero_window", "warning", 65)]
     s.process = None if kind == 1 else process
     return s
 

@@ -67,5 +67,5 @@ def evaluate_single(snap: Snapshot, config: Config, rules: SocketRules) -> None:
         flag = Flag("port_exhaustion", severity, 0.0, reason, advice)
         system.append(flag)
         for s in members:
-            s.flags.append(flag)
+            s.flags = [*s.flags, flag]
     snap.system_flags = [f for f in system if f is not None]

@@ -138,7 +138,7 @@ class SystemRules:
         flag = step(self.latches, "port_exhaustion", now, finding, cfg.clear)
         if flag is not None:
             for s in members:
-                s.flags.append(flag)
+                s.flags = [*s.flags, flag]
         return flag
 
     def syn_backlog(
@@ -175,7 +175,7 @@ class SystemRules:
                 finding = Finding(WARNING, hold, text.syn_backlog, args, variant)
             flag = step(tr.latches, "syn_backlog", ctx.now, finding, cfg.clear)
             if flag is not None:
-                s.flags.append(flag)
+                s.flags = [*s.flags, flag]
         orphan = None
         if cookies and victim is None:
             orphan = Finding(WARNING, 0.0, text.syn_backlog, (None, 0, 0, cookies))
