@@ -46,7 +46,6 @@ STATE_NAMES = {
     11: "CLOSING",
     12: "SYN-RECV",  # TCP_NEW_SYN_RECV: request sockets
 }
-STATE_CODES = {name: code for code, name in STATE_NAMES.items() if code != 12}
 
 TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 

@@ -70,8 +70,11 @@ def _named() -> dict[int, Namespace]:
     return found
 
 
-def discover(host_inode: int) -> dict[int, Namespace]:
-    """Named namespaces plus every distinct /proc/PID/ns/net, keyed by inode."""
+def discover(host_inode: int, known: dict[int, Namespace]) -> dict[int, Namespace]:
+    """Named namespaces plus every distinct /proc/PID/ns/net, keyed by inode.
+
+    A namespace still first seen through the same process keeps its `known` entry, so
+    cgroup labels are read once per namespace, not every refresh."""
     found = _named()
     for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
         path = f"/proc/{pid}/ns/net"
@@ -80,6 +83,10 @@ def discover(host_inode: int) -> dict[int, Namespace]:
             continue
         if inode == host_inode:
             found[inode] = Namespace(inode, "host", path, "")
+            continue
+        seen = known.get(inode)
+        if seen is not None and seen.path == path:
+            found[inode] = seen
             continue
         label = container_label(pid) or f"net:[{inode}]"
         found[inode] = Namespace(inode, label, path, f"{_comm(pid)}/{pid}")
@@ -156,7 +163,7 @@ class NamespaceSet:
             own = self._own()
             return {own.inode: own}
         if sel == "all":
-            found = discover(self.host_inode)
+            found = discover(self.host_inode, self.namespaces)
             if self.own_inode not in found:
                 found[self.own_inode] = self._own()
             return found
