@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_vs_ss import Scene  # the same sockets in every state that test_vs_ss compares
 
+from bufmon.scenarios import Netns
 from collectors import tcpinfo
 from collectors.model import Sock
 from collectors.netns import entered
@@ -89,29 +89,30 @@ def _capture(sock: socket.socket, family: int, protocol: int, ext: int) -> list[
 
 @pytest.fixture(scope="module")
 def seeds() -> Iterator[list[Seed]]:
-    name = f"bufmon-fuzz-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    scene = Scene(name)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        with entered(f"/run/netns/{name}"):
-            scene.build()
-            sock = open_diag_socket()
-        with sock:
-            found = [
-                Seed(proto, chunk)
-                # MEMINFO too, as old kernels' fallback asks: seeds carry both attributes
-                for proto, ext in (("tcp", EXT_TCP | EXT_MEMINFO), ("udp", EXT_UDP | EXT_MEMINFO))
-                for family in (socket.AF_INET, socket.AF_INET6)
-                for chunk in _capture(sock, family, PROTOCOLS[proto], ext)
-            ]
-            found += [
-                Seed("raw", chunk) for chunk in _capture(sock, socket.AF_INET, NO_SUCH_PROTOCOL, 0)
-            ]
-        yield found
-    finally:
-        scene.close()
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with Netns("fuzz") as ns:
+        scene = Scene(ns.name)
+        try:
+            with entered(f"/run/netns/{ns.name}"):
+                scene.build()
+                sock = open_diag_socket()
+            with sock:
+                found = [
+                    Seed(proto, chunk)
+                    # MEMINFO too, as old kernels' fallback asks: seeds carry both attributes
+                    for proto, ext in (
+                        ("tcp", EXT_TCP | EXT_MEMINFO),
+                        ("udp", EXT_UDP | EXT_MEMINFO),
+                    )
+                    for family in (socket.AF_INET, socket.AF_INET6)
+                    for chunk in _capture(sock, family, PROTOCOLS[proto], ext)
+                ]
+                found += [
+                    Seed("raw", chunk)
+                    for chunk in _capture(sock, socket.AF_INET, NO_SUCH_PROTOCOL, 0)
+                ]
+            yield found
+        finally:
+            scene.close()
 
 
 # --- a tiny netlink (de)serializer, to mutate messages and attributes on purpose -----

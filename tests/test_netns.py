@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bufmon.scenarios import Netns
 from collectors.cgroups import label_from_cgroup
 from collectors.netns import NamespaceSet, NetnsError
 from collectors.procs import ProcessIndex
@@ -23,15 +24,6 @@ LISTENER = (
 )
 
 
-def _named_ns(name: str) -> None:
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-
-
-def _del_ns(name: str) -> None:
-    subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
-
-
 def _start(cmd: list[str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
@@ -41,9 +33,9 @@ def _start(cmd: list[str]) -> subprocess.Popen[str]:
 @pytest.fixture
 def two_namespaces() -> Iterator[dict[str, object]]:
     """A named namespace with a listener, and an unnamed one held only by a process."""
-    name = f"bufmon-nstest-{os.getpid()}"
-    _named_ns(name)
-    named = _start(["ip", "netns", "exec", name, sys.executable, "-c", LISTENER, "7001"])
+    ns = Netns("nstest").open()
+    name = ns.name
+    named = _start(ns.command(sys.executable, "-c", LISTENER, "7001"))
     unnamed = _start(
         [
             "unshare",
@@ -61,7 +53,7 @@ def two_namespaces() -> Iterator[dict[str, object]]:
         for proc in (named, unnamed):
             proc.kill()
             proc.wait()
-        _del_ns(name)
+        ns.close()
 
 
 def _listeners(socks: list, port: int) -> list:
@@ -118,17 +110,18 @@ def test_unknown_namespace_is_one_clear_error() -> None:
 
 
 def test_namespaces_appear_and_vanish_between_refreshes() -> None:
-    name = f"bufmon-nsgone-{os.getpid()}"
+    ns = Netns("nsgone")
+    name = ns.name
     nsset = NamespaceSet("all")
     try:
         before = nsset.dump()
-        _named_ns(name)
-        proc = _start(["ip", "netns", "exec", name, sys.executable, "-c", LISTENER, "7003"])
+        ns.open()
+        proc = _start(ns.command(sys.executable, "-c", LISTENER, "7003"))
         appeared = nsset.dump()
         assert [s.netns for s in _listeners(appeared, 7003)] == [name]
         proc.kill()
         proc.wait()
-        _del_ns(name)
+        ns.close()
         time.sleep(0.05)
         after = nsset.dump()
         assert not _listeners(after, 7003)
@@ -137,21 +130,20 @@ def test_namespaces_appear_and_vanish_between_refreshes() -> None:
         assert not _listeners(before, 7003)
     finally:
         nsset.close()
-        _del_ns(name)
+        ns.close()
 
 
 def test_selected_namespace_deleted_mid_run_is_a_notice() -> None:
-    name = f"bufmon-nsdel-{os.getpid()}"
-    _named_ns(name)
-    nsset = NamespaceSet(name)
+    ns = Netns("nsdel").open()
+    nsset = NamespaceSet(ns.name)
     try:
         nsset.dump()
-        _del_ns(name)
+        ns.close()
         assert nsset.dump() == []
         assert any("is gone" in n for n in nsset.notices)
     finally:
         nsset.close()
-        _del_ns(name)
+        ns.close()
 
 
 @pytest.mark.parametrize(
@@ -182,7 +174,7 @@ def test_cgroup_labels(cgroup: str, label: str | None) -> None:
 
 def test_stalled_reader_inside_a_namespace_is_flagged() -> None:
     from bufmon.monitor import Monitor
-    from bufmon.scenarios import Netns, StalledReader
+    from bufmon.scenarios import StalledReader
 
     with Netns("nsflag") as ns, StalledReader(ns) as case:
         monitor = Monitor("all")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bufmon.scenarios import Netns
 from collectors.model import SKMEM_FIELDS, Sock, TcpInfo
 from collectors.netns import NamespaceSet, entered
 
@@ -138,18 +139,15 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def scene() -> Iterator[Scene]:
-    name = f"bufmon-vs-ss-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    built = Scene(name)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        with entered(f"/run/netns/{name}"):
-            built.build()
-        time.sleep(QUIET_S)
-        yield built
-    finally:
-        built.close()
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with Netns("vsss") as ns:
+        built = Scene(ns.name)
+        try:
+            with entered(f"/run/netns/{ns.name}"):
+                built.build()
+            time.sleep(QUIET_S)
+            yield built
+        finally:
+            built.close()
 
 
 # --- ss output ---------------------------------------------------------------------
