@@ -168,7 +168,7 @@ class TcpInfo(bytes):
 class Layout:
     """The whole fields of one tcp_info length, as one struct (for to_json)."""
 
-    __slots__ = ("names", "size", "struct")
+    __slots__ = ("names", "struct")
 
     def __init__(self, length: int) -> None:
         codes, size, names = "8B", MIN_LEN, [*_HEAD, "_bits6", "_bits7"]
@@ -178,7 +178,6 @@ class Layout:
             codes += code
             size += _SIZES[code]
             names.append(name)
-        self.size = size
         self.struct = struct.Struct("=" + codes)
         self.names = tuple(names)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bufmon.scenarios import Netns
+from bufmon.scenarios import Netns, StalledReader
 from collectors.cgroups import label_from_cgroup
 from collectors.netns import NamespaceSet, NetnsError
 from collectors.procs import ProcessIndex
@@ -174,7 +174,6 @@ def test_cgroup_labels(cgroup: str, label: str | None) -> None:
 
 def test_stalled_reader_inside_a_namespace_is_flagged() -> None:
     from bufmon.monitor import Monitor
-    from bufmon.scenarios import StalledReader
 
     with Netns("nsflag") as ns, StalledReader(ns) as case:
         monitor = Monitor("all")
@@ -183,9 +182,13 @@ def test_stalled_reader_inside_a_namespace_is_flagged() -> None:
             flagged: list = []
             while time.monotonic() < deadline and not flagged:
                 snap = monitor.refresh()
-                flagged = [s for s in snap.sockets if s.netns == ns.name
-                           and s.local_port == case.server_port
-                           and any(f.kind == "stalled_reader" for f in s.flags)]
+                flagged = [
+                    s
+                    for s in snap.sockets
+                    if s.netns == ns.name
+                    and s.local_port == case.server_port
+                    and any(f.kind == "stalled_reader" for f in s.flags)
+                ]
                 time.sleep(1.0)
         finally:
             monitor.close()
