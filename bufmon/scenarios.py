@@ -77,13 +77,14 @@ class Netns:
     nothing is created and run() calls fn directly.
     """
 
-    def __init__(self, purpose: str = "test", *, name: str | None = None,
-                 loopback: bool = False) -> None:
+    def __init__(
+        self, purpose: str = "test", *, name: str | None = None, loopback: bool = False
+    ) -> None:
         if not re.fullmatch(r"[a-z0-9]+", purpose):
             raise ValueError(f"namespace purpose must be [a-z0-9]+, got {purpose!r}")
         self.loopback = loopback
-        self.name = "current" if loopback else (
-            name or f"bufmon-{purpose}-{os.getpid()}-{next(_counter)}"
+        self.name = (
+            "current" if loopback else (name or f"bufmon-{purpose}-{os.getpid()}-{next(_counter)}")
         )
         self._created = False
 
@@ -177,8 +178,12 @@ class Scenario:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -196,8 +201,13 @@ class Scenario:
         self._sockets.append(sock)
         return sock
 
-    def listener(self, backlog: int = 16, host: str | None = None, port: int = 0,
-                 setup: Callable[[socket.socket], None] | None = None) -> socket.socket:
+    def listener(
+        self,
+        backlog: int = 16,
+        host: str | None = None,
+        port: int = 0,
+        setup: Callable[[socket.socket], None] | None = None,
+    ) -> socket.socket:
         sock = self.new_socket()
         if setup:
             setup(sock)
@@ -211,13 +221,18 @@ class Scenario:
         self.server_port: int = self.server.getsockname()[1]
         self.client_port: int = self.client.getsockname()[1]
 
-    def make_pair(self, setup: Callable[[socket.socket], None] | None,
-                  ) -> tuple[socket.socket, socket.socket, socket.socket]:
+    def make_pair(
+        self,
+        setup: Callable[[socket.socket], None] | None,
+    ) -> tuple[socket.socket, socket.socket, socket.socket]:
         """(listener, client, server); `setup` runs on listener and client before connect."""
         return self.accept_client(self.listener(setup=setup), setup)
 
-    def accept_client(self, lst: socket.socket, setup: Callable[[socket.socket], None] | None,
-                      ) -> tuple[socket.socket, socket.socket, socket.socket]:
+    def accept_client(
+        self,
+        lst: socket.socket,
+        setup: Callable[[socket.socket], None] | None,
+    ) -> tuple[socket.socket, socket.socket, socket.socket]:
         client = self.new_socket()
         if setup:
             setup(client)
@@ -440,8 +455,10 @@ class PortExhaustion(Scenario):
 
     def build(self) -> None:
         # net.ipv4.ip_local_port_range applies to IPv6 too
-        for key, value in (("net.ipv4.ip_local_port_range", "{} {}".format(*self.PORT_RANGE)),
-                           ("net.ipv4.tcp_tw_reuse", "0")):
+        for key, value in (
+            ("net.ipv4.ip_local_port_range", "{} {}".format(*self.PORT_RANGE)),
+            ("net.ipv4.tcp_tw_reuse", "0"),
+        ):
             self._restore[key] = self.ns.sysctl(key, value)
         self.listen = self.listener(port=self.LISTEN_PORT)
         self.listen_port = self.LISTEN_PORT
@@ -476,17 +493,21 @@ class SynBacklog(Scenario):
     def build(self) -> None:
         if self.ns.loopback:
             raise RuntimeError("SynBacklog needs a private namespace")
-        for argv in (("ip", "link", "add", "bm-syn0", "type", "veth", "peer", "name", "bm-syn1"),
-                     ("ip", "addr", "add", f"{self.LOCAL}/24", "dev", "bm-syn0"),
-                     ("ip", "link", "set", "bm-syn0", "up"),
-                     ("ip", "link", "set", "bm-syn1", "up")):
+        for argv in (
+            ("ip", "link", "add", "bm-syn0", "type", "veth", "peer", "name", "bm-syn1"),
+            ("ip", "addr", "add", f"{self.LOCAL}/24", "dev", "bm-syn0"),
+            ("ip", "link", "set", "bm-syn0", "up"),
+            ("ip", "link", "set", "bm-syn1", "up"),
+        ):
             _run(*self.ns.command(*argv))
         self.listen = self.listener(backlog=2, host=self.LOCAL, port=self.PORT)
         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self._sockets.append(raw)
         for i in range(self.SYNS):
-            raw.sendto(syn_packet(self.PEERS.format(10 + i), self.LOCAL, 40000 + i, self.PORT),
-                       (self.LOCAL, 0))
+            raw.sendto(
+                syn_packet(self.PEERS.format(10 + i), self.LOCAL, 40000 + i, self.PORT),
+                (self.LOCAL, 0),
+            )
         self.listen_port = self.PORT
 
 
@@ -503,8 +524,9 @@ def syn_packet(src: str, dst: str, sport: int, dport: int) -> bytes:
     tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
     pseudo = saddr + daddr + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
     tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP, 0,
-                     saddr, daddr)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP, 0, saddr, daddr
+    )
     return ip + tcp
 
 
@@ -615,8 +637,21 @@ class TbfLink:
             self.sender_ns.open()
             self.receiver_ns.open()
             send, recv = self.sender_ns.name, self.receiver_ns.name
-            _run("ip", "-n", send, "link", "add", self.dev, "type", "veth",
-                "peer", "name", self.peer_dev, "netns", recv)
+            _run(
+                "ip",
+                "-n",
+                send,
+                "link",
+                "add",
+                self.dev,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                self.peer_dev,
+                "netns",
+                recv,
+            )
             _run("ip", "-n", send, "addr", "add", f"{self.sender_addr}/24", "dev", self.dev)
             _run("ip", "-n", recv, "addr", "add", f"{self.receiver_addr}/24", "dev", self.peer_dev)
             _run("ip", "-n", send, "link", "set", self.dev, "up")
@@ -642,7 +677,9 @@ class BulkOverTbf(BulkTransfer):
         super().__init__(link.sender_ns)
         self.link = link
 
-    def make_pair(self, setup: Callable[[socket.socket], None] | None,
-                  ) -> tuple[socket.socket, socket.socket, socket.socket]:
+    def make_pair(
+        self,
+        setup: Callable[[socket.socket], None] | None,
+    ) -> tuple[socket.socket, socket.socket, socket.socket]:
         lst = self.link.receiver_ns.run(self.listener, 16, self.link.receiver_addr, 0, setup)
         return self.accept_client(lst, setup)

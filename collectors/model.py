@@ -49,11 +49,21 @@ STATE_NAMES = {
 
 TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
-FLAG_KINDS = frozenset({
-    "stalled_reader", "slow_reader", "peer_zero_window", "send_queue_full", "rcvbuf_overrun",
-    "accept_queue_full", "syn_backlog", "udp_drops", "memory_pressure", "port_exhaustion",
-    "nagle_hint",
-})
+FLAG_KINDS = frozenset(
+    {
+        "stalled_reader",
+        "slow_reader",
+        "peer_zero_window",
+        "send_queue_full",
+        "rcvbuf_overrun",
+        "accept_queue_full",
+        "syn_backlog",
+        "udp_drops",
+        "memory_pressure",
+        "port_exhaustion",
+        "nagle_hint",
+    }
+)
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 

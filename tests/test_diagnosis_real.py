@@ -278,9 +278,7 @@ def test_nagle_hint(ns: Netns) -> None:
     try:
         with NagleDelayedAck(ns) as sc:
             # + 5 s: srtt first has to climb out of the quick-ack start of the connection
-            _, flag = wait_for(
-                monitor, "nagle_hint", cfg.nagle_hint.hold + 5, port(sc.client_port)
-            )
+            _, flag = wait_for(monitor, "nagle_hint", cfg.nagle_hint.hold + 5, port(sc.client_port))
         assert flag.severity == "info" and "TCP_NODELAY" in flag.reason + flag.advice
     finally:
         monitor.close()

@@ -239,7 +239,9 @@ def demo(*extra: str) -> subprocess.Popen[str]:
     code = "from bufmon.demo import run_demo; raise SystemExit(run_demo(True{}))"
     return subprocess.Popen(
         [sys.executable, "-c", code.format("".join(", " + e for e in extra))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -17,6 +17,7 @@ def test_a_refused_dump_leaves_the_socket_usable() -> None:
     listener.listen(1)
     port = listener.getsockname()[1]
     diag = SockDiag()
+
     def hung(_signum: int, _frame: object) -> None:
         raise TimeoutError("the dump after a refused one hung")
 
@@ -39,8 +40,25 @@ def test_meminfo_is_the_fallback_of_kernels_without_skmeminfo() -> None:
     # No kernel without SKMEMINFO (< 3.6) can be had here: a full socket that came
     # without it is what such a kernel sends, and makes the collector ask for MEMINFO.
     def sock(state: str, skmem: tuple[int, ...] | None) -> Sock:
-        return Sock("tcp", "inet", state, "127.0.0.1", 1, "127.0.0.1", 2, 0, 0, skmem, None,
-                    "off", 0, 0, 0, 1, 1)
+        return Sock(
+            "tcp",
+            "inet",
+            state,
+            "127.0.0.1",
+            1,
+            "127.0.0.1",
+            2,
+            0,
+            0,
+            skmem,
+            None,
+            "off",
+            0,
+            0,
+            0,
+            1,
+            1,
+        )
 
     assert _lacks_skmem([sock("ESTAB", None)])
     assert not _lacks_skmem([sock("TIME-WAIT", None), sock("ESTAB", (0,) * 9)])

@@ -62,9 +62,15 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
         is_server = server_of(scenario)
 
         # worst first: the stalled reader rises to the top once flagged
-        await until(pilot, lambda: bool(rows(app)) and is_server(rows(app)[0])
-                    and any(f.kind == "stalled_reader" for f in rows(app)[0].flags),
-                    STALL_TIMEOUT)
+        await until(
+            pilot,
+            lambda: (
+                bool(rows(app))
+                and is_server(rows(app)[0])
+                and any(f.kind == "stalled_reader" for f in rows(app)[0].flags)
+            ),
+            STALL_TIMEOUT,
+        )
         assert "FLAGS▼" in str(app.main.titles.render_line(0).text)
 
         # filter in the CLI language; Enter applies it
@@ -143,8 +149,12 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         shown = str(app.screen.query_one("#help-text").render())
-        for binding in [*BufmonApp.BINDINGS, *MainScreen.BINDINGS, *SocketList.BINDINGS,
-                        *DetailScreen.BINDINGS]:
+        for binding in [
+            *BufmonApp.BINDINGS,
+            *MainScreen.BINDINGS,
+            *SocketList.BINDINGS,
+            *DetailScreen.BINDINGS,
+        ]:
             assert key_label(binding.key) in shown and binding.description in shown
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
@@ -196,8 +206,7 @@ async def test_a_refresh_error_is_a_notice_line() -> None:
     app = BufmonApp(BrokenSource(synthetic_snapshot(50)), interval=0.05)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.error is not None)
-        assert "refresh failed: OSError: netlink dump interrupted" in str(
-            app.main.notices.render())
+        assert "refresh failed: OSError: netlink dump interrupted" in str(app.main.notices.render())
         await until(pilot, lambda: app.error is None)
         assert app.is_running and len(rows(app)) == 50
 

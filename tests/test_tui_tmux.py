@@ -49,8 +49,12 @@ class Terminal:
             time.sleep(0.15)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name],
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", self.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def wait_for(self, text: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
@@ -62,8 +66,10 @@ class Terminal:
         raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
 
     def alive(self) -> bool:
-        return subprocess.run(["tmux", "has-session", "-t", self.name],
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True).returncode
+            == 0
+        )
 
 
 @pytest.fixture
@@ -75,10 +81,10 @@ def trouble() -> Iterator[tuple[Netns, StalledReader]]:
 def start(ns: Netns, term: str, extra_env: str = "") -> Terminal:
     name = f"bufmon-e2e-{os.getpid()}-{term}"
     status = f"/tmp/{name}.status"
-    cmd = (f"TERM={term} {extra_env} {BUFMON} --netns {ns.name}; echo $? > {status}; "
-           "sleep 30")
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd],
-                   check=True)
+    cmd = f"TERM={term} {extra_env} {BUFMON} --netns {ns.name}; echo $? > {status}; sleep 30"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd], check=True
+    )
     return Terminal(name)
 
 
@@ -128,8 +134,12 @@ def test_no_color_in_tmux(trouble: tuple[Netns, StalledReader]) -> None:
     tty = start(ns, "xterm-256color", "NO_COLOR=1")
     try:
         tty.wait_for("ACCQ")
-        escaped = subprocess.run(["tmux", "capture-pane", "-e", "-p", "-t", tty.name],
-                                 capture_output=True, text=True, check=True).stdout
+        escaped = subprocess.run(
+            ["tmux", "capture-pane", "-e", "-p", "-t", tty.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         # Textual honours NO_COLOR by turning every colour into a grey: no hue may remain.
         assert "\x1b[" in escaped
         assert not [c for c in colours(escaped) if c not in GREYS], sorted(set(colours(escaped)))

@@ -17,8 +17,14 @@ from tui.view import DEFAULT_SORT, ViewRequest, compute_view, summarize
 
 
 def request(generation: int = 0, **changes: object) -> ViewRequest:
-    fields: dict[str, object] = {"predicate": None, "sort": DEFAULT_SORT, "reverse": False,
-                                 "group_by": None, "scopes": (), "hold": None}
+    fields: dict[str, object] = {
+        "predicate": None,
+        "sort": DEFAULT_SORT,
+        "reverse": False,
+        "group_by": None,
+        "scopes": (),
+        "hold": None,
+    }
     fields.update(changes)
     return ViewRequest(generation, **fields)  # type: ignore[arg-type]
 
@@ -42,8 +48,7 @@ def test_rendered_rows_fill_the_width_exactly(width: int) -> None:
 
 def test_worst_first_then_fullness() -> None:
     view = compute_view(snap := synthetic_snapshot(400), request())
-    ranks = [(s.worst_severity(), max(s.recv_fill() or 0, s.send_fill() or 0))
-             for s in view.rows]
+    ranks = [(s.worst_severity(), max(s.recv_fill() or 0, s.send_fill() or 0)) for s in view.rows]
     assert ranks == sorted(ranks, reverse=True)
     assert view.rows[0].flags[0].severity == "critical"
     assert view.matched == len(snap.sockets) == len(view.index)
@@ -80,24 +85,86 @@ def test_group_by_process_adds_up_its_members() -> None:
 
 
 def test_gauge_labels_by_socket_kind() -> None:
-    listener = Sock("tcp", "inet", "LISTEN", "0.0.0.0", 80, "0.0.0.0", 0, 3, 2,
-                    (0, 1, 0, 1, 0, 0, 0, 0, 0), None, "off", 0, 0, 0, 1, 1)
+    listener = Sock(
+        "tcp",
+        "inet",
+        "LISTEN",
+        "0.0.0.0",
+        80,
+        "0.0.0.0",
+        0,
+        3,
+        2,
+        (0, 1, 0, 1, 0, 0, 0, 0, 0),
+        None,
+        "off",
+        0,
+        0,
+        0,
+        1,
+        1,
+    )
     assert recv_label(listener) == "3/2" and listener.recv_fill() == 1.5
     assert send_label(listener) == ""
-    udp = Sock("udp", "inet", "UNCONN", "0.0.0.0", 53, "0.0.0.0", 0, 2304, 0,
-               (2304, 16384, 768, 212992, 0, 0, 0, 0, 186), None, "off", 0, 0, 0, 2, 2)
+    udp = Sock(
+        "udp",
+        "inet",
+        "UNCONN",
+        "0.0.0.0",
+        53,
+        "0.0.0.0",
+        0,
+        2304,
+        0,
+        (2304, 16384, 768, 212992, 0, 0, 0, 0, 186),
+        None,
+        "off",
+        0,
+        0,
+        0,
+        2,
+        2,
+    )
     assert recv_label(udp) == "2.2K/16K" and send_label(udp) == "768/208K"
-    timewait = Sock("tcp", "inet", "TIME-WAIT", "10.0.0.1", 5, "10.0.0.2", 6, 0, 0, None,
-                    None, "timewait", 0, 0, 0, 0, 3)
+    timewait = Sock(
+        "tcp",
+        "inet",
+        "TIME-WAIT",
+        "10.0.0.1",
+        5,
+        "10.0.0.2",
+        6,
+        0,
+        0,
+        None,
+        None,
+        "timewait",
+        0,
+        0,
+        0,
+        0,
+        3,
+    )
     assert recv_label(timewait) == "0"
 
 
 def test_human_units_stay_short() -> None:
     assert [human_bytes(n) for n in (0, 999, 1023, 1536, 131072, 10 * 2**20, 2**30)] == [
-        "0", "999", "1.0K", "1.5K", "128K", "10M", "1.0G"]
+        "0",
+        "999",
+        "1.0K",
+        "1.5K",
+        "128K",
+        "10M",
+        "1.0G",
+    ]
     assert all(len(human_bytes(n)) <= 4 for n in range(0, 2**40, 2**40 // 997))
     assert [human_usec(u) for u in (45, 4800, 250_000, 1_500_000)] == [
-        "0.04ms", "4.8ms", "250ms", "1.5s"]
+        "0.04ms",
+        "4.8ms",
+        "250ms",
+        "1.5s",
+    ]
 
 
 def test_summary_rates_are_per_second() -> None:

@@ -105,8 +105,14 @@ class BufmonApp(App[int]):
         Binding("ctrl+s", "screenshot(None, '.')", "save a screenshot (SVG) in this directory"),
     ]
 
-    def __init__(self, source: Source | None = None, *, title: str = "bufmon",
-                 filter_expr: str = "", interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        source: Source | None = None,
+        *,
+        title: str = "bufmon",
+        filter_expr: str = "",
+        interval: float = 1.0,
+    ) -> None:
         super().__init__()
         self.source: Source = source or MonitorSource()
         self.title = title
@@ -165,8 +171,15 @@ class BufmonApp(App[int]):
     # --- refresh loop ----------------------------------------------------------------
 
     def _request(self, hold: dict[Hashable, int] | None = None) -> ViewRequest:
-        return ViewRequest(self.generation, self.predicate, self.sort, self.reverse,
-                           self.group_by, tuple(d.scope for d in self.drills), hold)
+        return ViewRequest(
+            self.generation,
+            self.predicate,
+            self.sort,
+            self.reverse,
+            self.group_by,
+            tuple(d.scope for d in self.drills),
+            hold,
+        )
 
     def _hold(self) -> dict[Hashable, int] | None:
         """Freeze the order while the cursor is away from the top row."""
@@ -190,8 +203,12 @@ class BufmonApp(App[int]):
             return
         self._collecting = True
         request, detail_key = self._request(self._hold()), self._detail_key()
-        self.run_worker(lambda: self._collect(request, detail_key), thread=True,
-                        group="collect", exit_on_error=False)
+        self.run_worker(
+            lambda: self._collect(request, detail_key),
+            thread=True,
+            group="collect",
+            exit_on_error=False,
+        )
 
     def _collect(self, request: ViewRequest, detail_key: Hashable | None) -> None:
         """Worker thread: collect, then filter/sort/group, then hand over to the UI."""
@@ -207,8 +224,11 @@ class BufmonApp(App[int]):
             result.error = one_line(exc)
         self._hand_over(self._collected, result)
 
-    def _find(self, snapshot: Snapshot, key: Hashable | None,
-              ) -> tuple[Sock | None, dict[str, Series]] | None:
+    def _find(
+        self,
+        snapshot: Snapshot,
+        key: Hashable | None,
+    ) -> tuple[Sock | None, dict[str, Series]] | None:
         """Worker thread: the detail screen's socket and its history (None: no detail)."""
         if key is None:
             return None
@@ -254,8 +274,11 @@ class BufmonApp(App[int]):
 
     def _show_view(self, view: View | None) -> None:
         """Show a finished View if it is current; otherwise compute the current one."""
-        if view is not None and view.request.generation == self.generation \
-                and view.snapshot is self.snapshot:
+        if (
+            view is not None
+            and view.request.generation == self.generation
+            and view.snapshot is self.snapshot
+        ):
             self.main.socket_list.set_view(view)
             self._show_state()
         else:
@@ -277,8 +300,9 @@ class BufmonApp(App[int]):
             return
         self._viewing = True
         snapshot, request = self.snapshot, self._request()
-        self.run_worker(lambda: self._compute(snapshot, request), thread=True,
-                        group="view", exit_on_error=False)
+        self.run_worker(
+            lambda: self._compute(snapshot, request), thread=True, group="view", exit_on_error=False
+        )
 
     def _compute(self, snapshot: Snapshot, request: ViewRequest) -> None:
         try:
@@ -384,22 +408,26 @@ class BufmonApp(App[int]):
             return
         host = self.snapshot.host if self.snapshot is not None else ""
         main.meters.show(
-            meter_text(self.summary, f"{self.title} {host}", self.interval, self.paused))
+            meter_text(self.summary, f"{self.title} {host}", self.interval, self.paused)
+        )
         snap = self.snapshot
-        main.notices.show(notice_text(
-            snap.notices if snap else [], snap.system_flags if snap else [], self.error))
+        main.notices.show(
+            notice_text(snap.notices if snap else [], snap.system_flags if snap else [], self.error)
+        )
         listing = main.socket_list
         view = listing.view
         descending = sorts_for(self.group_by)[self.sort][1] != self.reverse
         main.titles.show(sort=self.sort, descending=descending)
-        main.status.show(status_text(
-            view.matched if view else 0,
-            len(snap.sockets) if snap else 0,
-            self.group_by,
-            [d.scope.label for d in self.drills],
-            self.filter_expr,
-            held=listing.cursor > 0,
-        ))
+        main.status.show(
+            status_text(
+                view.matched if view else 0,
+                len(snap.sockets) if snap else 0,
+                self.group_by,
+                [d.scope.label for d in self.drills],
+                self.filter_expr,
+                held=listing.cursor > 0,
+            )
+        )
 
     def on_socket_list_moved(self) -> None:
         self._show_state()
@@ -409,8 +437,13 @@ class BufmonApp(App[int]):
             self.source.close()
 
 
-def run_app(netns: str = "auto", title: str = "bufmon", config: Config | None = None,
-            filter_expr: str = "", interval: float = 1.0) -> int:
+def run_app(
+    netns: str = "auto",
+    title: str = "bufmon",
+    config: Config | None = None,
+    filter_expr: str = "",
+    interval: float = 1.0,
+) -> int:
     """Run the TUI until the user quits; a bad filter is one line and exit status 2, a
     missing namespace one line and exit status 1."""
     try:
@@ -423,7 +456,8 @@ def run_app(netns: str = "auto", title: str = "bufmon", config: Config | None = 
     except NetnsError as exc:
         print(f"bufmon: {exc}", file=sys.stderr)
         return 1
-    app = BufmonApp(MonitorSource(netns, config), title=title, filter_expr=filter_expr,
-                    interval=interval)
+    app = BufmonApp(
+        MonitorSource(netns, config), title=title, filter_expr=filter_expr, interval=interval
+    )
     app.run()
     return app.return_code or 0

@@ -90,8 +90,12 @@ class DetailScreen(Screen[None]):
             self.notify("no process is known for this socket", severity="warning")
             return
         pid = process.pid
-        self.bufmon.drill(Scope(f"process {process.comm}/{pid}",
-                                lambda s: s.process is not None and s.process.pid == pid))
+        self.bufmon.drill(
+            Scope(
+                f"process {process.comm}/{pid}",
+                lambda s: s.process is not None and s.process.pid == pid,
+            )
+        )
 
     def action_accepted(self) -> None:
         s = self.sock
@@ -99,8 +103,14 @@ class DetailScreen(Screen[None]):
             self.notify("only a listener has accepted connections", severity="warning")
             return
         netns, port = s.netns, s.local_port
-        self.bufmon.drill(Scope(
-            f"accepted on {port}",
-            lambda c: c.local_port == port and c.netns == netns and c.proto == "tcp"
-            and c.state != "LISTEN",
-        ))
+        self.bufmon.drill(
+            Scope(
+                f"accepted on {port}",
+                lambda c: (
+                    c.local_port == port
+                    and c.netns == netns
+                    and c.proto == "tcp"
+                    and c.state != "LISTEN"
+                ),
+            )
+        )

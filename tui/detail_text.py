@@ -55,37 +55,49 @@ def _rate(value: int) -> str:
 
 # group title -> (tcp_info field, label, formatter)
 TCP_GROUPS: tuple[tuple[str, tuple[tuple[str, str, Formatter], ...]], ...] = (
-    ("RTT", (
-        ("rtt", "rtt", human_usec),
-        ("rttvar", "var", human_usec),
-        ("min_rtt", "min", human_usec),
-        ("rto", "rto", human_usec),
-        ("ato", "ato", human_usec),
-    )),
-    ("Windows", (
-        ("snd_cwnd", "cwnd", _count),
-        ("snd_ssthresh", "ssthresh", _ssthresh),
-        ("snd_wnd", "snd_wnd", human_bytes),
-        ("rcv_wnd", "rcv_wnd", human_bytes),
-        ("rcv_space", "rcv_space", human_bytes),
-        ("snd_mss", "mss", _count),
-    )),
-    ("Throughput", (
-        ("bytes_sent", "sent", human_bytes),
-        ("bytes_acked", "acked", human_bytes),
-        ("bytes_received", "received", human_bytes),
-        ("delivery_rate", "delivery", _rate),
-        ("pacing_rate", "pacing", _rate),
-        ("notsent_bytes", "notsent", human_bytes),
-    )),
-    ("Retransmits", (
-        ("retrans", "now", _count),
-        ("total_retrans", "total", _count),
-        ("lost", "lost", _count),
-        ("bytes_retrans", "bytes", human_bytes),
-        ("total_rto", "rto", _count),
-        ("dsack_dups", "dsack", _count),
-    )),
+    (
+        "RTT",
+        (
+            ("rtt", "rtt", human_usec),
+            ("rttvar", "var", human_usec),
+            ("min_rtt", "min", human_usec),
+            ("rto", "rto", human_usec),
+            ("ato", "ato", human_usec),
+        ),
+    ),
+    (
+        "Windows",
+        (
+            ("snd_cwnd", "cwnd", _count),
+            ("snd_ssthresh", "ssthresh", _ssthresh),
+            ("snd_wnd", "snd_wnd", human_bytes),
+            ("rcv_wnd", "rcv_wnd", human_bytes),
+            ("rcv_space", "rcv_space", human_bytes),
+            ("snd_mss", "mss", _count),
+        ),
+    ),
+    (
+        "Throughput",
+        (
+            ("bytes_sent", "sent", human_bytes),
+            ("bytes_acked", "acked", human_bytes),
+            ("bytes_received", "received", human_bytes),
+            ("delivery_rate", "delivery", _rate),
+            ("pacing_rate", "pacing", _rate),
+            ("notsent_bytes", "notsent", human_bytes),
+        ),
+    ),
+    (
+        "Retransmits",
+        (
+            ("retrans", "now", _count),
+            ("total_retrans", "total", _count),
+            ("lost", "lost", _count),
+            ("bytes_retrans", "bytes", human_bytes),
+            ("total_rto", "rto", _count),
+            ("dsack_dups", "dsack", _count),
+        ),
+    ),
 )
 
 
@@ -166,8 +178,16 @@ def memory_text(s: Sock, width: int) -> Text:
     if sk is None:
         block.add("not reported for this state", DIM)
         return block.text
-    for label, index in (("r", SK_RMEM), ("rb", SK_RCVBUF), ("t", SK_WMEM), ("tb", SK_SNDBUF),
-                         ("f", SK_FWD), ("w", SK_WQUEUED), ("o", SK_OPTMEM), ("bl", SK_BACKLOG)):
+    for label, index in (
+        ("r", SK_RMEM),
+        ("rb", SK_RCVBUF),
+        ("t", SK_WMEM),
+        ("tb", SK_SNDBUF),
+        ("f", SK_FWD),
+        ("w", SK_WQUEUED),
+        ("o", SK_OPTMEM),
+        ("bl", SK_BACKLOG),
+    ):
         block.pair(label, human_bytes(sk[index]))
     block.pair("drops", str(sk[SK_DROPS]))
     return block.text
@@ -224,9 +244,11 @@ def history_text(series: dict[str, Series] | None, width: int) -> Text:
         block.add("  loading…", DIM)
         return block.text
     spark_width = max(width - LABEL_WIDTH - 24, 8)
-    for name, label, formatter in (("recv_q", "Recv-Q", human_bytes),
-                                   ("send_q", "Send-Q", human_bytes),
-                                   ("rtt", "rtt", human_usec)):
+    for name, label, formatter in (
+        ("recv_q", "Recv-Q", human_bytes),
+        ("send_q", "Send-Q", human_bytes),
+        ("rtt", "rtt", human_usec),
+    ):
         values = [value for _, value in series.get(name, [])]
         block.row(label)
         if not values:

@@ -11,9 +11,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEY_NAMES = {
-    "question_mark": "?", "slash": "/", "space": "Space", "plus": "+", "minus": "-",
-    "equals_sign": "=", "escape": "Esc", "enter": "Enter", "pagedown": "PgDn",
-    "pageup": "PgUp", "less_than_sign": "<", "greater_than_sign": ">",
+    "question_mark": "?",
+    "slash": "/",
+    "space": "Space",
+    "plus": "+",
+    "minus": "-",
+    "equals_sign": "=",
+    "escape": "Esc",
+    "enter": "Enter",
+    "pagedown": "PgDn",
+    "pageup": "PgUp",
+    "less_than_sign": "<",
+    "greater_than_sign": ">",
 }
 KEY_STYLE = Style(bold=True)
 HEADING = Style(bold=True, underline=True)

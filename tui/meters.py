@@ -68,8 +68,7 @@ def _memory(text: Text, summary: Summary) -> None:
 def notice_text(notices: list[str], system_flags: list[Flag], error: str | None) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     lines: list[tuple[str, Style | None]] = [
-        (f"{flag.severity}: {flag.reason}", SEVERITY_STYLES[flag.severity])
-        for flag in system_flags
+        (f"{flag.severity}: {flag.reason}", SEVERITY_STYLES[flag.severity]) for flag in system_flags
     ]
     lines += [(notice, DIM) for notice in notices]
     if error:
@@ -79,8 +78,9 @@ def notice_text(notices: list[str], system_flags: list[Flag], error: str | None)
     return text
 
 
-def status_text(matched: int, total: int, group_by: str | None, scopes: list[str],
-                filter_expr: str, held: bool) -> Text:
+def status_text(
+    matched: int, total: int, group_by: str | None, scopes: list[str], filter_expr: str, held: bool
+) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{matched} of {total}", LABEL)
     if group_by:

@@ -132,8 +132,11 @@ class SocketList(ScrollView, can_focus=True):
 
     def _redraw_changed(self) -> None:
         top = self.scroll_offset.y
-        changed = [y for y in range(self.scrollable_content_region.height)
-                   if self._shown.get(y) != self._line(top + y)]
+        changed = [
+            y
+            for y in range(self.scrollable_content_region.height)
+            if self._shown.get(y) != self._line(top + y)
+        ]
         if len(changed) > len(self._shown) // 2:
             self.refresh()  # one region instead of many
         else:
@@ -185,8 +188,13 @@ class ColumnTitles(Widget):
         self.sort = ""
         self.descending = True
 
-    def show(self, layout: Layout | None = None, width: int | None = None,
-             sort: str | None = None, descending: bool | None = None) -> None:
+    def show(
+        self,
+        layout: Layout | None = None,
+        width: int | None = None,
+        sort: str | None = None,
+        descending: bool | None = None,
+    ) -> None:
         if layout is not None:
             self.column_layout = layout
         if width is not None:

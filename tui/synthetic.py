@@ -27,27 +27,47 @@ def _info(rng: random.Random, stalled: bool) -> TcpInfo:
     rtt = rng.choice((45, 80, 120, 2500, 31000))
     busy = rng.randrange(1000, 900000)
     values = {
-        "rto": 204000, "ato": 40000, "snd_mss": 32768, "rcv_mss": 1460, "rtt": rtt,
-        "rttvar": rtt // 2, "snd_ssthresh": 2147483647, "snd_cwnd": 10, "rcv_space": 65483,
-        "pacing_rate": 2_000_000_000, "bytes_acked": rng.randrange(10**9),
-        "bytes_received": rng.randrange(10**9), "min_rtt": max(rtt // 4, 10),
-        "delivery_rate": rng.randrange(10**8), "busy_time": busy,
-        "rwnd_limited": busy if stalled else 0, "snd_wnd": 0 if stalled else 65536,
-        "rcv_wnd": 65536, "bytes_sent": rng.randrange(10**9),
+        "rto": 204000,
+        "ato": 40000,
+        "snd_mss": 32768,
+        "rcv_mss": 1460,
+        "rtt": rtt,
+        "rttvar": rtt // 2,
+        "snd_ssthresh": 2147483647,
+        "snd_cwnd": 10,
+        "rcv_space": 65483,
+        "pacing_rate": 2_000_000_000,
+        "bytes_acked": rng.randrange(10**9),
+        "bytes_received": rng.randrange(10**9),
+        "min_rtt": max(rtt // 4, 10),
+        "delivery_rate": rng.randrange(10**8),
+        "busy_time": busy,
+        "rwnd_limited": busy if stalled else 0,
+        "snd_wnd": 0 if stalled else 65536,
+        "rcv_wnd": 65536,
+        "bytes_sent": rng.randrange(10**9),
     }
     return TcpInfo.from_fields(**values)
 
 
 def _flag(kind: str, severity: str, age: float) -> Flag:
     reasons = {
-        "stalled_reader": ("Recv-Q 128K has not been read for 12 s (rcv_wnd 0)",
-                           "the owning process is not calling recv(); check if it is blocked"),
-        "peer_zero_window": ("peer advertises a zero window; Send-Q 2.5M waits",
-                        "the peer is not reading; set TCP_USER_TIMEOUT to bound the wait"),
-        "udp_drops": ("37 datagrams dropped in the last 5 s (receive buffer full)",
-                      "read faster or raise SO_RCVBUF (net.core.rmem_max)"),
-        "accept_queue_full": ("accept queue 129/128 full for 4 s; SYNs are being dropped",
-                         "accept() faster or raise the backlog and net.core.somaxconn"),
+        "stalled_reader": (
+            "Recv-Q 128K has not been read for 12 s (rcv_wnd 0)",
+            "the owning process is not calling recv(); check if it is blocked",
+        ),
+        "peer_zero_window": (
+            "peer advertises a zero window; Send-Q 2.5M waits",
+            "the peer is not reading; set TCP_USER_TIMEOUT to bound the wait",
+        ),
+        "udp_drops": (
+            "37 datagrams dropped in the last 5 s (receive buffer full)",
+            "read faster or raise SO_RCVBUF (net.core.rmem_max)",
+        ),
+        "accept_queue_full": (
+            "accept queue 129/128 full for 4 s; SYNs are being dropped",
+            "accept() faster or raise the backlog and net.core.somaxconn",
+        ),
     }
     reason, advice = reasons[kind]
     return Flag(kind, severity, age, reason, advice)
@@ -60,21 +80,72 @@ def synthetic_socket(n: int, rng: random.Random) -> Sock:
     cookie = 1000 + n
     if kind == 0:
         backlog = 128
-        s = Sock("tcp", "inet", "LISTEN", "0.0.0.0", 8000 + n % 50, "0.0.0.0", 0,
-                 rng.randrange(backlog + 2) if n % 40 == 0 else 0, backlog,
-                 (0, RCVBUF, 0, SNDBUF, 0, 0, 0, 0, 0), None, "off", 0, 0, 0, 20000 + n, cookie,
-                 netns)
+        s = Sock(
+            "tcp",
+            "inet",
+            "LISTEN",
+            "0.0.0.0",
+            8000 + n % 50,
+            "0.0.0.0",
+            0,
+            rng.randrange(backlog + 2) if n % 40 == 0 else 0,
+            backlog,
+            (0, RCVBUF, 0, SNDBUF, 0, 0, 0, 0, 0),
+            None,
+            "off",
+            0,
+            0,
+            0,
+            20000 + n,
+            cookie,
+            netns,
+        )
         if s.recv_q > backlog:
             s.flags = [*s.flags, _flag("accept_queue_full", "critical", 4)]
     elif kind == 1:
-        s = Sock("tcp", "inet", "TIME-WAIT", "10.0.0.5", 40000 + n % 20000, "10.0.3.9", 5432,
-                 0, 0, None, None, "timewait", 30000, 0, 0, 0, cookie, netns)
+        s = Sock(
+            "tcp",
+            "inet",
+            "TIME-WAIT",
+            "10.0.0.5",
+            40000 + n % 20000,
+            "10.0.3.9",
+            5432,
+            0,
+            0,
+            None,
+            None,
+            "timewait",
+            30000,
+            0,
+            0,
+            0,
+            cookie,
+            netns,
+        )
     elif kind == 2:
         rmem = rng.randrange(0, 200000) if n % 20 == 2 else rng.randrange(0, 4000)
         drops = 37 if rmem > 150000 else 0
-        s = Sock("udp", "inet6" if n % 4 else "inet", "UNCONN", "::" if n % 4 else "0.0.0.0",
-                 5353 + n % 100, "*", 0, rmem, 0, (rmem, 212992, 0, 212992, 0, 0, 0, 0, drops),
-                 None, "off", 0, 0, 0, 30000 + n, cookie, netns)
+        s = Sock(
+            "udp",
+            "inet6" if n % 4 else "inet",
+            "UNCONN",
+            "::" if n % 4 else "0.0.0.0",
+            5353 + n % 100,
+            "*",
+            0,
+            rmem,
+            0,
+            (rmem, 212992, 0, 212992, 0, 0, 0, 0, drops),
+            None,
+            "off",
+            0,
+            0,
+            0,
+            30000 + n,
+            cookie,
+            netns,
+        )
         if drops:
             s.flags = [*s.flags, _flag("udp_drops", "warning", 5)]
     else:
@@ -82,10 +153,26 @@ def synthetic_socket(n: int, rng: random.Random) -> Sock:
         zero = n % 89 == 4
         rmem = RCVBUF if stalled else rng.randrange(0, RCVBUF // (1 if n % 13 == 0 else 40))
         wqueued = SNDBUF if zero else rng.randrange(0, 8192)
-        s = Sock("tcp", "inet", "ESTAB", f"10.0.{n % 4}.{n % 250 + 1}", 443 if n % 3 else 5432,
-                 f"192.168.{n % 200}.{n % 251 + 1}", 30000 + n % 30000, rmem, wqueued,
-                 (rmem, RCVBUF, 0, SNDBUF, 4096, wqueued, 0, 0, 0), _info(rng, zero),
-                 "persist" if zero else "on", 200, 0, 1000, 40000 + n, cookie, netns)
+        s = Sock(
+            "tcp",
+            "inet",
+            "ESTAB",
+            f"10.0.{n % 4}.{n % 250 + 1}",
+            443 if n % 3 else 5432,
+            f"192.168.{n % 200}.{n % 251 + 1}",
+            30000 + n % 30000,
+            rmem,
+            wqueued,
+            (rmem, RCVBUF, 0, SNDBUF, 4096, wqueued, 0, 0, 0),
+            _info(rng, zero),
+            "persist" if zero else "on",
+            200,
+            0,
+            1000,
+            40000 + n,
+            cookie,
+            netns,
+        )
         if stalled:
             s.flags = [*s.flags, _flag("stalled_reader", "critical", 12)]
         if zero:
@@ -99,14 +186,25 @@ def synthetic_snapshot(count: int, seed: int = 7) -> Snapshot:
     socks = [synthetic_socket(n, rng) for n in range(count)]
     system = SystemFacts(
         counters={"TcpExt.ListenOverflows": 1200, "Tcp.RetransSegs": 51000},
-        deltas={"TcpExt.ListenOverflows": 3, "TcpExt.PruneCalled": 0, "TcpExt.TCPRcvQDrop": 0,
-                "Tcp.RetransSegs": 12, "Udp.RcvbufErrors": 37},
+        deltas={
+            "TcpExt.ListenOverflows": 3,
+            "TcpExt.PruneCalled": 0,
+            "TcpExt.TCPRcvQDrop": 0,
+            "Tcp.RetransSegs": 12,
+            "Udp.RcvbufErrors": 37,
+        },
         interval=1.0,
         sockstat={"TCP.mem": 4210},
         sysctls={"tcp_mem": [188088, 250784, 376176]},
     )
-    return Snapshot(TIME, HOST, socks, system, notices=["synthetic data: not from this host"],
-                    namespaces=["host", "bufmon-demo"])
+    return Snapshot(
+        TIME,
+        HOST,
+        socks,
+        system,
+        notices=["synthetic data: not from this host"],
+        namespaces=["host", "bufmon-demo"],
+    )
 
 
 class StaticSource:

@@ -208,8 +208,12 @@ class _Prepared:
         self.sort_keys: dict[str, list[Any]] = {}
 
     def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
-        return (self.snapshot is snapshot and self.predicate is request.predicate
-                and self.scopes == request.scopes and self.group_by == request.group_by)
+        return (
+            self.snapshot is snapshot
+            and self.predicate is request.predicate
+            and self.scopes == request.scopes
+            and self.group_by == request.group_by
+        )
 
     def keys_for(self, sort: str) -> list[Any]:
         keys = self.sort_keys.get(sort)
@@ -230,8 +234,9 @@ def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
     sorts = sorts_for(request.group_by)
     sort = request.sort if request.sort in sorts else DEFAULT_SORT
     keys = prepared.keys_for(sort)
-    order = sorted(range(len(keys)), key=keys.__getitem__,
-                   reverse=sorts[sort][1] != request.reverse)
+    order = sorted(
+        range(len(keys)), key=keys.__getitem__, reverse=sorts[sort][1] != request.reverse
+    )
     hold, row_keys = request.hold, prepared.row_keys
     if hold:
         last = len(hold)
