@@ -19,8 +19,10 @@ from bufmon.textout import flagged_lines, table, worst_first
 from collectors.model import Snapshot, Sock
 from collectors.netns import NetnsError
 from collectors.sockdiag import DiagError
+from collectors.untrusted import printable
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+MAX_SECONDS = 7 * 86400  # any interval or duration: a week at most
 
 
 class UsageError(Exception):
@@ -32,18 +34,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _interval(text: str) -> float:
+def _say(message: object) -> None:
+    """One line on stderr; the message may quote names other users chose."""
+    if sys.stderr is not None:
+        print(f"bufmon: {printable(str(message))}", file=sys.stderr)
+
+
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds from 0 to {MAX_SECONDS} (a week), got {text!r}"
+        )
     return value
 
 
 def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
 
@@ -85,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui = sub.add_parser("tui", help="the interactive view (the default command)")
     tui.add_argument(
         "--interval",
-        type=_interval,
+        type=_seconds,
         default=1.0,
         metavar="SECONDS",
         help="refresh interval (default 1)",
@@ -98,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="one JSON document per line")
     watch.add_argument(
         "--interval",
-        type=_interval,
+        type=_seconds,
         default=1.0,
         metavar="SECONDS",
         help="seconds between refreshes; 0 means back to back (default 1)",
@@ -109,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true", help="keep the cases up without the TUI")
     demo.add_argument(
         "--duration",
-        type=_interval,
+        type=_seconds,
         metavar="SECONDS",
         help="stop after this long (default: until Ctrl-C)",
     )
@@ -143,7 +153,7 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         _write(_json_line(snap, socks))
     else:
         for notice in snap.notices:
-            print(f"bufmon: {notice}", file=sys.stderr)
+            _say(notice)
         _write(table(socks))
     return EXIT_OK
 
@@ -163,7 +173,7 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
                 _write(_json_line(snap, socks))
             else:
                 for notice in set(snap.notices) - shown_notices:
-                    print(f"bufmon: {notice}", file=sys.stderr)
+                    _say(notice)
                     shown_notices.add(notice)
                 _write("\n".join(flagged_lines(snap, socks)))
             done += 1
@@ -192,13 +202,32 @@ def _sigterm(_signum: int, _frame: object) -> None:
 
 
 COMMANDS = ("tui", "snapshot", "watch", "demo")
+# Options that take the next word as their value (without `=`): skipped when looking for
+# the command, so `bufmon --netns current snapshot` means snapshot.
+VALUE_OPTIONS = ("--netns", "--config", "--set", "--interval", "--count", "--duration")
+
+
+def with_command(argv: list[str]) -> list[str]:
+    """argv with its command first; the interactive view when there is none."""
+    if argv[:1] in (["-h"], ["--help"], ["--version"]):
+        return argv
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        word = argv[i]
+        if word in VALUE_OPTIONS:
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:  # the first word that is not an option: a command or a filter term
+            if word in COMMANDS:
+                return [word, *argv[:i], *argv[i + 1 :]]
+            break
+    return ["tui", *argv]
 
 
 def run(argv: list[str]) -> int:
     parser = build_parser()
-    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
-        argv = ["tui", *argv]  # the interactive view is the default command
-    args = parser.parse_args(argv)
+    args = parser.parse_args(with_command(argv))
     expr = " ".join(getattr(args, "filter", []) or [])
     keep = compile_filter(expr)
     args.cfg = load_config(args.config, args.set) if args.command != "demo" else None
@@ -213,13 +242,16 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        _say("standard output is closed")
+        return EXIT_RUNTIME
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (UsageError, FilterError, ConfigError) as exc:
-        print(f"bufmon: {exc}", file=sys.stderr)
+        _say(exc)
         return EXIT_USAGE
     except (DiagError, NetnsError) as exc:
-        print(f"bufmon: {exc}", file=sys.stderr)
+        _say(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return EXIT_OK
@@ -229,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except OSError as exc:  # e.g. stdout on a full disk
-        print(f"bufmon: cannot write output: {exc.strerror}", file=sys.stderr)
+        _say(f"cannot write output: {exc.strerror}")
         return EXIT_RUNTIME
 
 

@@ -1,4 +1,7 @@
-"""Plain-text renderings of a snapshot: the `snapshot` table and `watch` log lines."""
+"""Plain-text renderings of a snapshot: the `snapshot` table and `watch` log lines.
+
+Names come from other users (process names, namespace labels): every cell and line
+passes through `printable` so no control character reaches the terminal."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import time
 from collections.abc import Iterable
 
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
+from collectors.untrusted import printable
 
 COLUMNS = (
     "Netns",
@@ -42,7 +46,7 @@ def flag_tags(flags: Iterable[Flag]) -> str:
 
 def row(sock: Sock) -> tuple[str, ...]:
     state = sock.state + (" (closed)" if sock.closed else "")
-    return (
+    cells = (
         sock.netns,
         sock.proto,
         state,
@@ -55,6 +59,7 @@ def row(sock: Sock) -> tuple[str, ...]:
         process_text(sock),
         flag_tags(sock.flags),
     )
+    return tuple(printable(cell) for cell in cells)
 
 
 def table(socks: list[Sock]) -> str:
@@ -91,7 +96,7 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
         )
         for flag in sock.flags:
             lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def worst_first(socks: list[Sock]) -> list[Sock]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from collectors.untrusted import decode
+
 # Order matters: a pod path also holds the container id.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"pod([0-9a-f]{8}(?:[-_][0-9a-f]{4}){3}[-_][0-9a-f]{12})"), "pod"),
@@ -17,8 +19,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 def label_from_cgroup(text: str) -> str | None:
     """'docker:0123456789ab', 'pod:<uid>', 'unit:foo.service' or None."""
-    for line in text.splitlines():
-        path = line.rpartition(":")[2].strip()
+    for line in text.split("\n"):  # only \n ends a line: a path may hold \r and the like
+        path = line.split(":", 2)[-1]  # "ID:CONTROLLERS:PATH"; the path may hold ":"
         for pattern, kind in _PATTERNS:
             m = pattern.search(path)
             if m is None:
@@ -36,7 +38,7 @@ def label_from_cgroup(text: str) -> str | None:
 
 def container_label(pid: str) -> str | None:
     try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return label_from_cgroup(f.read())
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            return label_from_cgroup(decode(f.read()))
     except OSError:
         return None

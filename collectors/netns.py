@@ -19,6 +19,7 @@ from pyroute2 import netns as pyroute2_netns
 from collectors.cgroups import container_label
 from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
+from collectors.untrusted import decode_name, read_comm
 
 NETNS_RUN_DIR = "/run/netns"
 PROC_NET_INIT_INO = 0xEFFFFFF9
@@ -54,8 +55,7 @@ def _ns_inode(path: str) -> int | None:
 
 def _comm(pid: str) -> str:
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
+        return read_comm(f"/proc/{pid}/comm")
     except OSError:
         return "?"
 
@@ -66,7 +66,7 @@ def _named() -> dict[int, Namespace]:
         path = os.path.join(NETNS_RUN_DIR, name)
         inode = _ns_inode(path)
         if inode is not None:
-            found.setdefault(inode, Namespace(inode, name, path, ""))
+            found.setdefault(inode, Namespace(inode, decode_name(name), path, ""))
     return found
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import psutil
 
 from collectors.model import Process, Sock
+from collectors.untrusted import read_comm
 
 SOCKET_PREFIX = "socket:["
 NOT_ROOT_NOTICE = "not running as root: processes of other users are not shown"
@@ -141,8 +142,7 @@ class ProcessIndex:
             proc = psutil.Process(pid)
             create_time = proc.create_time()
             user = proc.username()
-            with open(f"{self.proc}/{pid}/comm", encoding="utf-8", errors="replace") as f:
-                comm = f.read().rstrip("\n")
+            comm = read_comm(f"{self.proc}/{pid}/comm")
         except GONE:
             return False
         self._processes[pid] = (create_time, Process(pid=pid, comm=comm, user=user))

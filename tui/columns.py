@@ -15,6 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from collectors.model import SEVERITIES, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, SK_WQUEUED, Sock
+from collectors.untrusted import printable
 from tui.fmt import (
     DIM,
     SEVERITY_LETTERS,
@@ -46,6 +47,8 @@ class Column:
 
 
 def _text(text: str, width: int, style: Style | None = None) -> Cell:
+    """Every text cell, names included: control characters are shown escaped."""
+    text = printable(text)
     if cell_len(text) > width:
         text = text[: max(width - 1, 0)] + "…"
     return [Segment(text, style)]

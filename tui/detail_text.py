@@ -20,6 +20,7 @@ from collectors.model import (
     Sock,
     TcpInfo,
 )
+from collectors.untrusted import printable
 from tui.columns import endpoint, recv_label, send_label
 from tui.fmt import (
     DIM,
@@ -134,7 +135,7 @@ def title_text(s: Sock, closed: bool) -> Text:
     text.append(endpoint(s.local_addr, s.local_port))
     text.append(" → ", DIM)
     text.append(endpoint(s.peer_addr, s.peer_port))
-    text.append(f"   netns {s.netns}", DIM)
+    text.append(f"   netns {printable(s.netns)}", DIM)
     if closed:
         text.append("   CLOSED (last seen values)", SEVERITY_STYLES["critical"])
     return text
@@ -147,8 +148,8 @@ def owner_text(s: Sock, width: int) -> Text:
         block.add("unknown (exited, or owned by another namespace's process)", DIM)
     else:
         block.pair("pid", str(s.process.pid))
-        block.pair("command", s.process.comm)
-        block.pair("user", s.process.user)
+        block.pair("command", printable(s.process.comm))
+        block.pair("user", printable(s.process.user))
     block.pair("uid", str(s.uid))
     block.row("Socket")
     block.pair("inode", str(s.inode))
@@ -269,7 +270,7 @@ def flags_text(s: Sock) -> Text:
         text.append("\n● ", SEVERITY_STYLES[flag.severity])
         text.append(f"{flag.severity.upper()} {flag.kind}", SEVERITY_STYLES[flag.severity])
         text.append(f"  for {human_duration(flag.since)}", DIM)  # since = seconds held
-        text.append(f"\n  {flag.reason}")
+        text.append(f"\n  {printable(flag.reason)}")
         text.append("\n  advice: ", LABEL)
-        text.append(flag.advice)
+        text.append(printable(flag.advice))
     return text

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from collectors.model import SEVERITIES, Flag
+from collectors.untrusted import printable
 from tui.fmt import DIM, SEVERITY_STYLES, bar, gauge_style, human_bytes, human_rate
 from tui.view import GROUPINGS, Summary
 
@@ -74,7 +75,7 @@ def notice_text(notices: list[str], system_flags: list[Flag], error: str | None)
     if error:
         lines.append((f"refresh failed: {error}", SEVERITY_STYLES["critical"]))
     for n, (line, style) in enumerate(lines):
-        text.append(("\n" if n else "") + "! " + line, style)
+        text.append(("\n" if n else "") + "! " + printable(line), style)
     return text
 
 
@@ -86,10 +87,10 @@ def status_text(
     if group_by:
         text.append(f"  by {GROUPINGS[group_by].title}", LABEL)
     for scope in scopes:
-        text.append(f"  ▸ {scope}")
+        text.append(f"  ▸ {printable(scope)}")
     if filter_expr:
         text.append("  /", DIM)
-        text.append(filter_expr)
+        text.append(printable(filter_expr))
     if held:
         text.append("  order held (g: live)", DIM)
     text.append("   ? help", DIM)
