@@ -214,7 +214,7 @@ def _user(value: str) -> Predicate:
         return lambda s: s.uid == uid
     try:
         name_uid: int | None = pwd.getpwnam(value).pw_uid
-    except KeyError:  # unknown here; a process in a container may still report it
+    except (KeyError, ValueError):  # unknown here (or no name at all: a NUL, a surrogate)
         name_uid = None
     return lambda s: s.uid == name_uid or (s.process is not None and s.process.user == value)
 
@@ -323,15 +323,31 @@ def _compile_term(term: str) -> Predicate:
 
 # --- grammar ------------------------------------------------------------------------
 #   expr := conj ("or" conj)*      conj := unary (["and"] unary)*
-#   unary := "!" unary | "(" expr ")" | term
+#   unary := "!"* ("(" expr ")" | term)
+# Only parentheses recurse, at most MAX_DEPTH deep; runs of `!`, `and` and `or` are
+# loops, and the compiled predicate is flat, so no input reaches the recursion limit.
+
+MAX_DEPTH = 32  # nested parentheses
 
 
-def _both(left: Predicate, right: Predicate) -> Predicate:
-    return lambda s: left(s) and right(s)
+def _all_of(predicates: list[Predicate]) -> Predicate:
+    if len(predicates) == 1:
+        return predicates[0]
+    if len(predicates) == 2:
+        left, right = predicates
+        return lambda s: left(s) and right(s)
+
+    return lambda s: all(predicate(s) for predicate in predicates)
 
 
-def _either(left: Predicate, right: Predicate) -> Predicate:
-    return lambda s: left(s) or right(s)
+def _any_of(predicates: list[Predicate]) -> Predicate:
+    if len(predicates) == 1:
+        return predicates[0]
+    if len(predicates) == 2:
+        left, right = predicates
+        return lambda s: left(s) or right(s)
+
+    return lambda s: any(predicate(s) for predicate in predicates)
 
 
 def _negate(inner: Predicate) -> Predicate:
@@ -346,6 +362,7 @@ class _Parser:
     def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
         self.pos = 0
+        self.depth = 0  # parentheses open around the current position
 
     def peek(self) -> _Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -363,37 +380,46 @@ class _Parser:
         return predicate
 
     def expr(self) -> Predicate:
-        predicate = self.conj(None)
+        alternatives = [self.conj(None)]
         while (token := self.peek()) is not None and token.kind == "or":
-            predicate = _either(predicate, self.conj(self.take()))
-        return predicate
+            alternatives.append(self.conj(self.take()))
+        return _any_of(alternatives)
 
     def conj(self, after: _Token | None) -> Predicate:
-        predicate = self.unary(after)
+        terms = [self.unary(after)]
         while (token := self.peek()) is not None and token.kind not in (")", "or"):
             joiner = self.take() if token.kind == "and" else None
-            predicate = _both(predicate, self.unary(joiner))
-        return predicate
+            terms.append(self.unary(joiner))
+        return _all_of(terms)
 
     def unary(self, after: _Token | None) -> Predicate:
         """One operand; `after` is the operator before it, blamed when the operand is missing."""
-        token = self.peek()
-        if token is None or token.kind in (")", "or", "and"):
-            if after is not None:
-                raise FilterError(after.text, after.column, f"{after.text!r} needs a term after it")
-            assert token is not None  # expr() is never asked to parse nothing
-            if token.kind == ")":
-                raise FilterError(token.text, token.column, "unmatched ')'")
-            raise FilterError(token.text, token.column, f"{token.text!r} needs a term before it")
-        self.take()
-        if token.kind == "!":
-            return _negate(self.unary(token))
+        negated = False
+        while True:
+            token = self.peek()
+            if token is None or token.kind in (")", "or", "and"):
+                if after is not None:
+                    raise FilterError(
+                        after.text, after.column, f"{after.text!r} needs a term after it"
+                    )
+                assert token is not None  # expr() is never asked to parse nothing
+                if token.kind == ")":
+                    raise FilterError(token.text, token.column, "unmatched ')'")
+                raise FilterError(
+                    token.text, token.column, f"{token.text!r} needs a term before it"
+                )
+            self.take()
+            if token.kind != "!":
+                break
+            negated, after = not negated, token
         if token.kind == "(":
-            return self.group(token)
-        try:
-            return _compile_term(token.text)
-        except _BadValue as problem:
-            raise FilterError(token.text, token.column, str(problem)) from None
+            predicate = self.group(token)
+        else:
+            try:
+                predicate = _compile_term(token.text)
+            except _BadValue as problem:
+                raise FilterError(token.text, token.column, str(problem)) from None
+        return _negate(predicate) if negated else predicate
 
     def group(self, opening: _Token) -> Predicate:
         following = self.peek()
@@ -401,7 +427,13 @@ class _Parser:
             raise FilterError(opening.text, opening.column, "empty parentheses")
         if following is None:
             raise FilterError(opening.text, opening.column, "unclosed '('")
+        if self.depth >= MAX_DEPTH:
+            raise FilterError(
+                opening.text, opening.column, f"parentheses nested more than {MAX_DEPTH} deep"
+            )
+        self.depth += 1
         inner = self.expr()
+        self.depth -= 1
         if self.peek() is None:
             raise FilterError(opening.text, opening.column, "unclosed '('")
         self.take()

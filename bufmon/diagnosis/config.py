@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 MAX_VALUE = 1e9  # no threshold or hold time is sensibly larger
+MAX_FILE_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -150,14 +152,43 @@ def load_config(path: str | None, overrides: list[str]) -> Config:
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 
 
-def _read_toml(path: str) -> dict[str, Any]:
-    if path != os.devnull and os.path.exists(path) and not os.path.isfile(path):
-        raise ConfigError(f"{path}: not a regular file")
+def _read_file(path: str) -> bytes:
+    """The file's bytes, never blocking: opened O_NONBLOCK (a FIFO), only a regular file,
+    and only the st_size bytes it claims (so /proc/kmsg and the like read as empty)."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if path == os.devnull:
+            return b""
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
+        try:
+            return f.read(info.st_size)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    """tomllib.loads, with input nested past Python's recursion limit as a TOMLDecodeError."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("nested too deeply") from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    data = _read_file(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return _parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_LINE.search(message)
@@ -173,7 +204,7 @@ def _parse_override(text: str) -> dict[str, Any]:
     if not sep or not dot or not section or not key:
         raise ConfigError(f"--set: {text!r}: expected section.key=value")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = _parse_toml(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # not a TOML value: keep the text so the error can quote it
     return {section: {key: value}}
