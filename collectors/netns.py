@@ -8,6 +8,8 @@ reused across refreshes. Namespaces are discovered each refresh from /run/netns 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import socket
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from collectors.untrusted import decode_name, read_comm
 
 NETNS_RUN_DIR = "/run/netns"
 PROC_NET_INIT_INO = 0xEFFFFFF9
+NS_GET_NSTYPE = 0xB703  # ioctl _IO(0xb7, 0x3): the CLONE_NEW* type of an nsfs file
+CLONE_NEWNET = 0x40000000
 
 
 class NetnsError(RuntimeError):
@@ -40,17 +44,51 @@ class Namespace:
         return {"label": self.label, "inode": self.inode, "holder": self.holder}
 
 
-def _ns_inode(path: str) -> int | None:
-    """The namespace inode; readlink works where stat is denied (e.g. on pid 1)."""
+def _link_inode(path: str) -> int | None:
+    """The inode of a /proc/PID/ns/net link; readlink works where stat is denied (pid 1)."""
     try:
         link = os.readlink(path)  # "net:[4026531833]"
+    except OSError:
+        return None
+    if not (link.startswith("net:[") and link.endswith("]")):
+        return None
+    try:
         return int(link[5:-1])
-    except (OSError, ValueError):
-        pass
+    except ValueError:
+        return None
+
+
+def _ns_inode(path: str) -> int | None:
+    """The namespace inode of a /proc link or a /run/netns entry, None when unreadable."""
+    inode = _link_inode(path)
+    if inode is not None:
+        return inode
     try:
         return os.stat(path).st_ino
     except OSError:
         return None
+
+
+def open_netns(path: str, what: str | None = None) -> int:
+    """An fd on the network namespace at `path`, else NetnsError (`what` names it).
+
+    Never blocks and never opens a device or a FIFO for real: O_NONBLOCK, then the
+    nsfs ioctl must say "network namespace" before anyone calls setns on it."""
+    what = what or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ESRCH, errno.ENOTDIR):
+            raise NetnsError(f"no such network namespace: {what}") from None
+        raise NetnsError(f"cannot open network namespace {what}: {exc.strerror}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:  # ENOTTY: not an nsfs file at all
+        kind = None
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise NetnsError(f"not a network namespace: {what}")
+    return fd
 
 
 def _comm(pid: str) -> str:
@@ -98,10 +136,10 @@ def entered(path: str) -> Iterator[None]:
     """Run the body in the namespace at `path` (this thread only), then come back."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(path, os.O_RDONLY)
-    except OSError as exc:
+        target = open_netns(path)
+    except NetnsError:
         os.close(home)
-        raise NetnsError(f"cannot open namespace {path}: {exc.strerror}") from exc
+        raise
     try:
         try:
             pyroute2_netns.setns(target, flags=0)
@@ -117,6 +155,27 @@ def entered(path: str) -> Iterator[None]:
         os.close(home)
 
 
+def _is_pid(sel: str) -> bool:
+    return sel.isascii() and sel.isdigit()
+
+
+def _selected_path(sel: str) -> tuple[str, str]:
+    """What to open for a PID, a path or a /run/netns name, and how errors name it."""
+    if _is_pid(sel):
+        return f"/proc/{sel}/ns/net", f"process {sel}"
+    if "/" in sel or sel in (".", ".."):
+        return sel, repr(sel)
+    return os.path.join(NETNS_RUN_DIR, sel), f"namespace {sel!r} in {NETNS_RUN_DIR}"
+
+
+def _checked_inode(path: str, what: str) -> int:
+    fd = open_netns(path, what)
+    try:
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
 def _open_in(ns: Namespace) -> SockDiag:
     with entered(ns.path):
         sock: socket.socket = open_diag_socket()
@@ -127,7 +186,8 @@ class NamespaceSet:
     """The namespaces selected by --netns, each with a reusable SockDiag.
 
     selector: "all" (every namespace; needs root), "current" (ours only), "auto"
-    (all when root, else current), a name from /run/netns, or a PID.
+    (all when root, else current), a name from /run/netns, a PID, or a path (it holds
+    a "/") that must be a network namespace.
     """
 
     def __init__(self, selector: str = "auto") -> None:
@@ -167,15 +227,12 @@ class NamespaceSet:
             if self.own_inode not in found:
                 found[self.own_inode] = self._own()
             return found
-        path = f"/proc/{sel}/ns/net" if sel.isdigit() else os.path.join(NETNS_RUN_DIR, sel)
-        inode = _ns_inode(path)
-        if inode is None:
-            what = f"process {sel}" if sel.isdigit() else f"namespace '{sel}' in {NETNS_RUN_DIR}"
-            raise NetnsError(f"no such network namespace: {what}")
+        path, what = _selected_path(sel)
+        inode = _link_inode(path) or _checked_inode(path, what)
         if inode == self.host_inode:
             return {inode: Namespace(inode, "host", path, "")}
-        label = sel if not sel.isdigit() else (container_label(sel) or f"net:[{inode}]")
-        return {inode: Namespace(inode, label, path, "")}
+        label = container_label(sel) if _is_pid(sel) else decode_name(sel)
+        return {inode: Namespace(inode, label or f"net:[{inode}]", path, "")}
 
     def foreign(self) -> Namespace | None:
         """The one selected namespace when it is not bufmon's own (its facts differ)."""
