@@ -19,9 +19,15 @@ from collectors.untrusted import read_comm
 
 SOCKET_PREFIX = "socket:["
 NOT_ROOT_NOTICE = "not running as root: processes of other users are not shown"
-UNREADABLE_NOTICE = "some processes could not be inspected: their sockets show no process"
+
+
 # Processes and fds come and go while we look: skipping them is normal.
 GONE = (OSError, psutil.NoSuchProcess, psutil.AccessDenied)
+
+
+def unreadable_notice(count: int) -> str:
+    processes = "1 process" if count == 1 else f"{count} processes"
+    return f"{processes} could not be inspected (permission denied): their sockets show no process"
 
 
 class ProcessIndex:
@@ -36,13 +42,13 @@ class ProcessIndex:
         self._processes: dict[int, tuple[float, Process]] = {}  # pid -> (create_time, facts)
         self._unresolved: set[int] = set()  # inodes the last scan could not attribute
         self._last_full_pass = float("-inf")
-        self._denied = False
+        self._unreadable: set[int] = set()  # pids whose fds we may not read
 
     @property
     def notice(self) -> str | None:
         if os.geteuid() != 0:
             return NOT_ROOT_NOTICE
-        return UNREADABLE_NOTICE if self._denied else None
+        return unreadable_notice(len(self._unreadable)) if self._unreadable else None
 
     def attribute(self, socks: list[Sock]) -> None:
         """Set sock.process for every socket whose owner is visible, else None.
@@ -95,7 +101,9 @@ class ProcessIndex:
         """Look for the unknown inodes; stop once every target inode is found."""
         remaining = set(targets)
         owners_first = set(self._owner.values())
+        visited = set()
         for pid in self._pids_in_order(owners_first):
+            visited.add(pid)
             found = [inode for inode in self._socket_inodes(pid) if inode in unknown]
             if found and self._learn(pid):
                 for inode in found:
@@ -103,6 +111,7 @@ class ProcessIndex:
                 remaining.difference_update(found)
                 if not remaining:
                     return
+        self._unreadable &= visited  # a full pass: forget pids that are gone
         self._last_full_pass = time.monotonic()
 
     def _pids_in_order(self, owners_first: set[int]) -> Iterator[int]:
@@ -119,19 +128,27 @@ class ProcessIndex:
         fd_dir = f"{self.proc}/{pid}/fd/"
         self.scans += 1
         inodes = []
+        denied = False
         try:
             with os.scandir(fd_dir) as entries:
                 for entry in entries:
                     try:
                         target = os.readlink(fd_dir + entry.name)
-                    except OSError:
+                    except PermissionError:
+                        denied = True
+                        continue
+                    except OSError:  # the fd was closed meanwhile
                         continue
                     if target.startswith(SOCKET_PREFIX):
                         inodes.append(int(target[len(SOCKET_PREFIX) : -1]))
         except PermissionError:
-            self._denied = True
-        except OSError:
+            denied = True
+        except OSError:  # the process is gone
             pass
+        if denied:
+            self._unreadable.add(pid)
+        else:
+            self._unreadable.discard(pid)
         return inodes
 
     def _learn(self, pid: int) -> bool:
