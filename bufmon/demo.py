@@ -1,8 +1,8 @@
 """`bufmon demo`: real socket trouble to look at, in a namespace of its own.
 
-As root everything lives in one namespace, bufmon-demo-<pid>, deleted on the way
-out (Ctrl-C, SIGTERM, errors, atexit); without root the same cases run on loopback
-in the current namespace.
+As root everything lives in one namespace, bufmon-demo-<pid>-<random>, deleted on
+the way out (Ctrl-C, SIGTERM, errors, atexit) and, after a kill -9, by the next demo;
+without root the same cases run on loopback in the current namespace.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bufmon.scenarios import (
     SlowReader,
     StalledReader,
     UdpDrops,
+    demo_name,
     remove_stale_namespaces,
 )
 
@@ -57,7 +58,7 @@ def run_demo(headless: bool, duration: float | None = None) -> int:
     root = os.geteuid() == 0
     if root:
         remove_stale_namespaces()
-    ns = Netns("demo", name=f"bufmon-demo-{os.getpid()}") if root else Netns.current()
+    ns = Netns("demo", name=demo_name(), locked=True) if root else Netns.current()
     in_main = threading.current_thread() is threading.main_thread()
     # SIGINT too: a shell may have started us with it ignored
     old = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if in_main else {}

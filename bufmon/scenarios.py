@@ -13,22 +13,28 @@ import fcntl
 import itertools
 import os
 import re
+import secrets
 import socket
 import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pyroute2 import netns as pyroute2_netns
 
+from collectors.netns import NetnsError, open_netns
+
 T = TypeVar("T")
 
 NETNS_DIR = Path("/run/netns")
-_STALE_NAME = re.compile(r"^bufmon-demo-(\d+)$")  # only what `bufmon demo` makes
+# Only what `bufmon demo` makes: bufmon-demo-<pid>-<random>, unique across PID
+# namespaces and PID reuse. While the demo runs it holds a lock on its namespace.
+_DEMO_NAME = re.compile(r"^bufmon-demo-\d+-[0-9a-f]{8}$")
+DEMO_LOCK = Path("/run/bufmon-demo.lock")  # serialises making and sweeping demo namespaces
 _counter = itertools.count(1)
 HOSTS = {"inet": "127.0.0.1", "inet6": "::1"}
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
@@ -46,27 +52,49 @@ def _delete_netns(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def demo_name() -> str:
+    return f"bufmon-demo-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def _demo_lock() -> Iterator[None]:
+    fd = os.open(DEMO_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _claim(name: str) -> int | None:
+    """A locked fd on the namespace `name`; None when another process holds the lock."""
+    fd = open_netns(str(NETNS_DIR / name))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def remove_stale_namespaces() -> list[str]:
-    """Delete namespaces left by a `bufmon demo` whose pid is gone; returns their names.
+    """Delete namespaces a `bufmon demo` left behind (killed with -9); returns their names.
 
-    Only the demo's own name pattern: other bufmon-* namespaces may be a user's."""
+    Only provably the demo's and dead: its name pattern, a network namespace, and no
+    process holds its lock (the kernel drops a lock when its holder dies, in any PID
+    namespace). Other bufmon-* namespaces may be a user's."""
     removed = []
     names = sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
-    for name in names:
-        match = _STALE_NAME.match(name)
-        if match and not _pid_alive(int(match.group(1))):
-            _delete_netns(name)
-            removed.append(name)
+    with _demo_lock():
+        for name in filter(_DEMO_NAME.match, names):
+            try:
+                fd = _claim(name)
+            except NetnsError:
+                continue  # gone meanwhile, or not a namespace: not ours to delete
+            if fd is not None:
+                _delete_netns(name)
+                os.close(fd)
+                removed.append(name)
     return removed
 
 
@@ -78,8 +106,14 @@ class Netns:
     """
 
     def __init__(
-        self, purpose: str = "test", *, name: str | None = None, loopback: bool = False
+        self,
+        purpose: str = "test",
+        *,
+        name: str | None = None,
+        loopback: bool = False,
+        locked: bool = False,
     ) -> None:
+        """locked: hold a lock on the namespace while open (the demo's proof of life)."""
         if not re.fullmatch(r"[a-z0-9]+", purpose):
             raise ValueError(f"namespace purpose must be [a-z0-9]+, got {purpose!r}")
         self.loopback = loopback
@@ -87,6 +121,8 @@ class Netns:
             "current" if loopback else (name or f"bufmon-{purpose}-{os.getpid()}-{next(_counter)}")
         )
         self._created = False
+        self.locked = locked
+        self._lock_fd: int | None = None
 
     @classmethod
     def current(cls) -> Netns:
@@ -95,19 +131,25 @@ class Netns:
     def open(self) -> Self:
         if self.loopback or self._created:
             return self
-        _run("ip", "netns", "add", self.name)
-        self._created = True
-        try:
-            _run("ip", "-n", self.name, "link", "set", "lo", "up")
-        except BaseException:
-            self.close()
-            raise
+        with _demo_lock() if self.locked else contextlib.nullcontext():
+            _run("ip", "netns", "add", self.name)
+            self._created = True
+            try:
+                if self.locked:
+                    self._lock_fd = _claim(self.name)
+                _run("ip", "-n", self.name, "link", "set", "lo", "up")
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def close(self) -> None:
         if self._created:
             self._created = False
             _delete_netns(self.name)
+        if self._lock_fd is not None:  # released only once the namespace is gone
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Self:
         return self.open()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -245,12 +247,19 @@ def demo(*extra: str) -> subprocess.Popen[str]:
     )
 
 
+def demo_namespace(line: str, pid: int) -> str:
+    """The namespace a demo names in its first line: bufmon-demo-<pid>-<random>."""
+    match = re.search(rf"namespace (bufmon-demo-{pid}-[0-9a-f]{{8}}):", line)
+    assert match is not None, line
+    return match.group(1)
+
+
 def test_demo_headless_runs_for_its_duration_and_cleans_up() -> None:
     proc = demo("duration=3")
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert f"namespace bufmon-demo-{proc.pid}" in out and "stalled reader" in out
-    assert f"bufmon-demo-{proc.pid}" not in namespaces()
+    assert "stalled reader" in out
+    assert demo_namespace(out, proc.pid) not in namespaces()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -259,21 +268,63 @@ def test_demo_cleans_up_on_signal(sig: signal.Signals) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # printed once the cases are built
-        assert f"bufmon-demo-{proc.pid}" in line
-        assert f"bufmon-demo-{proc.pid}" in namespaces()
+        name = demo_namespace(line, proc.pid)
+        assert name in namespaces()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    assert f"bufmon-demo-{proc.pid}" not in namespaces()
+    assert name not in namespaces()
 
 
-def test_stale_demo_namespace_of_a_dead_pid_is_removed() -> None:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    stale = f"bufmon-demo-{child.pid}"
+def in_own_pid_namespace(code: str) -> subprocess.Popen[str]:
+    """python -c code as pid 1 of a new PID namespace: its pid means nothing outside."""
+    return subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) missing")
+def test_demo_namespace_killed_with_9_in_a_pid_namespace_is_removed_live_one_kept() -> None:
+    # Two demos, each pid 1 of its own PID namespace: same pid, distinct names. Once
+    # one is killed with -9 only its namespace is stale; the live one holds its lock.
+    code = "from bufmon.demo import run_demo; run_demo(True)"
+    live, killed = in_own_pid_namespace(code), in_own_pid_namespace(code)
+    try:
+        assert live.stdout is not None and killed.stdout is not None
+        live_name = re.search(r"namespace (\S+):", live.stdout.readline())
+        killed_name = re.search(r"namespace (\S+):", killed.stdout.readline())
+        assert live_name is not None and killed_name is not None
+        assert live_name.group(1) != killed_name.group(1)
+        killed.kill()  # SIGKILL to unshare; --kill-child sends SIGKILL on to the demo
+        killed.wait()
+        deadline = time.monotonic() + 10
+        while killed_name.group(1) not in remove_stale_namespaces():
+            assert time.monotonic() < deadline, "the killed demo's namespace was never removed"
+            time.sleep(0.1)  # the demo inside may take a moment to die with its parent
+        assert killed_name.group(1) not in namespaces()
+        assert live_name.group(1) in namespaces()
+        os.kill(only_child(live.pid), signal.SIGTERM)  # the demo itself: a clean exit
+        live.wait(timeout=20)
+        assert live_name.group(1) not in namespaces()  # removed by the demo itself
+    finally:
+        for proc in (live, killed):
+            proc.kill()
+            proc.wait()
+        remove_stale_namespaces()
+
+
+def only_child(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
+
+def test_demo_shaped_namespace_nobody_holds_is_removed() -> None:
+    stale = f"bufmon-demo-{os.getpid()}-0123abcd"  # what a demo killed with -9 leaves
     subprocess.run(["ip", "netns", "add", stale], check=True)
     try:
         assert stale in remove_stale_namespaces()
