@@ -186,7 +186,7 @@ def _read_toml(path: str) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{path}: not UTF-8 text (at byte offset {exc.start})") from None
     try:
         return _parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
