@@ -6,23 +6,44 @@ Two steps, each done in one place:
   JSON stays valid, and it is exact otherwise (a `\\r` stays a `\\r`).
 - `printable` makes decoded text harmless on a terminal: C0 and C1 controls, DEL,
   bidi and zero-width controls, line separators and lone surrogates are shown as
-  `\\xNN` or `\\uNNNN` text. Every human-readable output calls it; JSON does not.
+  `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN` text. Every human-readable output calls it;
+  JSON does not.
 """
 
 from __future__ import annotations
 
 import os
-from itertools import chain
+import unicodedata
 
-_INVISIBLE = chain(
-    range(0x00, 0x20),  # C0: ESC, CR, LF, BEL, backspace...
-    range(0x7F, 0xA0),  # DEL and C1 (0x9B is a one-byte CSI)
-    (0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0xFEFF),  # bidi marks, zero widths
-    range(0x2028, 0x202F),  # line/paragraph separators, bidi embeddings and overrides
-    range(0x2066, 0x206A),  # bidi isolates
-    range(0xD800, 0xE000),  # lone surrogates (a name from os.listdir); not encodable
-)
-_VISIBLE = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _INVISIBLE}
+# Unicode categories a terminal may act on rather than show: Cc (C0, DEL, C1), Cf
+# (bidi controls, zero widths, soft hyphen, tags), Zl and Zp (separators), Cs (lone
+# surrogates, from file names; they cannot even be encoded).
+_CONTROL_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+
+
+def _escape(code: int) -> str:
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+class _Escapes(dict[int, str]):
+    """str.translate table filled as characters are met; bounded, so a flood of
+    distinct characters cannot grow it without end."""
+
+    LIMIT = 65536
+
+    def __missing__(self, code: int) -> str:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        char = chr(code)
+        shown = self[code] = (
+            _escape(code) if unicodedata.category(char) in _CONTROL_CATEGORIES else char
+        )
+        return shown
+
+
+_ESCAPES = _Escapes()
 
 
 def decode(raw: bytes) -> str:
@@ -37,7 +58,8 @@ def decode_name(name: str) -> str:
 
 def printable(text: str) -> str:
     """`text` with every control character shown as an escape, safe to print."""
-    return text if text.isprintable() else text.translate(_VISIBLE)  # isprintable: fast path
+    # isprintable() is False for every control (and for a few harmless spaces): fast path
+    return text if text.isprintable() else text.translate(_ESCAPES)
 
 
 def read_comm(path: str) -> str:
