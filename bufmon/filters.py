@@ -330,24 +330,15 @@ def _compile_term(term: str) -> Predicate:
 MAX_DEPTH = 32  # nested parentheses
 
 
-def _all_of(predicates: list[Predicate]) -> Predicate:
+def _joined(predicates: list[Predicate], every: bool) -> Predicate:
+    """All (`every`) or any of the predicates, as one flat call; two is the common case."""
     if len(predicates) == 1:
         return predicates[0]
     if len(predicates) == 2:
         left, right = predicates
-        return lambda s: left(s) and right(s)
-
-    return lambda s: all(predicate(s) for predicate in predicates)
-
-
-def _any_of(predicates: list[Predicate]) -> Predicate:
-    if len(predicates) == 1:
-        return predicates[0]
-    if len(predicates) == 2:
-        left, right = predicates
-        return lambda s: left(s) or right(s)
-
-    return lambda s: any(predicate(s) for predicate in predicates)
+        return (lambda s: left(s) and right(s)) if every else (lambda s: left(s) or right(s))
+    test = all if every else any
+    return lambda s: test(predicate(s) for predicate in predicates)
 
 
 def _negate(inner: Predicate) -> Predicate:
@@ -383,14 +374,14 @@ class _Parser:
         alternatives = [self.conj(None)]
         while (token := self.peek()) is not None and token.kind == "or":
             alternatives.append(self.conj(self.take()))
-        return _any_of(alternatives)
+        return _joined(alternatives, every=False)
 
     def conj(self, after: _Token | None) -> Predicate:
         terms = [self.unary(after)]
         while (token := self.peek()) is not None and token.kind not in (")", "or"):
             joiner = self.take() if token.kind == "and" else None
             terms.append(self.unary(joiner))
-        return _all_of(terms)
+        return _joined(terms, every=True)
 
     def unary(self, after: _Token | None) -> Predicate:
         """One operand; `after` is the operator before it, blamed when the operand is missing."""
