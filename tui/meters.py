@@ -18,7 +18,7 @@ PAUSED = Style(bold=True, reverse=True)
 def meter_text(summary: Summary | None, title: str, interval: float, paused: bool) -> Text:
     """Three lines: sockets by state; memory and rates per second; flags, interval, pause."""
     text = Text(no_wrap=True, overflow="crop")
-    text.append(title, LABEL)
+    text.append(printable(title), LABEL)  # holds the host name
     if summary is None:
         text.append("  collecting…\n\n", DIM)
     else:
