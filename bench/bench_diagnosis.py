@@ -29,11 +29,10 @@ import sys
 import time
 
 from bufmon.diagnosis import Config, Diagnoser
-from bufmon.gcpolicy import FrozenGarbage
 from bufmon.scenarios import Netns
+from collectors.gcpolicy import FrozenGarbage, gc_paused
 from collectors.model import Snapshot, SystemFacts
 from collectors.netns import NamespaceSet
-from collectors.sockdiag import gc_paused
 
 CHILD = r"""
 import random, select, socket, sys, time

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from textual import events
 
+from collectors.gcpolicy import FrozenGarbage
+from collectors.model import Snapshot
 from tui.app import BufmonApp
 from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
@@ -30,9 +32,14 @@ TARGET_FIRST_S = 1.5
 class CyclingSource(StaticSource):
     """Alternates between prepared snapshots, so every refresh brings new objects."""
 
-    def refresh(self):  # type: ignore[no-untyped-def]
+    def __init__(self, *snapshots: Snapshot) -> None:
+        super().__init__(*snapshots)
+        self.gc = FrozenGarbage()
+
+    def refresh(self) -> Snapshot:
         snap = self.snapshots[self.refreshes % len(self.snapshots)]
         self.refreshes += 1
+        self.gc.adopted()  # the GC policy a real source (Monitor.refresh) keeps
         return snap
 
 

@@ -15,7 +15,8 @@ from typing import NoReturn
 from bufmon import __version__
 from bufmon.diagnosis import ConfigError, load_config
 from bufmon.filters import FilterError, compile_filter
-from bufmon.textout import flagged_lines, table, worst_first
+from bufmon.present import worst_first
+from bufmon.textout import flagged_lines, table
 from collectors.model import Snapshot, Sock
 from collectors.netns import NetnsError
 from collectors.sockdiag import DiagError

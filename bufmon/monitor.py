@@ -9,11 +9,10 @@ import socket
 import time
 
 from bufmon.diagnosis import Config, Diagnoser
-from bufmon.gcpolicy import FrozenGarbage
+from collectors.gcpolicy import FrozenGarbage, gc_paused
 from collectors.model import Snapshot, SystemFacts
 from collectors.netns import NamespaceSet, entered
 from collectors.procs import ProcessIndex
-from collectors.sockdiag import gc_paused
 from collectors.system import SystemReader
 
 # thread-self: a thread that entered another namespace reads that one's files

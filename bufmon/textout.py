@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from bufmon.present import endpoint
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 from collectors.untrusted import printable
 
@@ -24,11 +25,6 @@ COLUMNS = (
     "Process",
     "Flags",
 )
-
-
-def endpoint(addr: str, port: int) -> str:
-    host = f"[{addr}]" if ":" in addr else addr
-    return f"{host}:{port if port else '*'}"
 
 
 def percent(fill: float | None) -> str:
@@ -97,11 +93,3 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
         for flag in sock.flags:
             lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
     return [printable(line) for line in lines]
-
-
-def worst_first(socks: list[Sock]) -> list[Sock]:
-    def key(s: Sock) -> tuple[int, float]:
-        fill = max(s.recv_fill() or 0.0, s.send_fill() or 0.0)
-        return (-s.worst_severity(), -fill)
-
-    return sorted(socks, key=key)

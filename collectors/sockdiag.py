@@ -7,15 +7,14 @@ these extensions; a struct decoder over a raw netlink socket costs a few us.
 from __future__ import annotations
 
 import errno
-import gc
 import operator
 import os
 import socket
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from collectors import tcpinfo
+from collectors.gcpolicy import gc_paused
 from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo
 
 NETLINK_SOCK_DIAG = 4
@@ -46,22 +45,6 @@ RECV_BUF = 1 << 20
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _FAMILY_NAMES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while tens of thousands of acyclic objects are made.
-
-    Each Sock would otherwise push the young generation over its threshold every
-    few hundred sockets and make a dump 2-3x slower; refcounting still frees them.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class DiagError(RuntimeError):

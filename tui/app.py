@@ -23,7 +23,6 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from bufmon.filters import FilterError, Predicate, compile_filter
-from bufmon.gcpolicy import FrozenGarbage
 from collectors.model import Snapshot, Sock
 from collectors.netns import NamespaceSet, NetnsError
 from tui.detail import DetailScreen
@@ -133,7 +132,6 @@ class BufmonApp(App[int]):
         self._viewing = False
         self._view_again = False
         self._timer: Timer | None = None
-        self._gc = FrozenGarbage()
         self.main = MainScreen()
 
     # --- screens -----------------------------------------------------------------------
@@ -260,7 +258,6 @@ class BufmonApp(App[int]):
         self.error = result.error
         if result.snapshot is not None and result.summary is not None:
             self.snapshot, self.summary = result.snapshot, result.summary
-            self._gc.adopted()
             self._show_view(result.view)
             self._show_detail(result)
         self._show_state()

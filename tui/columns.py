@@ -14,6 +14,7 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 
+from bufmon.present import endpoint, flags_worst_first
 from collectors.model import SEVERITIES, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, SK_WQUEUED, Sock
 from collectors.untrusted import printable
 from tui.fmt import (
@@ -24,7 +25,6 @@ from tui.fmt import (
     flag_tag,
     human_bytes,
     human_usec,
-    worst_first,
 )
 from tui.view import GroupRow
 
@@ -61,12 +61,6 @@ def _tail(text: str, width: int) -> Cell:
     return [Segment(text)]
 
 
-def endpoint(addr: str, port: int) -> str:
-    if port == 0 and addr in ("*", "0.0.0.0", "::"):
-        return "*:*"
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 def gauge(fill: float | None, label: str, width: int) -> Cell:
     """Bar plus label, e.g. `█▌ 128K/128K`; no bar when fullness is unknown."""
     bar_width = max(width - 10, GAUGE_BAR)
@@ -99,7 +93,7 @@ def send_label(s: Sock) -> str:
 def _flag_tags(flags: list[Any], width: int) -> Cell:
     cell: Cell = []
     used = 0
-    ordered = worst_first(flags)
+    ordered = flags_worst_first(flags)
     for n, flag in enumerate(ordered):
         tag = flag_tag(flag)
         more = f"+{len(ordered) - n}"

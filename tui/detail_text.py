@@ -7,6 +7,7 @@ from collections.abc import Callable
 from rich.style import Style
 from rich.text import Text
 
+from bufmon.present import endpoint, flags_worst_first
 from collectors.model import (
     SK_BACKLOG,
     SK_DROPS,
@@ -21,7 +22,7 @@ from collectors.model import (
     TcpInfo,
 )
 from collectors.untrusted import printable
-from tui.columns import endpoint, recv_label, send_label
+from tui.columns import recv_label, send_label
 from tui.fmt import (
     DIM,
     SEVERITY_STYLES,
@@ -29,7 +30,6 @@ from tui.fmt import (
     human_bytes,
     human_duration,
     human_usec,
-    worst_first,
 )
 from tui.source import Series
 
@@ -266,7 +266,7 @@ def flags_text(s: Sock) -> Text:
     text.append("Flags", LABEL)
     if not s.flags:
         text.append("  none: nothing looks wrong with this socket", DIM)
-    for flag in worst_first(s.flags):
+    for flag in flags_worst_first(s.flags):
         text.append("\n● ", SEVERITY_STYLES[flag.severity])
         text.append(f"{flag.severity.upper()} {flag.kind}", SEVERITY_STYLES[flag.severity])
         text.append(f"  for {human_duration(flag.since)}", DIM)  # since = seconds held

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.style import Style
 
-from collectors.model import SEVERITY_RANK, Flag
+from collectors.model import Flag
 
 SEVERITY_STYLES = {
     "critical": Style(color="red", bold=True),
@@ -95,10 +95,6 @@ def bar(fill: float, width: int) -> list[Segment]:
 
 def flag_tag(flag: Flag) -> str:
     return FLAG_TAGS.get(flag.kind) or flag.kind.split("_")[0][:6].upper()
-
-
-def worst_first(flags: list[Flag]) -> list[Flag]:
-    return sorted(flags, key=lambda f: -SEVERITY_RANK.get(f.severity, 0))
 
 
 def one_line(error: BaseException) -> str:

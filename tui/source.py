@@ -17,7 +17,11 @@ HISTORY_FIELDS = ("recv_q", "send_q", "rtt")
 
 class Source(Protocol):
     def refresh(self) -> Snapshot:
-        """One blocking collection; called from a worker thread, never two at once."""
+        """One blocking collection; called from a worker thread, never two at once.
+
+        A source that builds new objects each time keeps collectors.gcpolicy, as
+        Monitor.refresh does: the app itself never freezes the GC.
+        """
         ...
 
     def series(self, key: Hashable, field: str) -> Series:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bufmon.filters import Predicate
+from bufmon.present import worst_key
 from collectors.model import SEVERITIES, SEVERITY_RANK, Snapshot, Sock
 
 PAGE_SIZE = resource.getpagesize()
@@ -25,23 +26,9 @@ RATE_COUNTERS = (
 )
 
 
-def _worst(flags: list[Any]) -> int:
-    return max(SEVERITY_RANK[f.severity] for f in flags) if flags else 0
-
-
-def _fill(s: Sock) -> float:
-    recv, send = s.recv_fill(), s.send_fill()
-    return max(recv or 0.0, send or 0.0)
-
-
 # Numeric sort keys are plain floats: C sorts them several times faster than tuples,
 # and a sort is one C call that holds the GIL (stalling the UI thread) while it runs.
 TIE = 1e-15  # weight of a secondary byte count: below any visible difference in fill
-MAX_FILL = 3.0  # fullness is capped here so that severity stays the first criterion
-
-
-def _worst_key(s: Sock) -> float:
-    return _worst(s.flags) * (MAX_FILL + 1) + min(_fill(s), MAX_FILL)
 
 
 def _queue_key(fill: float | None, queued: int) -> float:
@@ -133,7 +120,7 @@ SOCKET_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "recvq": (lambda s: _queue_key(s.recv_fill(), s.recv_q), True),
     "sendq": (lambda s: _queue_key(s.send_fill(), s.send_q), True),
     "rtt": (lambda s: -1 if s.info is None else s.info.get("rtt") or 0, True),
-    "flags": (_worst_key, True),
+    "flags": (worst_key, True),
 }
 GROUP_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "group": (lambda g: g.label, False),

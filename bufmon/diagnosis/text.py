@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bufmon.present import endpoint
 from collectors.model import Sock
 
 
@@ -22,13 +23,11 @@ def owner(sock: Sock) -> str:
 
 
 def peer(sock: Sock) -> str:
-    addr = f"[{sock.peer_addr}]" if ":" in sock.peer_addr else sock.peer_addr
-    return f"{addr}:{sock.peer_port}"
+    return endpoint(sock.peer_addr, sock.peer_port)
 
 
 def local(sock: Sock) -> str:
-    addr = f"[{sock.local_addr}]" if ":" in sock.local_addr else sock.local_addr
-    return f"{addr}:{sock.local_port}"
+    return endpoint(sock.local_addr, sock.local_port)
 
 
 def secs(t: float) -> str:

@@ -1,0 +1,47 @@
+"""How every front end writes and orders sockets: one endpoint text, one "worst first".
+
+The table, the watch log, the TUI and the flag sentences all call these, so the same
+socket never reads or ranks differently between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from collectors.model import SEVERITY_RANK, Flag, Sock
+
+WILDCARDS = ("*", "0.0.0.0", "::")
+MAX_FILL = 3.0  # fullness is capped here so that severity stays the first criterion
+
+
+def endpoint(addr: str, port: int) -> str:
+    """ "10.0.0.1:80", "[::1]:80"; port 0 is "*", and an unset address with it "*:*"."""
+    if port == 0:
+        return "*:*" if addr in WILDCARDS else f"{_host(addr)}:*"
+    return f"{_host(addr)}:{port}"
+
+
+def _host(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
+
+
+def fullness(s: Sock) -> float:
+    """The fuller of the two directions (0 when unknown)."""
+    return max(s.recv_fill() or 0.0, s.send_fill() or 0.0)
+
+
+def worst_key(s: Sock) -> float:
+    """Larger is worse: severity of the worst flag, then fullness.
+
+    A plain float: C sorts floats several times faster than tuples, and a sort holds
+    the GIL for its whole run.
+    """
+    return s.worst_severity() * (MAX_FILL + 1) + min(fullness(s), MAX_FILL)
+
+
+def worst_first(socks: Iterable[Sock]) -> list[Sock]:
+    return sorted(socks, key=worst_key, reverse=True)
+
+
+def flags_worst_first(flags: Iterable[Flag]) -> list[Flag]:
+    return sorted(flags, key=lambda f: -SEVERITY_RANK.get(f.severity, 0))
