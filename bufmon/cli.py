@@ -187,7 +187,7 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
 
 
 def cmd_tui(args: argparse.Namespace, expr: str) -> int:
-    from tui.app import run_app
+    from bufmon.frontend import run_app
 
     return run_app(netns=args.netns, config=args.cfg, filter_expr=expr, interval=args.interval)
 

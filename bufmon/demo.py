@@ -73,7 +73,7 @@ def run_demo(headless: bool, duration: float | None = None) -> int:
                 print(_describe(ns, cases), flush=True)
                 threading.Event().wait(duration)
             else:
-                from tui.app import run_app
+                from bufmon.frontend import run_app
 
                 run_app(netns=ns.name, title="bufmon demo")
     except KeyboardInterrupt:

@@ -83,9 +83,9 @@ _BYTE_UNITS: dict[str, float] = {"": 1, "b": 1} | {
     for power, letter in enumerate("kmg", start=1)
     for suffix in (letter, letter + "b", letter + "ib")
 }
-_RTT_UNITS = {"": 1000, "us": 1, "ms": 1000, "s": 1_000_000}  # to microseconds
+_RTT_UNITS: dict[str, float] = {"": 1000, "us": 1, "ms": 1000, "s": 1_000_000}  # to microseconds
 _PERCENT_UNITS = {"": 0.01, "%": 0.01}  # to a fraction, as recv_fill() returns
-_COUNT_UNITS = {"": 1}
+_COUNT_UNITS: dict[str, float] = {"": 1}
 
 _STATES = {
     spelling.lower(): name

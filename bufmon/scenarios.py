@@ -283,7 +283,7 @@ class Scenario:
         self._sockets.append(server)
         return lst, client, server
 
-    def every(self, period: float, step: Callable[[], None]) -> None:
+    def every(self, period: float, step: Callable[[], object]) -> None:
         """Run step() every `period` seconds in a daemon thread until close()."""
 
         def loop() -> None:

@@ -229,7 +229,9 @@ def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
         last = len(hold)
         order.sort(key=lambda i: hold.get(row_keys[i], last))
     rows = prepared.rows
-    index = dict(zip(map(row_keys.__getitem__, order), range(len(order)), strict=True))
+    index: dict[Hashable, int] = dict(
+        zip(map(row_keys.__getitem__, order), range(len(order)), strict=True)
+    )
     socks = sum(r.count for r in rows) if request.group_by else len(rows)
     return View(request, snapshot, [rows[i] for i in order], index, socks)
 
@@ -263,8 +265,8 @@ def summarize(snapshot: Snapshot) -> Summary:
     rates: list[tuple[str, float | None]] = []
     for label, counter in RATE_COUNTERS:
         delta = system.deltas.get(counter)
-        usable = delta is not None and system.interval > 0
-        rates.append((label, delta / system.interval if usable else None))
+        rate = None if delta is None or system.interval <= 0 else delta / system.interval
+        rates.append((label, rate))
     return Summary(
         total=len(snapshot.sockets),
         states=states,

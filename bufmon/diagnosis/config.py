@@ -230,7 +230,8 @@ def _apply_section(current: Any, section: str, table: dict[str, Any], source: st
         where = f"{source}: {section}.{key}"
         if spec is None:
             raise ConfigError(f"{where}: unknown key")
-        values[key] = _check_value(value, spec.type, spec.metadata.get("fraction", False), where)
+        kind = str(spec.type)  # "int" or "float": annotations are strings in this module
+        values[key] = _check_value(value, kind, spec.metadata.get("fraction", False), where)
     return replace(current, **values)
 
 

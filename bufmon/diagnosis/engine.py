@@ -93,7 +93,8 @@ class Diagnoser:
 
         State is kept per namespace by cookie: int keys are the cheapest dict lookups."""
         now, generation = ctx.now, self._generation
-        olds, news = self._sigs, {}
+        olds = self._sigs
+        news: dict[str, dict[int, int]] = {}
         all_tracks = self._tracks
         rules = self.rules
         append = self.history.append
