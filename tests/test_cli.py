@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import AS_NOBODY, Readable
 
 from collectors.sockdiag import NLMSG_ERROR, NLMSGHDR, DiagError, decode_messages
 
@@ -51,11 +51,8 @@ SKMEM_FIELDS = {
 }
 
 
-def bufmon(*args: str, user: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [BUFMON, *args]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def bufmon(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([BUFMON, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
@@ -181,15 +178,20 @@ def test_missing_namespace_is_runtime_error() -> None:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
-def test_without_root_one_notice_no_crash(pair: tuple) -> None:
-    proc = bufmon("snapshot", user="nobody")
+def test_without_root_one_notice_no_crash(pair: tuple, readable: Readable) -> None:
+    def as_nobody(*args: str) -> subprocess.CompletedProcess:
+        cmd = ["setpriv", *AS_NOBODY, *readable.bufmon(*args)]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=60, cwd="/", env=readable.env()
+        )
+
+    proc = as_nobody("snapshot")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "not running as root" in proc.stderr
     # Our own (root-owned) sockets are listed, but their process is not visible.
     port = pair[0].getsockname()[1]
-    proc = bufmon("snapshot", "--json", f"sport:{port}", user="nobody")
+    proc = as_nobody("snapshot", "--json", f"sport:{port}")
     sock = json.loads(proc.stdout)["sockets"][0]
     assert sock["process"] is None and sock["netns"] == "host"
 

@@ -7,7 +7,6 @@ adding unknown ones (what a newer kernel does) must not change what is decoded.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import struct
@@ -19,7 +18,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_vs_ss import Scene  # the same sockets in every state that test_vs_ss compares
+from scenes import Scene  # the same sockets in every state that test_vs_ss compares
 
 from bufmon.scenarios import Netns
 from collectors import tcpinfo
@@ -48,10 +47,7 @@ from collectors.sockdiag import (
     open_diag_socket,
 )
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 FUZZ = settings(
     max_examples=400,

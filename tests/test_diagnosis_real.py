@@ -36,10 +36,7 @@ from bufmon.scenarios import (
 )
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 REFRESH = 1.0  # the default refresh interval: budgets are hold + 2 of these
 POLL = 0.5  # we refresh faster than that, so a detection is never late by our polling

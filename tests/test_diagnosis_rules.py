@@ -7,14 +7,18 @@ clear times are exact. Each condition is also made for real in test_diagnosis_re
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from factories import make_sock
 
 from bufmon.diagnosis import Config, Diagnoser, load_config
 from bufmon.diagnosis.history import History
 from bufmon.diagnosis.latch import TEXT_REFRESH
 from collectors.model import Process, Snapshot, Sock, SystemFacts, TcpInfo
 from collectors.system import SystemReader
+
+PRESSURE = Path(__file__).resolve().parent / "data" / "proc_pressure"  # /proc-like files
 
 DEFAULT_INFO = {"rtt": 50, "min_rtt": 20, "snd_mss": 1448, "snd_wnd": 65536, "rcv_wnd": 65536}
 
@@ -40,53 +44,38 @@ def tcp(
     # Acks, data and window updates all arrive in segments: let any change of tcp_info
     # move segs_in, which the Diagnoser watches to tell a changed sample.
     values.setdefault("segs_in", hash(tuple(sorted(values.items()))) & 0xFFFFFFFF)
-    s = Sock(
-        "tcp",
-        "inet",
-        state,
-        "10.0.0.1",
-        local_port,
-        peer_addr,
-        peer_port,
-        recv_q,
-        send_q,
-        (r, rb, 0, tb, 0, w, 0, 0, d),
-        TcpInfo.from_fields(**values),
-        timer,
-        0,
-        0,
-        0,
-        1,
-        cookie,
+    return make_sock(
+        state=state,
+        local_port=local_port,
+        peer_addr=peer_addr,
+        peer_port=peer_port,
+        recv_q=recv_q,
+        send_q=send_q,
+        skmem=(r, rb, 0, tb, 0, w, 0, 0, d),
+        info=TcpInfo.from_fields(**values),
+        timer=timer,
+        cookie=cookie,
+        process=Process(4242, "app", "root"),
     )
-    s.process = Process(4242, "app", "root")
-    return s
 
 
 def udp(
     cookie: int, *, r: int = 0, rb: int = 16384, t: int = 0, tb: int = 212992, d: int = 0
 ) -> Sock:
-    s = Sock(
-        "udp",
-        "inet",
-        "UNCONN",
-        "0.0.0.0",
-        53,
-        "0.0.0.0",
-        0,
-        r,
-        t,
-        (r, rb, t, tb, 0, 0, 0, 0, d),
-        None,
-        "off",
-        0,
-        0,
-        0,
-        2,
-        cookie,
+    return make_sock(
+        proto="udp",
+        state="UNCONN",
+        local_addr="0.0.0.0",
+        local_port=53,
+        peer_addr="0.0.0.0",
+        peer_port=0,
+        recv_q=r,
+        send_q=t,
+        skmem=(r, rb, t, tb, 0, 0, 0, 0, d),
+        inode=2,
+        cookie=cookie,
+        process=Process(53, "dnsd", "root"),
     )
-    s.process = Process(53, "dnsd", "root")
-    return s
 
 
 def bare(
@@ -98,24 +87,14 @@ def bare(
     peer_addr: str = "10.0.0.2",
 ) -> Sock:
     """TIME-WAIT or SYN-RECV: no skmem, no tcp_info."""
-    return Sock(
-        "tcp",
-        "inet",
-        state,
-        local_addr,
-        local_port,
-        peer_addr,
-        peer_port,
-        0,
-        0,
-        None,
-        None,
-        "off",
-        0,
-        0,
-        0,
-        0,
-        cookie,
+    return make_sock(
+        state=state,
+        local_addr=local_addr,
+        local_port=local_port,
+        peer_addr=peer_addr,
+        peer_port=peer_port,
+        inode=0,
+        cookie=cookie,
     )
 
 
@@ -542,9 +521,7 @@ def test_memory_counters_alone_raise_the_flag() -> None:
 def test_memory_pressure_from_recorded_proc_files() -> None:
     """Memory pressure cannot be made on a shared machine: recorded /proc files
     (tests/data/proc_pressure: TCP mem 95000 pages, tcp_mem 50000 100000 150000)."""
-    reader = SystemReader(
-        proc_net="tests/data/proc_pressure/net", proc_sys="tests/data/proc_pressure/sys"
-    )
+    reader = SystemReader(proc_net=str(PRESSURE / "net"), proc_sys=str(PRESSURE / "sys"))
     s = Snapshot(time=0, host="test", sockets=[], system=reader.read(0))
     Diagnoser(Config()).evaluate(s)
     assert [(f.kind, f.severity) for f in s.system_flags] == [("memory_pressure", "warning")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import factories
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,30 +31,22 @@ def make_sock(
 ) -> Sock:
     """An established TCP socket 10.1.2.3:40000 -> 192.168.7.9:443 unless told otherwise."""
     values: dict[str, Any] = {
-        "proto": "tcp",
-        "family": "inet",
-        "state": "ESTAB",
+        "skmem": skmem,
+        "info": None if rtt_us is None else tcp_info(rto=204000, rtt=rtt_us),
         "local_addr": "10.1.2.3",
         "local_port": 40000,
         "peer_addr": "192.168.7.9",
         "peer_port": 443,
-        "recv_q": 0,
-        "send_q": 0,
-        "skmem": skmem,
-        "info": None if rtt_us is None else tcp_info(rto=204000, rtt=rtt_us),
-        "timer": "off",
-        "timer_expires_ms": 0,
-        "retrans": 0,
         "uid": 1000,
         "inode": 4242,
         "cookie": 7,
-        "netns": "host",
     }
     values.update(fields)
-    sock = Sock(**values)
-    sock.process = process
-    sock.flags = [Flag(kind, severity, 0.0, "why", "what to do") for kind, severity in flags]
-    return sock
+    return factories.make_sock(
+        process=process,
+        flags=[Flag(kind, severity, 0.0, "why", "what to do") for kind, severity in flags],
+        **values,
+    )
 
 
 NGINX = Process(pid=812, comm="nginx", user="www-data")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import AS_NOBODY, Readable
+from factories import make_sock
 
 from collectors.model import Sock
 from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex, unreadable_notice
@@ -35,10 +36,10 @@ for _ in sys.stdin:
 RESTRICTED_SCRIPT = """
 import ctypes, json, os, socket, sys
 from collectors.procs import ProcessIndex
-from tests.test_procs import make_sock
+from factories import make_sock
 ctypes.CDLL(None).prctl(15, b"bufmon-restrict", 0, 0, 0)  # PR_SET_NAME
 own = socket.create_server(("127.0.0.1", 0))
-socks = [make_sock(os.fstat(own.fileno()).st_ino), make_sock(int(sys.argv[1]))]
+socks = [make_sock(inode=os.fstat(own.fileno()).st_ino), make_sock(inode=int(sys.argv[1]))]
 index = ProcessIndex()
 index.attribute(socks)
 print(json.dumps({
@@ -50,9 +51,8 @@ print(json.dumps({
 """
 
 
-def make_sock(inode: int) -> Sock:
-    return Sock("tcp", "inet", "LISTEN", "127.0.0.1", 0, "0.0.0.0", 0, 0, 0, None, None,
-                "off", 0, 0, 0, inode, inode)  # fmt: skip
+def sock_of(inode: int) -> Sock:
+    return make_sock(inode=inode, cookie=inode)
 
 
 def inode_of(sock: socket.socket) -> int:
@@ -88,7 +88,7 @@ class Child:
         assert self.popen.stdin is not None and self.popen.stdout is not None
         self.popen.stdin.write("open\n")
         self.popen.stdin.flush()
-        return make_sock(listener_inode(int(self.popen.stdout.readline())))
+        return sock_of(listener_inode(int(self.popen.stdout.readline())))
 
     def stop(self) -> None:
         self.popen.kill()
@@ -105,7 +105,7 @@ def child() -> Iterator[Child]:
 def test_attributes_own_and_child_sockets(child: Child) -> None:
     child_sock = child.open_listener()
     with socket.socket() as own:
-        socks = [child_sock, make_sock(inode_of(own)), make_sock(0)]
+        socks = [child_sock, sock_of(inode_of(own)), sock_of(0)]
         index = ProcessIndex()
         index.attribute(socks)
     assert socks[0].process is not None
@@ -134,7 +134,7 @@ def test_cache_is_reused_and_owners_are_scanned_first(child: Child) -> None:
 
 
 def test_unresolved_inodes_are_retried_only_after_the_interval(child: Child) -> None:
-    socks = [make_sock(closed_socket_inode())]
+    socks = [sock_of(closed_socket_inode())]
     index = ProcessIndex(full_scan_interval=60.0)
     index.attribute(socks)
     full_pass = index.scans
@@ -192,7 +192,7 @@ def test_full_passes_while_processes_come_and_go() -> None:
     churn = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"])
     try:
         index = ProcessIndex(full_scan_interval=0)
-        socks = [make_sock(closed_socket_inode())]
+        socks = [sock_of(closed_socket_inode())]
         for _ in range(30):
             index.attribute(socks)
         assert index.scans >= 30 * 2
@@ -222,44 +222,40 @@ def assert_notice_counts_only_unreadable(index: ProcessIndex) -> None:
     assert index.notice in possible
 
 
-def run_restricted(setpriv_options: list[str], foreign_inode: int) -> dict[str, Any]:
+def run_restricted(
+    readable: Readable, setpriv_options: list[str], foreign_inode: int
+) -> dict[str, Any]:
     """Run RESTRICTED_SCRIPT under setpriv and return its report."""
+    cmd = ["setpriv", *setpriv_options, readable.python, "-c", RESTRICTED_SCRIPT]
     result = subprocess.run(
-        ["setpriv", *setpriv_options, sys.executable, "-c", RESTRICTED_SCRIPT,
-         str(foreign_inode)],
+        [*cmd, str(foreign_inode)],
         capture_output=True,
         text=True,
         cwd="/",
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        env=readable.env(),
         timeout=30,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return json.loads(result.stdout)
 
 
-needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv")
-AS_NOBODY = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-
-
-@needs_setpriv
-def test_not_root_sees_own_sockets_and_says_so() -> None:
+def test_not_root_sees_own_sockets_and_says_so(readable: Readable) -> None:
     with socket.create_server(("127.0.0.1", 0)) as root_owned:
-        report = run_restricted(AS_NOBODY, inode_of(root_owned))
+        report = run_restricted(readable, AS_NOBODY, inode_of(root_owned))
     assert report["notice"] == NOT_ROOT_NOTICE
     assert report["own"] == {"pid": report["pid"], "comm": "bufmon-restrict", "user": "nobody"}
     assert report["foreign"] is None
 
 
-@needs_setpriv
-def test_root_without_capabilities_reports_unreadable_processes() -> None:
+def test_root_without_capabilities_reports_unreadable_processes(readable: Readable) -> None:
     # uid 0 without CAP_SYS_PTRACE may not read the fds of another user's process.
     other_user = subprocess.Popen(["setpriv", *AS_NOBODY, "sleep", "60"])
     try:
         while os.stat(f"/proc/{other_user.pid}").st_uid != pwd.getpwnam("nobody").pw_uid:
             time.sleep(0.01)  # setpriv has not switched user yet
         no_caps = ["--bounding-set=-all", "--inh-caps=-all"]
-        report = run_restricted(no_caps, closed_socket_inode())
+        report = run_restricted(readable, no_caps, closed_socket_inode())
     finally:
         other_user.kill()
         other_user.wait()

@@ -6,6 +6,7 @@ import signal
 import socket
 
 import pytest
+from factories import make_sock
 
 from collectors.model import Sock
 from collectors.sockdiag import EXT_TCP, DiagError, SockDiag, _lacks_skmem
@@ -40,24 +41,11 @@ def test_meminfo_is_the_fallback_of_kernels_without_skmeminfo() -> None:
     # No kernel without SKMEMINFO (< 3.6) can be had here: a full socket that came
     # without it is what such a kernel sends, and makes the collector ask for MEMINFO.
     def sock(state: str, skmem: tuple[int, ...] | None) -> Sock:
-        return Sock(
-            "tcp",
-            "inet",
-            state,
-            "127.0.0.1",
-            1,
-            "127.0.0.1",
-            2,
-            0,
-            0,
-            skmem,
-            None,
-            "off",
-            0,
-            0,
-            0,
-            1,
-            1,
+        return make_sock(
+            state=state,
+            local_addr="127.0.0.1",
+            peer_addr="127.0.0.1",
+            skmem=skmem,
         )
 
     assert _lacks_skmem([sock("ESTAB", None)])

@@ -7,9 +7,9 @@ pure functions over the snapshot model, no kernel involved.
 from __future__ import annotations
 
 import pytest
+from factories import make_sock
 
 from bufmon.filters import compile_filter
-from collectors.model import Sock
 from tui.columns import SOCKET_COLUMNS, fit, recv_label, render_row, send_label
 from tui.fmt import human_bytes, human_usec
 from tui.synthetic import synthetic_snapshot
@@ -85,65 +85,33 @@ def test_group_by_process_adds_up_its_members() -> None:
 
 
 def test_gauge_labels_by_socket_kind() -> None:
-    listener = Sock(
-        "tcp",
-        "inet",
-        "LISTEN",
-        "0.0.0.0",
-        80,
-        "0.0.0.0",
-        0,
-        3,
-        2,
-        (0, 1, 0, 1, 0, 0, 0, 0, 0),
-        None,
-        "off",
-        0,
-        0,
-        0,
-        1,
-        1,
+    listener = make_sock(
+        state="LISTEN",
+        local_addr="0.0.0.0",
+        local_port=80,
+        peer_addr="0.0.0.0",
+        peer_port=0,
+        recv_q=3,
+        send_q=2,
+        skmem=(0, 1, 0, 1, 0, 0, 0, 0, 0),
     )
     assert recv_label(listener) == "3/2" and listener.recv_fill() == 1.5
     assert send_label(listener) == ""
-    udp = Sock(
-        "udp",
-        "inet",
-        "UNCONN",
-        "0.0.0.0",
-        53,
-        "0.0.0.0",
-        0,
-        2304,
-        0,
-        (2304, 16384, 768, 212992, 0, 0, 0, 0, 186),
-        None,
-        "off",
-        0,
-        0,
-        0,
-        2,
-        2,
+    udp = make_sock(
+        proto="udp",
+        state="UNCONN",
+        local_addr="0.0.0.0",
+        local_port=53,
+        peer_addr="0.0.0.0",
+        peer_port=0,
+        recv_q=2304,
+        skmem=(2304, 16384, 768, 212992, 0, 0, 0, 0, 186),
+        inode=2,
+        cookie=2,
     )
     assert recv_label(udp) == "2.2K/16K" and send_label(udp) == "768/208K"
-    timewait = Sock(
-        "tcp",
-        "inet",
-        "TIME-WAIT",
-        "10.0.0.1",
-        5,
-        "10.0.0.2",
-        6,
-        0,
-        0,
-        None,
-        None,
-        "timewait",
-        0,
-        0,
-        0,
-        0,
-        3,
+    timewait = make_sock(
+        state="TIME-WAIT", local_port=5, peer_port=6, timer="timewait", inode=0, cookie=3
     )
     assert recv_label(timewait) == "0"
 
