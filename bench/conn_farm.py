@@ -15,54 +15,42 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
+import re
 import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
-from collectors.netns import entered
+from bufmon.scenarios import NETNS_DIR, Netns
 
-PREFIX = "bufmon-farm-"
+PURPOSE = "farm"  # namespaces are bufmon-farm-<pid>-<n> (bufmon.scenarios.Netns)
+STALE = re.compile(rf"^bufmon-{PURPOSE}-(\d+)-\d+$")
 MAX_PAIRS_PER_CHILD = 9000  # 18,001 fds: under the 20,000 per-process limit
 PR_SET_PDEATHSIG = 1
-
-
-def run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+PORTS = ("net.ipv4.ip_local_port_range", "1024 65535")
 
 
 def remove_stale() -> None:
-    """Delete farm namespaces whose creating process is gone (a run killed with -9)."""
-    for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
-        pid = name.removeprefix(PREFIX).split("-", 1)[0]
-        if name.startswith(PREFIX) and pid.isdigit() and not _alive(int(pid)):
-            subprocess.run(["ip", "netns", "del", name], check=False)
+    """Delete farm namespaces whose run is gone (killed with -9): Netns cannot know them."""
+    for path in NETNS_DIR.iterdir() if NETNS_DIR.is_dir() else []:
+        match = STALE.match(path.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            subprocess.run(["ip", "netns", "del", path.name], check=False)
 
 
-def make_netns(name: str) -> None:
-    run("ip", "netns", "add", name)
-    run("ip", "-n", name, "link", "set", "lo", "up")
-    ports = "net.ipv4.ip_local_port_range=1024 65535"
-    run("ip", "netns", "exec", name, "sysctl", "-q", "-w", ports)
-
-
-def delete_netns(name: str) -> None:
-    subprocess.run(["ip", "netns", "del", name], check=False)
+def farm_netns() -> Netns:
+    ns = Netns(PURPOSE).open()
+    try:
+        ns.sysctl(*PORTS)
+    except BaseException:
+        ns.close()
+        raise
+    return ns
 
 
 def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -105,17 +93,19 @@ class Farm(_Owned):
         self.conns = conns
         self.pairs_per_child = pairs_per_child
         self.unread = unread
-        self.netns = f"{PREFIX}{os.getpid()}"
+        self.ns: Netns | None = None
+        self.netns = ""  # its name, once made
         self.children: list[subprocess.Popen[str]] = []
 
     def setup(self) -> None:
-        make_netns(self.netns)
+        ns = self.ns = farm_netns()
+        self.netns = ns.name
         left, index = self.conns, 0
         while left > 0:
             pairs = min(left, self.pairs_per_child)
             index += 1
-            cmd = ["ip", "netns", "exec", self.netns, sys.executable, __file__,
-                   "--child", str(pairs), f"127.0.0.{index + 1}", str(self.unread)]  # fmt: skip
+            cmd = ns.command(sys.executable, __file__, "--child", str(pairs),
+                                  f"127.0.0.{index + 1}", str(self.unread))  # fmt: skip
             self.children.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                                   stdout=subprocess.PIPE, text=True))  # fmt: skip
             left -= pairs
@@ -131,31 +121,31 @@ class Farm(_Owned):
         for child in self.children:
             child.wait()
         self.children.clear()
-        if os.path.exists(f"/run/netns/{self.netns}"):
-            delete_netns(self.netns)
+        if self.ns is not None:
+            self.ns.close()
 
 
 class NamespaceGroup(_Owned):
     """`count` namespaces, each holding `sockets` sockets (connected pairs) of this process."""
 
     def __init__(self, count: int, sockets: int) -> None:
-        self.names = [f"{PREFIX}{os.getpid()}-ns{i}" for i in range(count)]
+        self.count = count
         self.sockets = sockets
+        self.spaces: list[Netns] = []
         self.held: list[socket.socket] = []
 
     def setup(self) -> None:
-        for name in self.names:
-            make_netns(name)
-            with entered(f"/run/netns/{name}"):
-                self.held += _pairs(self.sockets // 2, "127.0.0.1", 0, keep_listener=False)
+        for _ in range(self.count):
+            self.spaces.append(ns := farm_netns())
+            self.held += ns.run(_pairs, self.sockets // 2, "127.0.0.1", 0, False)
 
     def close(self) -> None:
         for sock in self.held:
             sock.close()
         self.held.clear()
-        for name in self.names:
-            if os.path.exists(f"/run/netns/{name}"):
-                delete_netns(name)
+        for ns in self.spaces:
+            ns.close()
+        self.spaces.clear()
 
 
 def _pairs(count: int, addr: str, unread: int, keep_listener: bool) -> list[socket.socket]:

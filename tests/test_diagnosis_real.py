@@ -13,26 +13,28 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from makers import (
+    BulkOverTbf,
+    HealthyReader,
+    NagleDelayedAck,
+    PortExhaustion,
+    RcvbufPrune,
+    SynBacklog,
+    TbfLink,
+    ZeroWindowSender,
+)
 
 from bufmon.diagnosis import Config, load_config
 from bufmon.monitor import Monitor
 from bufmon.scenarios import (
     AcceptQueueFull,
-    BulkOverTbf,
     BulkTransfer,
-    HealthyReader,
     IdleKeepalive,
-    NagleDelayedAck,
     Netns,
-    PortExhaustion,
-    RcvbufPrune,
     Scenario,
     SlowReader,
     StalledReader,
-    SynBacklog,
-    TbfLink,
     UdpDrops,
-    ZeroWindowSender,
 )
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 

@@ -13,22 +13,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from makers import (
+    BulkOverTbf,
+    HealthyReader,
+    PortExhaustion,
+    RcvbufPrune,
+    TbfLink,
+    ZeroWindowSender,
+)
 
 from bufmon.diagnosis import Config
 from bufmon.scenarios import (
     AcceptQueueFull,
-    BulkOverTbf,
     BulkTransfer,
-    HealthyReader,
     IdleKeepalive,
     Netns,
-    PortExhaustion,
-    RcvbufPrune,
     SlowReader,
     StalledReader,
-    TbfLink,
     UdpDrops,
-    ZeroWindowSender,
     remove_stale_namespaces,
 )
 
