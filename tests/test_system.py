@@ -17,7 +17,7 @@ from collectors.system import SYSCTL_PATHS, SystemReader
 
 DATA = Path(__file__).parent / "data"
 
-# Listen with backlog 2, never accept, eight non-blocking connects (DOMAIN.md recipe).
+# Listen with backlog 2, never accept, eight non-blocking connects: LISTEN 3 2, overflows.
 OVERFLOW_SCRIPT = """
 import os, socket, sys
 server = socket.socket()
