@@ -54,3 +54,18 @@ def test_headless_packages_do_not_load_textual() -> None:
 def test_checker_is_clean(argv: tuple[str, ...]) -> None:
     proc = run_tool(*argv)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_nothing_points_outside_the_project() -> None:
+    """Readers are sent to docs/, never to files a clone does not have."""
+    outside = ("../" + "shared", "DOMAIN" + ".md")
+    found = []
+    for path in sorted(ROOT.rglob("*")):
+        parts = path.relative_to(ROOT).parts
+        if path.suffix not in (".py", ".md", ".toml", ".tcss") or any(
+            p.startswith(".") or p.endswith(".egg-info") or p == "build" for p in parts
+        ):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [f"{path.relative_to(ROOT)}: {o}" for o in outside if o in text]
+    assert not found, found
