@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from collectors.model import Flag, Process, Sock, TcpInfo
 
@@ -55,3 +56,17 @@ def make_sock(
     sock.process = process
     sock.flags = flags
     return sock
+
+
+def make_listener(port: int, **fields: Any) -> Sock:
+    """A TCP listener on 0.0.0.0:`port`."""
+    return make_sock(state="LISTEN", **_unbound(port), **fields)
+
+
+def make_udp(port: int, **fields: Any) -> Sock:
+    """An unconnected UDP socket on 0.0.0.0:`port`."""
+    return make_sock(proto="udp", state="UNCONN", **_unbound(port), **fields)
+
+
+def _unbound(port: int) -> dict[str, Any]:
+    return {"local_addr": "0.0.0.0", "local_port": port, "peer_addr": "0.0.0.0", "peer_port": 0}

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from factories import make_sock
+from factories import make_sock, make_udp
 
 from bufmon.diagnosis import Config, Diagnoser, load_config
 from bufmon.diagnosis.history import History
@@ -62,13 +62,8 @@ def tcp(
 def udp(
     cookie: int, *, r: int = 0, rb: int = 16384, t: int = 0, tb: int = 212992, d: int = 0
 ) -> Sock:
-    return make_sock(
-        proto="udp",
-        state="UNCONN",
-        local_addr="0.0.0.0",
-        local_port=53,
-        peer_addr="0.0.0.0",
-        peer_port=0,
+    return make_udp(
+        53,
         recv_q=r,
         send_q=t,
         skmem=(r, rb, t, tb, 0, 0, 0, 0, d),

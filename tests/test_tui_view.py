@@ -7,7 +7,7 @@ pure functions over the snapshot model, no kernel involved.
 from __future__ import annotations
 
 import pytest
-from factories import make_sock
+from factories import make_listener, make_sock, make_udp
 
 from bufmon.filters import compile_filter
 from tui.columns import SOCKET_COLUMNS, fit, recv_label, render_row, send_label
@@ -85,25 +85,11 @@ def test_group_by_process_adds_up_its_members() -> None:
 
 
 def test_gauge_labels_by_socket_kind() -> None:
-    listener = make_sock(
-        state="LISTEN",
-        local_addr="0.0.0.0",
-        local_port=80,
-        peer_addr="0.0.0.0",
-        peer_port=0,
-        recv_q=3,
-        send_q=2,
-        skmem=(0, 1, 0, 1, 0, 0, 0, 0, 0),
-    )
+    listener = make_listener(80, recv_q=3, send_q=2, skmem=(0, 1, 0, 1, 0, 0, 0, 0, 0))
     assert recv_label(listener) == "3/2" and listener.recv_fill() == 1.5
     assert send_label(listener) == ""
-    udp = make_sock(
-        proto="udp",
-        state="UNCONN",
-        local_addr="0.0.0.0",
-        local_port=53,
-        peer_addr="0.0.0.0",
-        peer_port=0,
+    udp = make_udp(
+        53,
         recv_q=2304,
         skmem=(2304, 16384, 768, 212992, 0, 0, 0, 0, 186),
         inode=2,
