@@ -337,7 +337,9 @@ def _error_text(proto: str, err: int) -> str:
         )
     if err == errno.EPERM or err == errno.EACCES:
         return f"not permitted to dump {proto} sockets ({os.strerror(err)})"
-    return f"{proto} dump failed: {os.strerror(err)}"
+    # -INT_MIN does not fit strerror's C int: a garbled reply must still read as one
+    reason = os.strerror(err) if err <= 0x7FFFFFFF else f"error {err}"
+    return f"{proto} dump failed: {reason}"
 
 
 def _lacks_skmem(socks: list[Sock]) -> bool:

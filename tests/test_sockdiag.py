@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 
 import pytest
 from factories import make_sock
 
 from collectors.model import Sock
-from collectors.sockdiag import EXT_TCP, DiagError, SockDiag, _lacks_skmem
+from collectors.sockdiag import (
+    EXT_TCP,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    DiagError,
+    SockDiag,
+    _lacks_skmem,
+    decode_messages,
+)
 
 
 def test_a_refused_dump_leaves_the_socket_usable() -> None:
@@ -57,3 +66,10 @@ def test_meminfo_is_the_fallback_of_kernels_without_skmeminfo() -> None:
         assert all(s.skmem is not None for s in socks if s.state not in ("TIME-WAIT", "SYN-RECV"))
     finally:
         diag.close()
+
+
+def test_an_error_code_beyond_any_errno_is_a_diag_error() -> None:
+    # Found by the decoder fuzz: NLMSG_ERROR carrying INT_MIN, whose negation no C int holds.
+    err = NLMSGHDR.pack(36, NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -(2**31)) + b"\0" * 16
+    with pytest.raises(DiagError, match=r"tcp dump failed: error 2147483648"):
+        decode_messages(err, "tcp", "host", [])
