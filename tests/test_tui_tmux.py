@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,13 +57,16 @@ class Terminal:
         ).stdout
 
     def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        return self.wait_until(lambda screen: text in screen, f"{text!r}", timeout)
+
+    def wait_until(self, ok: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if ok(screen):
                 return screen
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+        raise AssertionError(f"{what} never appeared; screen:\n{self.screen()}")
 
     def alive(self) -> bool:
         return (
@@ -115,8 +118,11 @@ def test_installed_bufmon_in_tmux(trouble: tuple[Netns, StalledReader], term: st
 
         tty.keys("/")
         tty.keys(*"state:listen", "Enter")
-        screen = tty.wait_for("ACCQ")
-        assert "ESTAB" not in screen.split("STATE", 1)[1]
+        # ACCQ is on screen before the filter applies too: wait for the filtered list
+        tty.wait_until(
+            lambda s: "ACCQ" in s and "ESTAB" not in s.split("STATE", 1)[-1],
+            "the listener alone (state:listen)",
+        )
         tty.keys("Escape")
         tty.wait_for("STALL")
 
