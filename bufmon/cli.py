@@ -14,6 +14,8 @@ from typing import NoReturn
 
 from bufmon import __version__
 from bufmon.diagnosis import ConfigError, load_config
+from bufmon.exporter.command import add_export_parser, cmd_export
+from bufmon.exporter.errors import ExportError, ExportUsageError
 from bufmon.filters import FilterError, compile_filter
 from bufmon.present import worst_first
 from bufmon.textout import flagged_lines, table
@@ -66,6 +68,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="FILTER",
         help="filter expression, e.g. 'proto:tcp recvq>64k' (see README)",
     )
+    _sources(p)
+
+
+def _sources(p: argparse.ArgumentParser) -> None:
+    """--netns, --config and --set: what to read and how to judge it."""
     p.add_argument(
         "--netns",
         default="auto",
@@ -124,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this long (default: until Ctrl-C)",
     )
+    _sources(add_export_parser(sub))
     return parser
 
 
@@ -202,10 +210,13 @@ def _sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = ("tui", "snapshot", "watch", "demo")
+COMMANDS = ("tui", "snapshot", "watch", "demo", "export")
 # Options that take the next word as their value (without `=`): skipped when looking for
 # the command, so `bufmon --netns current snapshot` means snapshot.
-VALUE_OPTIONS = ("--netns", "--config", "--set", "--interval", "--count", "--duration")
+VALUE_OPTIONS = (
+    "--netns", "--config", "--set", "--interval", "--count", "--duration",
+    "--listen", "--max-sockets", "--tls-cert", "--tls-key", "--basic-auth-file",
+)  # fmt: skip
 
 
 def with_command(argv: list[str]) -> list[str]:
@@ -238,6 +249,8 @@ def run(argv: list[str]) -> int:
         return cmd_watch(args, keep)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "export":
+        return cmd_export(args)
     return cmd_tui(args, expr)
 
 
@@ -248,10 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except (UsageError, FilterError, ConfigError) as exc:
+    except (UsageError, FilterError, ConfigError, ExportUsageError) as exc:
         _say(exc)
         return EXIT_USAGE
-    except (DiagError, NetnsError) as exc:
+    except (DiagError, NetnsError, ExportError) as exc:
         _say(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

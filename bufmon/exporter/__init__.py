@@ -1,0 +1,1 @@
+"""`bufmon export`: the Monitor's sockets and flags as Prometheus metrics."""
