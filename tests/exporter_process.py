@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,12 +42,7 @@ class Exporter:
         self.url = f"{scheme}://{host}:{port}"
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _drain(self) -> None:

@@ -321,28 +321,29 @@ def system_families(snap: Snapshot) -> Iterator[Metric]:
         yield fam
 
 
-def exporter_families(stats: ExporterStats) -> Iterator[Metric]:
-    yield GaugeMetricFamily(
+# ExporterStats field -> (family class, metric name, help)
+EXPORTER_METRICS = {
+    "last_duration": (
+        GaugeMetricFamily,
         "bufmon_exporter_refresh_duration_seconds",
         "Duration of the last refresh (sockets, processes, flags, metrics)",
-        value=stats.last_duration,
-    )
-    yield CounterMetricFamily(
-        "bufmon_exporter_refreshes", "Refreshes attempted", value=stats.refreshes
-    )
-    yield CounterMetricFamily(
-        "bufmon_exporter_refresh_errors", "Refreshes that failed", value=stats.errors
-    )
-    yield GaugeMetricFamily(
+    ),
+    "refreshes": (CounterMetricFamily, "bufmon_exporter_refreshes", "Refreshes attempted"),
+    "errors": (CounterMetricFamily, "bufmon_exporter_refresh_errors", "Refreshes that failed"),
+    "last_success": (
+        GaugeMetricFamily,
         "bufmon_exporter_last_refresh_timestamp_seconds",
         "Unix time of the last successful refresh",
-        value=stats.last_success,
-    )
-    yield GaugeMetricFamily(
-        "bufmon_exporter_sockets", "Sockets seen by the last refresh", value=stats.sockets
-    )
-    yield CounterMetricFamily(
+    ),
+    "sockets": (GaugeMetricFamily, "bufmon_exporter_sockets", "Sockets seen by the last refresh"),
+    "cut": (
+        CounterMetricFamily,
         "bufmon_exporter_flagged_sockets_cut",
         "Flagged sockets left out of per-connection series by --max-sockets, summed over refreshes",
-        value=stats.cut,
-    )
+    ),
+}
+
+
+def exporter_families(stats: ExporterStats) -> Iterator[Metric]:
+    for attr, (family, name, doc) in EXPORTER_METRICS.items():
+        yield family(name, doc, value=getattr(stats, attr))
