@@ -230,3 +230,9 @@ def test_command_lines_are_never_exported() -> None:
     listener = [line for line in text.splitlines() if line.startswith("bufmon_listener_backlog{")]
     assert len(listener) == 1 and 'process="python' in listener[0], listener
     assert marker not in text
+
+
+def test_ipv6_listener() -> None:
+    with Exporter("--netns", "current", listen="[::1]:0") as running:
+        assert running.url.startswith("http://[::1]:")
+        assert "bufmon_exporter_refreshes_total" in running.get()
