@@ -30,7 +30,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 def add_export_parser(sub: Any) -> argparse.ArgumentParser:
     """The `export` subcommand; bufmon.cli adds --netns, --config and --set to it."""
-    from bufmon.cli import _count, _interval
+    from bufmon.cli import _count, _seconds
 
     p: argparse.ArgumentParser = sub.add_parser(
         "export", help="serve Prometheus metrics of sockets and flags on /metrics"
@@ -44,7 +44,7 @@ def add_export_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--interval",
-        type=_interval,
+        type=_seconds,
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
         help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})",

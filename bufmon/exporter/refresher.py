@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from bufmon.exporter.metrics import ExporterStats, FlagOnsets, exporter_families, families
 from bufmon.monitor import Monitor
+from collectors.untrusted import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Refresher:
             self._latest.metrics = families(snap, self._onsets, self.max_sockets, stats)
         except Exception as exc:  # keep serving the last result; /healthz tells
             stats.errors += 1
-            message = f"refresh failed: {type(exc).__name__}: {exc}"
+            message = printable(f"refresh failed: {type(exc).__name__}: {exc}")
             if message != self._last_error:
                 print(f"bufmon: {message}", file=sys.stderr)
             self._last_error = message
