@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from bufmon.diagnosis.rules import OVERRUN_COUNTERS
 from bufmon.diagnosis.system_rules import COOKIE_COUNTERS, MEMORY_COUNTERS, UDP_COUNTERS
-from bufmon.textout import worst_first
+from bufmon.present import worst_first
 from collectors.model import FLAG_KINDS, SEVERITIES, SK_DROPS, Flag, Snapshot, Sock
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
