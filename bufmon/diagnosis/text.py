@@ -58,14 +58,19 @@ def slow_reader(sock: Sock, share: float, fill: float, window: float) -> tuple[s
 
 
 def peer_zero_window(
-    sock: Sock, held: float | None, stuck: float | None, why: str
+    sock: Sock, held: float | None, stuck: float, why: str, window: int = 0, mss: int = 0
 ) -> tuple[str, str]:
-    """held/stuck are None when one sample cannot tell how long."""
-    if held is None or stuck is None:
-        how = f"keeps its window shut ({why})"
+    """held is None when one sample cannot tell how long; `why` is "snd_wnd 0",
+    "persist timer" or "small window" (then `window` is below one `mss`)."""
+    if why == "small window":
+        shut = f"holds its window at {size(window)}, below one MSS ({size(mss)}),"
+    else:
+        shut = f"keeps its window shut ({why})"
+    if held is None:
+        how = shut
         acked = "for how long one sample cannot tell"
     else:
-        how = f"has kept its window shut ({why}) for {secs(held)}"
+        how = f"{shut} for {secs(held)}"
         acked = f"nothing acknowledged for {secs(stuck)}" if stuck >= 1 else "acks still trickle in"
     return (
         f"Peer {peer(sock)} {how}: {size(sock.send_q)} wait in Send-Q of {owner(sock)}, {acked}.",
@@ -116,6 +121,14 @@ def rcvbuf_overrun(sock: Sock | None, events: str, r: int = 0, rb: int = 0) -> t
         f"holds r {size(r)} against rb {size(rb)}.",
         f"Let {owner(sock)} read faster and give it a bigger receive buffer: drop the small "
         f"SO_RCVBUF (or raise it and rmem_max).",
+    )
+
+
+def rcvbuf_pruned(sock: Sock, events: str, r: int, rb: int) -> tuple[str, str]:
+    return (
+        f"The kernel had to collapse receive queues to make room ({events}); nothing was "
+        f"lost. This socket holds r {size(r)} against rb {size(rb)}.",
+        f"Costs CPU only: let {owner(sock)} read sooner, or send fewer, bigger messages to it.",
     )
 
 
