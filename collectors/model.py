@@ -166,6 +166,7 @@ class Sock:
         "flags",
         "closed",
         "segs_in",
+        "listener",
     )
 
     def __init__(
@@ -213,6 +214,8 @@ class Sock:
         self.process: Process | None = None
         self.flags: Sequence[Flag] = ()  # replaced, never appended to: no list per socket
         self.closed = False
+        # the listener whose accept queue holds this connection (not accepted yet)
+        self.listener: Sock | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -269,6 +272,16 @@ class Sock:
             "process": None if self.process is None else self.process.to_json(),
             "flags": [f.to_json() for f in self.flags],
             "closed": self.closed,
+            "accept_queue_of": None if self.listener is None else self.listener.listener_json(),
+        }
+
+    def listener_json(self) -> dict[str, Any]:
+        """This listener as named by the connections waiting in its accept queue."""
+        return {
+            "local_addr": self.local_addr,
+            "local_port": self.local_port,
+            "cookie": self.cookie,
+            "process": None if self.process is None else self.process.to_json(),
         }
 
 
