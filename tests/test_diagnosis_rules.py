@@ -351,6 +351,54 @@ def test_zero_window_stays_warning_while_acks_move() -> None:
     assert {kinds(s.sockets[0]).get("peer_zero_window") for s in snaps[3:]} == {"warning"}
 
 
+def small_window_sender(t: float, rwnd_share: float) -> list[Sock]:
+    """A sender whose peer holds its window at 1 KB (mss 1448), timer "on", Send-Q growing;
+    the chrono counters say the peer's window limited it `rwnd_share` of the busy time."""
+    busy = int((t + 1) * 1_000_000)  # busy from the start: the totals judge t=0
+    return [
+        tcp(
+            1,
+            send_q=2000 + int(t) * 13_000,
+            w=4000 + int(t) * 13_000,
+            timer="on",
+            snd_wnd=1024,
+            busy_time=busy,
+            rwnd_limited=int(busy * rwnd_share),
+            bytes_acked=1000 + int(t) * 1024,
+        )
+    ]
+
+
+def test_window_held_below_one_mss_is_a_peer_zero_window() -> None:
+    """Not 0, no persist timer: the window in the reason, raised after the usual hold."""
+    diag = Diagnoser(Config())
+    snaps = run(diag, range(8), lambda t: small_window_sender(t, 0.98))
+    assert first_flagged(snaps, "peer_zero_window") == Config().peer_zero_window.hold
+    flag = snaps[-1].sockets[0].flags[0]
+    assert flag.severity == "warning"  # acks still move
+    assert "holds its window at 1,024 bytes, below one MSS (1,448 bytes)" in flag.reason
+
+
+def test_small_window_that_does_not_limit_the_sender_is_no_flag() -> None:
+    diag = Diagnoser(Config())
+    snaps = run(diag, range(8), lambda t: small_window_sender(t, 0.1))
+    assert first_flagged(snaps, "peer_zero_window") is None
+
+
+def test_unaccepted_connection_is_no_stalled_reader() -> None:
+    """inode 0: still in a listener's accept queue; nobody can read it yet."""
+    diag = Diagnoser(Config())
+
+    def make(t: float) -> list[Sock]:
+        child = tcp(1, recv_q=5000, r=8000, bytes_received=5000)
+        child.inode, child.process = 0, None
+        return [child]
+
+    snaps = run(diag, range(12), make)
+    assert first_flagged(snaps, "stalled_reader") is None
+    assert first_flagged(snaps, "slow_reader") is None
+
+
 def test_handshake_send_q_is_not_a_zero_window() -> None:
     diag = Diagnoser(Config())
     snaps = run(diag, range(12), lambda t: [tcp(1, send_q=1, state="SYN-SENT", snd_wnd=0)])
@@ -599,6 +647,30 @@ def test_nagle_hint_is_info_and_says_nodelay_is_invisible() -> None:
     assert first_flagged(snaps, "nagle_hint") == 10
     flag = snaps[-1].sockets[0].flags[0]
     assert flag.severity == "info" and "cannot see TCP_NODELAY" in flag.reason
+
+
+NAGLE_INFO = {
+    "rtt": 40_000,
+    "min_rtt": 50,
+    "delivery_rate_app_limited": 1,
+    "data_segs_out": 100,
+    "bytes_acked": 10_000,
+}
+
+
+@pytest.mark.parametrize(
+    ("held", "fields"),
+    [
+        ("persist", {"timer": "persist", "send_q": 3000}),
+        ("zero window", {"snd_wnd": 0, "send_q": 3000}),
+        ("window below one MSS", {"snd_wnd": 1024}),
+        ("rwnd-limited", {"busy_time": 5_000_000, "rwnd_limited": 4_900_000}),
+    ],
+)
+def test_no_nagle_hint_on_a_sender_the_peer_window_holds(held: str, fields: dict) -> None:
+    diag = Diagnoser(Config())
+    snaps = run(diag, range(12), lambda t: [tcp(1, **{**NAGLE_INFO, **fields})])
+    assert first_flagged(snaps, "nagle_hint") is None, held
 
 
 def test_no_nagle_hint_for_bulk_with_big_segments() -> None:

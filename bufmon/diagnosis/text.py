@@ -63,7 +63,7 @@ def peer_zero_window(
     """held is None when one sample cannot tell how long; `why` is "snd_wnd 0",
     "persist timer" or "small window" (then `window` is below one `mss`)."""
     if why == "small window":
-        shut = f"holds its window at {size(window)}, below one MSS ({size(mss)}),"
+        shut = f"holds its window at {window:,} bytes, below one MSS ({mss:,} bytes),"
     else:
         shut = f"keeps its window shut ({why})"
     if held is None:
