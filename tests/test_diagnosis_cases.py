@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,6 +136,52 @@ def test_real_loss_still_claims_loss(ns: Netns, monitor: Monitor) -> None:
 
 REQUEST = b"GET / HTTP/1.0\r\nHost: test\r\n\r\n"
 HTTP_BACKLOG = 5  # http.server's request_queue_size: the queue holds 6 before it overflows
+
+
+def test_rate_limited_download_blames_the_client_not_nagle(ns: Netns, tmp_path: Path) -> None:
+    """A real download: http.server feeds `curl --limit-rate`, which reads a burst and
+    then waits. The server's socket sits in zero window with the persist timer, limited
+    by curl's window: peer_zero_window on it, no Nagle hint even with the hint's srtt
+    and segment tests switched off; curl's socket is a stalled reader while it waits."""
+    assert shutil.which("curl"), "curl is missing: scripts/setup test installs it"
+    (tmp_path / "big").write_bytes(os.urandom(1 << 20) * 32)
+    cfg = load_config(
+        None, ["nagle_hint.min_srtt_ms=0", "nagle_hint.rtt_ratio=0", "nagle_hint.hold=0"]
+    )
+    monitor = Monitor(netns=ns.name, config=cfg)
+    url = "http://127.0.0.1:8000/big"
+    argv = ns.command("curl", "-s", "--limit-rate", "100k", "-o", os.devnull, url)
+    try:
+        monitor.refresh()
+        with http_server(ns, tmp_path) as (server, port):
+            curl = subprocess.Popen(argv)
+            try:
+                kernel_held, zero, stalled = 0, None, None
+                deadline = time.monotonic() + CFG.peer_zero_window.hold + 8
+                while time.monotonic() < deadline and (zero is None or stalled is None):
+                    time.sleep(POLL)
+                    snap = monitor.refresh()
+                    conns = [s for s in snap.sockets if s.state == "ESTAB"]
+                    ours = next(s for s in conns if s.local_port == port)
+                    theirs = next(s for s in conns if s.peer_port == port)
+                    assert ours.info is not None
+                    if ours.info.get("snd_wnd") == 0 or ours.timer == "persist":
+                        kernel_held += 1
+                    assert "nagle_hint" not in [f.kind for f in ours.flags]
+                    zero = next((f for f in ours.flags if f.kind == "peer_zero_window"), zero)
+                    hit = [f for f in theirs.flags if f.kind == "stalled_reader"]
+                    stalled = hit[0] if hit else stalled
+            finally:
+                curl.kill()
+                curl.wait()
+    finally:
+        monitor.close()
+    assert kernel_held > 0 and ours.send_q > 0
+    busy, rwnd = ours.info.get("busy_time") or 0, ours.info.get("rwnd_limited") or 0
+    assert rwnd >= 0.8 * busy > 0  # the peer's window held the server back
+    assert zero is not None and ours.process is not None and ours.process.pid == server.pid
+    assert stalled is not None and theirs.process is not None
+    assert theirs.process.pid == curl.pid and f"(pid {curl.pid})" in stalled.reason
 
 
 @contextlib.contextmanager
