@@ -151,9 +151,10 @@ def owner_text(s: Sock, width: int) -> Text:
     block.row("Process")
     if s.process is None and s.listener is not None:
         lst = s.listener
-        block.add(f"none yet: waiting to be accepted by {endpoint(lst.local_addr, lst.local_port)}")
+        block.add(f"none yet: in the accept queue of {endpoint(lst.local_addr, lst.local_port)}  ")
         if lst.process is not None:
-            block.add(f" (accept queue of {lst.process.comm}, pid {lst.process.pid})")
+            block.pair("listener pid", str(lst.process.pid))
+            block.pair("command", lst.process.comm)
     elif s.process is None:
         block.add("unknown (exited, or owned by another namespace's process)", DIM)
     else:
