@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from collectors.model import Flag
+from collectors.model import Flag, Sock
 
 Text = Callable[..., tuple[str, str]]
 
@@ -110,8 +110,12 @@ def advance(
     return [latch.flag for latch in latches.values() if latch.flag is not None]
 
 
-def carry(latches: Latches, now: float) -> list[Flag]:
-    """Every latch raised and its condition unchanged: the same findings at `now`."""
+def carry(latches: Latches, now: float, sock: Sock) -> list[Flag]:
+    """Every latch raised and its socket's sample unchanged: the same findings at `now`.
+    They name `sock`, the new sample (the same numbers), so the old one can be freed."""
     for latch in latches.values():
         latch.true_at = now
+        finding = latch.finding
+        assert finding is not None
+        finding.args = (sock, *finding.args[1:])
     return [latch.aged(kind, now) for kind, latch in latches.items()]
