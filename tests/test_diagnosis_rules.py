@@ -6,6 +6,7 @@ clear times are exact. Each condition is also made for real in test_diagnosis_re
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 
@@ -260,6 +261,31 @@ def test_send_side_is_judged_on_every_sample() -> None:
     )
     assert "peer_zero_window" in kinds(snaps[7].sockets[0])  # held through `clear`
     assert kinds(snaps[-1].sockets[0]) == {}
+
+
+def test_flagged_snapshots_stay_acyclic() -> None:
+    """Flags build their texts late, yet point at no Sock: replaced snapshots are freed by
+    reference counting alone (the GC policy freezes what is live after each refresh)."""
+    diag = Diagnoser(Config())
+    gc.collect()
+    gc.disable()
+    try:
+        for t in range(12):
+            socks = [
+                tcp(1, recv_q=5000, r=8000, bytes_received=10_000),  # carried when unchanged
+                tcp(2, send_q=5000, snd_wnd=0, bytes_acked=t),  # evaluated every sample
+                udp(3, r=16000),
+            ]
+            s = snap(t, socks, deltas={"TcpExt.TCPRcvQDrop": 1})
+            diag.evaluate(s)
+            assert t < 5 or all(sock.flags for sock in socks)
+            if t % 2:
+                _ = [f.reason for sock in socks for f in sock.flags]
+            del s, socks
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert unreachable == 0
 
 
 # --- hysteresis ---

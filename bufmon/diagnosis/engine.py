@@ -153,7 +153,7 @@ class Diagnoser:
             elif s.proto == "udp":
                 flags = rules.udp(s, tr, ctx)
             elif not changed and now < tr.steady_until and not overrun:
-                flags = carry(tr.latches, now, s)  # same sample, same verdict: only `since` moves
+                flags = carry(tr.latches, now)  # same sample, same verdict: only `since` moves
             else:
                 flags = rules.tcp(s, tr, ctx, changed)
                 if not tr.latches and not s.recv_q and not sq:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from bufmon.diagnosis.text import Named
 from collectors.model import Flag, Sock
 
 Text = Callable[..., tuple[str, str]]
@@ -32,8 +33,11 @@ class Finding:
     severity: str
     hold: float
     text: Text  # a function of bufmon.diagnosis.text: text(*args) = (reason, advice)
-    args: tuple[Any, ...]
+    args: tuple[Any, ...]  # a Sock among them is kept as a text.Named
     started: float | None = None  # when the condition began, if before this sample
+
+    def __post_init__(self) -> None:
+        self.args = tuple(Named.of(a) if isinstance(a, Sock) else a for a in self.args)
 
     def words_at(self, now: float) -> tuple[str, str]:
         """The text with each Since argument turned into the seconds from it to `now`."""
@@ -110,12 +114,8 @@ def advance(
     return [latch.flag for latch in latches.values() if latch.flag is not None]
 
 
-def carry(latches: Latches, now: float, sock: Sock) -> list[Flag]:
-    """Every latch raised and its socket's sample unchanged: the same findings at `now`.
-    They name `sock`, the new sample (the same numbers), so the old one can be freed."""
+def carry(latches: Latches, now: float) -> list[Flag]:
+    """Every latch raised and its socket's sample unchanged: the same findings at `now`."""
     for latch in latches.values():
         latch.true_at = now
-        finding = latch.finding
-        assert finding is not None
-        finding.args = (sock, *finding.args[1:])
     return [latch.aged(kind, now) for kind, latch in latches.items()]
