@@ -18,25 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from makers import RcvbufPrune
 
 from bufmon.diagnosis import Config, load_config
 from bufmon.diagnosis.limits import CHRONO_FIELDS
 from bufmon.monitor import Monitor
-from bufmon.scenarios import (
-    Netns,
-    RcvbufPrune,
-    Scenario,
-    recv_available,
-    send_until_full,
-)
+from bufmon.scenarios import Netns, Scenario, recv_available, send_until_full
 from collectors.model import Flag, Snapshot, Sock
 from tui.detail_text import tcp_text
 from tui.view import GROUPINGS
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 CFG = Config()
 POLL = 0.5

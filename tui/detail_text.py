@@ -154,7 +154,7 @@ def owner_text(s: Sock, width: int) -> Text:
         block.add(f"none yet: in the accept queue of {endpoint(lst.local_addr, lst.local_port)}  ")
         if lst.process is not None:
             block.pair("listener pid", str(lst.process.pid))
-            block.pair("command", lst.process.comm)
+            block.pair("command", printable(lst.process.comm))
     elif s.process is None:
         block.add("unknown (exited, or owned by another namespace's process)", DIM)
     else:

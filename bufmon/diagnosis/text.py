@@ -12,7 +12,7 @@ from collectors.model import Process, Sock
 class Named:
     """What a flag's text says about its socket, detached from the Sock: a flag builds
     its text late, and a Sock whose flags pointed back at it would make snapshots
-    cyclic (bufmon.gcpolicy relies on them being freed by reference counting)."""
+    cyclic (collectors.gcpolicy relies on them being freed by reference counting)."""
 
     process: Process | None
     local_addr: str
