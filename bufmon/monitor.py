@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 
+from bufmon.acceptq import tie_to_listeners
 from bufmon.diagnosis import Config, Diagnoser
 from collectors.gcpolicy import FrozenGarbage, gc_paused
 from collectors.model import Snapshot, SystemFacts
@@ -34,6 +35,7 @@ class Monitor:
         now = time.time()
         socks = self.namespaces.dump()
         self.procs.attribute(socks)
+        tie_to_listeners(socks)
         notices = list(self.namespaces.notices)
         if self.procs.notice:
             notices.append(self.procs.notice)

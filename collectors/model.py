@@ -6,7 +6,7 @@ and becomes a dict only when a consumer asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,13 +78,57 @@ class Process:
         return {"pid": self.pid, "comm": self.comm, "user": self.user}
 
 
-@dataclass(slots=True)
 class Flag:
-    kind: str
-    severity: str
-    since: float
-    reason: str
-    advice: str
+    """One verdict of the diagnosis on a socket or the system.
+
+    `reason` and `advice` are either given, or built by `words()` the first time they
+    are read: a refresh that raises thousands of flags builds only the texts someone
+    shows, and each with the numbers of the sample the flag belongs to."""
+
+    __slots__ = ("_text", "_words", "kind", "severity", "since")
+
+    def __init__(
+        self,
+        kind: str,
+        severity: str,
+        since: float,
+        reason: str = "",
+        advice: str = "",
+        words: Callable[[], tuple[str, str]] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.severity = severity
+        self.since = since
+        self._text = (reason, advice)
+        self._words = words
+
+    def _built(self) -> tuple[str, str]:
+        words = self._words
+        if words is not None:
+            self._text = words()
+            self._words = None
+        return self._text
+
+    @property
+    def reason(self) -> str:
+        return self._built()[0]
+
+    @property
+    def advice(self) -> str:
+        return self._built()[1]
+
+    def _fields(self) -> tuple[str, str, float, str, str]:
+        return (self.kind, self.severity, self.since, *self._built())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Flag) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable text: not hashable, like before
+
+    def __repr__(self) -> str:
+        return "Flag(kind={!r}, severity={!r}, since={!r}, reason={!r}, advice={!r})".format(
+            *self._fields()
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +166,7 @@ class Sock:
         "flags",
         "closed",
         "segs_in",
+        "listener",
     )
 
     def __init__(
@@ -169,6 +214,8 @@ class Sock:
         self.process: Process | None = None
         self.flags: Sequence[Flag] = ()  # replaced, never appended to: no list per socket
         self.closed = False
+        # the listener whose accept queue holds this connection (not accepted yet)
+        self.listener: Sock | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -225,6 +272,16 @@ class Sock:
             "process": None if self.process is None else self.process.to_json(),
             "flags": [f.to_json() for f in self.flags],
             "closed": self.closed,
+            "accept_queue_of": None if self.listener is None else self.listener.listener_json(),
+        }
+
+    def listener_json(self) -> dict[str, Any]:
+        """This listener as named by the connections waiting in its accept queue."""
+        return {
+            "local_addr": self.local_addr,
+            "local_port": self.local_port,
+            "cookie": self.cookie,
+            "process": None if self.process is None else self.process.to_json(),
         }
 
 

@@ -74,7 +74,7 @@ class DetailScreen(Screen[None]):
             "flags": flags_text(s),
             "owner": owner_text(s, width),
             "memory": memory_text(s, width),
-            "tcp": tcp_text(s.info, width),
+            "tcp": tcp_text(s.info, width, self.series),
             "history": history_text(self.series, width),
         }
         for part, text in parts.items():

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from rich.style import Style
 from rich.text import Text
 
+from bufmon.diagnosis.limits import CHRONO_WINDOW, recent, send_limit
 from bufmon.present import endpoint, flags_worst_first
 from collectors.model import (
     SK_BACKLOG,
@@ -37,7 +38,11 @@ LABEL = Style(bold=True)
 LABEL_WIDTH = 12
 SPARKS = "▁▂▃▄▅▆▇█"
 INFINITE_SSTHRESH = 0x7FFFFFFF  # TCP_INFINITE_SSTHRESH: slow start has not ended
-LIMIT_SHARE = 0.5  # a chrono counter above this share of busy time names the limit
+LIMIT_VERDICTS = {
+    "peer": ("→ the peer's receive window (the peer reads too slowly)", "warning"),
+    "buffer": ("→ our send buffer (SO_SNDBUF / tcp_wmem)", "warning"),
+    "network": ("→ neither: the network (cwnd) or the application", "info"),
+}
 
 Formatter = Callable[[int], str]
 
@@ -144,7 +149,13 @@ def title_text(s: Sock, closed: bool) -> Text:
 def owner_text(s: Sock, width: int) -> Text:
     block = Block("Owner", width)
     block.row("Process")
-    if s.process is None:
+    if s.process is None and s.listener is not None:
+        lst = s.listener
+        block.add(f"none yet: in the accept queue of {endpoint(lst.local_addr, lst.local_port)}  ")
+        if lst.process is not None:
+            block.pair("listener pid", str(lst.process.pid))
+            block.pair("command", printable(lst.process.comm))
+    elif s.process is None:
         block.add("unknown (exited, or owned by another namespace's process)", DIM)
     else:
         block.pair("pid", str(s.process.pid))
@@ -194,30 +205,30 @@ def memory_text(s: Sock, width: int) -> Text:
     return block.text
 
 
-def _limits(block: Block, info: TcpInfo) -> None:
-    busy = info.get("busy_time")
-    rwnd, sndbuf = info.get("rwnd_limited"), info.get("sndbuf_limited")
+def _limits(block: Block, info: TcpInfo, series: dict[str, Series] | None) -> None:
+    """The sender's limit, judged as the send_queue_full rule judges it."""
     block.row("Limited by")
-    if busy is None or rwnd is None or sndbuf is None:
+    window = None
+    if series:
+        latest = max((t for values in series.values() for t, _ in values[-1:]), default=0.0)
+        window = recent(series, latest - CHRONO_WINDOW)
+    limit = send_limit(info, window)
+    if limit is None:
         block.add("not reported by this kernel", DIM)
         return
-    block.pair("busy", human_usec(busy))
-    if not busy:
+    block.pair("busy", human_usec(limit.busy))
+    span = f"last {CHRONO_WINDOW:.0f} s" if limit.recent else "lifetime (no recent history)"
+    block.pair("over", span)
+    if not limit.busy:
         block.add("the sender has not been busy", DIM)
         return
-    rwnd_share, sndbuf_share = rwnd / busy, sndbuf / busy
-    block.pair("rwnd_limited", f"{rwnd_share:.0%}")
-    block.pair("sndbuf_limited", f"{sndbuf_share:.0%}")
-    if rwnd_share >= LIMIT_SHARE and rwnd_share >= sndbuf_share:
-        verdict, style = "→ the peer's receive window (the peer reads too slowly)", "warning"
-    elif sndbuf_share >= LIMIT_SHARE:
-        verdict, style = "→ our send buffer (SO_SNDBUF / tcp_wmem)", "warning"
-    else:
-        verdict, style = "→ neither: the network (cwnd) or the application", "info"
+    block.pair("rwnd_limited", f"{limit.rwnd_share:.0%}")
+    block.pair("sndbuf_limited", f"{limit.sndbuf_share:.0%}")
+    verdict, style = LIMIT_VERDICTS[limit.cause]
     block.add(verdict, SEVERITY_STYLES[style])
 
 
-def tcp_text(info: TcpInfo | None, width: int) -> Text:
+def tcp_text(info: TcpInfo | None, width: int, series: dict[str, Series] | None = None) -> Text:
     block = Block("tcp_info", width)
     if info is None:
         block.add("  not reported for this socket", DIM)
@@ -227,7 +238,7 @@ def tcp_text(info: TcpInfo | None, width: int) -> Text:
         for name, label, formatter in fields:
             value = info.get(name)
             block.pair(label, "-" if value is None else formatter(value))
-    _limits(block, info)
+    _limits(block, info, series)
     return block.text
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol
 
+from bufmon.diagnosis.limits import CHRONO_FIELDS
 from collectors.model import Snapshot
 
 if TYPE_CHECKING:
@@ -12,7 +13,8 @@ if TYPE_CHECKING:
     from bufmon.monitor import Monitor
 
 Series = list[tuple[float, float]]
-HISTORY_FIELDS = ("recv_q", "send_q", "rtt")
+# charts, and the chrono counters behind the detail's "Limited by" (increments)
+HISTORY_FIELDS = ("recv_q", "send_q", "rtt", *CHRONO_FIELDS)
 
 
 class Source(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable
 
+from bufmon.diagnosis.limits import CHRONO_FIELDS
 from collectors.model import Flag, Process, Snapshot, Sock, SystemFacts, TcpInfo
 from tui.source import Series
 
@@ -220,7 +221,10 @@ class StaticSource:
         return snap
 
     def series(self, key: Hashable, field: str) -> Series:
-        """A made-up rising ramp, the same for every socket."""
+        """A made-up rising ramp, the same for every socket; no chrono counter history
+        (the detail screen then judges the sender by its lifetime totals)."""
+        if field in CHRONO_FIELDS:
+            return []
         return [(TIME - 30 + t, float(t * t * 100)) for t in range(30)]
 
     def close(self) -> None:

@@ -43,11 +43,20 @@ class Grouping:
 
 
 def _process_value(s: Sock) -> Hashable:
-    return None if s.process is None else (s.process.comm, s.process.pid)
+    """(comm, pid); a connection still in an accept queue groups under its listener's
+    process as (comm, pid, "accept queue")."""
+    if s.process is not None:
+        return (s.process.comm, s.process.pid)
+    owner = None if s.listener is None else s.listener.process
+    return None if owner is None else (owner.comm, owner.pid, "accept queue")
 
 
 def _process_label(value: Any) -> str:
-    return "(no process)" if value is None else f"{value[0]}/{value[1]}"
+    if value is None:
+        return "(no process)"
+    if len(value) == 3:
+        return f"(accept queue of {value[0]}/{value[1]})"
+    return f"{value[0]}/{value[1]}"
 
 
 GROUPINGS: dict[str, Grouping] = {

@@ -17,7 +17,14 @@ import copy
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import U32, History, clamp32, fill16
 from bufmon.diagnosis.latch import carry
-from bufmon.diagnosis.rules import OVERRUN_COUNTERS, Refresh, SocketRules, Track, counter_events
+from bufmon.diagnosis.rules import (
+    LOSS_COUNTERS,
+    PRUNE_COUNTERS,
+    Refresh,
+    SocketRules,
+    Track,
+    counter_events,
+)
 from bufmon.diagnosis.single import evaluate_single
 from bufmon.diagnosis.system_rules import SystemRules
 from collectors.model import SK_DROPS, Snapshot, Sock
@@ -72,7 +79,8 @@ class Diagnoser:
             snap.time,
             facts.deltas,
             rmem_default=tcp_rmem[1] if tcp_rmem and len(tcp_rmem) == 3 else 131072,
-            overrun_events=counter_events(facts.deltas, "TcpExt", OVERRUN_COUNTERS),
+            loss_events=counter_events(facts.deltas, "TcpExt", LOSS_COUNTERS),
+            prune_events=counter_events(facts.deltas, "TcpExt", PRUNE_COUNTERS),
         )
         listeners, others = self._sockets(snap.sockets, ctx)
         self._forget_closed(snap.time)
@@ -99,7 +107,7 @@ class Diagnoser:
         rules = self.rules
         append = self.history.append
         nagle_floor = self.config.nagle_hint.min_srtt_ms * 1000
-        overrun = bool(ctx.overrun_events)  # the overrun rule looks at every socket then
+        overrun = bool(ctx.loss_events or ctx.prune_events)  # the overrun rule looks at all
         listeners: list[tuple[Sock, Track]] = []
         others: list[Sock] = []
         netns: str | None = None

@@ -118,12 +118,15 @@ class History:
             out.append((t, record))
         return out
 
-    def series(self, key: tuple[str, int], field: str) -> list[tuple[float, float]]:
-        """(time, value) of one field over the window; rtt in microseconds, fills 0..1+."""
+    def series(
+        self, key: tuple[str, int], field: str, since: float = float("-inf")
+    ) -> list[tuple[float, float]]:
+        """(time, value) of one field over the window (or from `since` on, with the
+        record in force at `since`); rtt in microseconds, fills 0..1+."""
         i = _INDEX.get(field)
         if i is None or i == 0:
             raise KeyError(f"unknown history field {field!r}; known: {', '.join(FIELDS[1:])}")
-        records = self.records(key, float("-inf"))
+        records = self.records(key, since)
         if field in COUNTERS:  # stored modulo 2**32: the increment since the record before
             out, before = [], None
             for t, record in records:

@@ -1,26 +1,29 @@
 """Hysteresis: a flag rises after its condition held for `hold` and clears only after
 it was false for `clear` seconds, so a flickering condition does not flap.
 
-A flag's reason and advice are built when it rises, when its severity or variant
-changes, and every TEXT_REFRESH seconds after (for fresh numbers); `since` is current
-on every sample. Pending conditions build no text at all.
+A raised flag keeps the last finding of its rule; its reason and advice are built from
+that finding when someone reads them, with every duration in it (a `Since`) counted
+up to the flag's own sample. The numbers a user reads are those of the latest sample,
+and pending conditions or unread flags build no text at all.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from collectors.model import Flag
-
-TEXT_REFRESH = 5.0  # seconds between rebuilds of a raised flag's text
-# First rebuild after a rise or change, as a part of TEXT_REFRESH: flags raised together
-# (a process stalling 20,000 sockets) refresh their texts over several samples, not in one.
-_FIRST_REFRESH = itertools.cycle([i / 10 for i in range(1, 11)])
+from bufmon.diagnosis.text import Named
+from collectors.model import Flag, Sock
 
 Text = Callable[..., tuple[str, str]]
+
+
+class Since(float):
+    """A time in a finding's arguments that its text shows as a duration up to `now`."""
+
+    __slots__ = ()
 
 
 @dataclass(slots=True)
@@ -30,29 +33,37 @@ class Finding:
     severity: str
     hold: float
     text: Text  # a function of bufmon.diagnosis.text: text(*args) = (reason, advice)
-    args: tuple[Any, ...]
-    variant: str = ""  # a different kind of reason (cause, drop kind): rebuild at once
+    args: tuple[Any, ...]  # a Sock among them is kept as a text.Named
     started: float | None = None  # when the condition began, if before this sample
 
-    def words(self) -> tuple[str, str]:
-        return self.text(*self.args)
+    def __post_init__(self) -> None:
+        self.args = tuple(Named.of(a) if isinstance(a, Sock) else a for a in self.args)
+
+    def words_at(self, now: float) -> tuple[str, str]:
+        """The text with each Since argument turned into the seconds from it to `now`."""
+        args = tuple(now - a if isinstance(a, Since) else a for a in self.args)
+        return self.text(*args)
+
+    def flag(self, kind: str, since: float, now: float) -> Flag:
+        return Flag(kind, self.severity, since, words=partial(self.words_at, now))
 
 
 class Latch:
-    __slots__ = ("false_since", "first", "flag", "text_due", "variant")
+    __slots__ = ("false_since", "finding", "first", "flag", "true_at")
 
     def __init__(self, first: float) -> None:
         self.first = first  # when the condition became true
         self.false_since: float | None = None  # first false sample while raised
         self.flag: Flag | None = None  # set once raised
-        self.text_due = 0.0  # when the raised flag's text is rebuilt next
-        self.variant = ""  # the variant its text was built for
+        self.finding: Finding | None = None  # the finding of the last true sample
+        self.true_at = first  # time of the last true sample
 
     def aged(self, kind: str, now: float) -> Flag:
-        """The raised flag again, with the current `since`."""
-        old = self.flag
-        assert old is not None
-        self.flag = Flag(kind, old.severity, now - self.first, old.reason, old.advice)
+        """The raised flag again at `now`: `since` is current; the text's durations run
+        on while the condition holds and stop at its last true sample while clearing."""
+        finding = self.finding
+        assert finding is not None
+        self.flag = finding.flag(kind, now - self.first, self.true_at)
         return self.flag
 
 
@@ -73,20 +84,11 @@ def step(
             started = finding.started
             latch = latches[kind] = Latch(now if started is None else started)
         latch.false_since = None
-        old = latch.flag
-        if old is None and now - latch.first < finding.hold:
+        if latch.flag is None and now - latch.first < finding.hold:
             return None
-        severity, held = finding.severity, now - latch.first
-        if old is not None and old.severity == severity and latch.variant == finding.variant:
-            if now < latch.text_due:
-                return latch.aged(kind, now)
-            spread = 1.0
-        else:
-            spread = next(_FIRST_REFRESH)
-        reason, advice = finding.words()
-        latch.variant = finding.variant
-        latch.text_due = now + TEXT_REFRESH * spread
-        latch.flag = Flag(kind, severity, held, reason, advice)
+        latch.finding = finding
+        latch.true_at = now
+        latch.flag = finding.flag(kind, now - latch.first, now)
         return latch.flag
     if latch is None:
         return None
@@ -113,5 +115,7 @@ def advance(
 
 
 def carry(latches: Latches, now: float) -> list[Flag]:
-    """Every latch raised and unchanged: the same flags with the current `since`."""
+    """Every latch raised and its socket's sample unchanged: the same findings at `now`."""
+    for latch in latches.values():
+        latch.true_at = now
     return [latch.aged(kind, now) for kind, latch in latches.items()]

@@ -1,5 +1,6 @@
 """Per-socket rules. Each keeps a little streaming state in a Track (progress marks,
-latches) instead of reading history, except the slow-reader window."""
+latches) instead of reading history, except the slow-reader window and the chrono
+counters behind a sender's limit (bufmon.diagnosis.limits)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from dataclasses import dataclass, field
 from bufmon.diagnosis import text
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import FILL_SCALE, History
-from bufmon.diagnosis.latch import Finding, Latches, advance, step
+from bufmon.diagnosis.latch import Finding, Latches, Since, advance, step
+from bufmon.diagnosis.limits import CHRONO_FIELDS, CHRONO_WINDOW, Limit, recent, send_limit
 from collectors.model import SK_DROPS, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, Flag, Sock
 
 WARNING, CRITICAL, INFO = "warning", "critical", "info"
-CHRONO_WINDOW = 10.0  # seconds of chrono counters behind a send-queue cause
 HANDSHAKE = frozenset({"SYN-SENT", "SYN-RECV"})  # Send-Q holds the SYN, windows unknown
 
 
@@ -23,9 +24,6 @@ class Track:
     __slots__ = (
         "acked_mark",
         "acked_t",
-        "chrono_new",
-        "chrono_old",
-        "chrono_t",
         "drops",
         "latches",
         "read_mark",
@@ -44,9 +42,6 @@ class Track:
         self.acked_mark = -1
         self.acked_t = now
         self.drops: int | None = None
-        self.chrono_old: tuple[int, int, int] | None = None
-        self.chrono_new: tuple[int, int, int] | None = None
-        self.chrono_t = now
         self.steady_until = now  # see SocketRules.tcp
 
     def progress(self, now: float, read: int, acked: int) -> None:
@@ -66,11 +61,18 @@ class Refresh:
     now: float
     deltas: dict[str, int]
     rmem_default: int = 131072
-    overrun_events: str = ""  # non-empty when TcpExt says received data was pruned
+    loss_events: str = ""  # non-empty when TcpExt says received data was thrown away
+    prune_events: str = ""  # the kernel collapsed/pruned receive queues (no loss by itself)
     blamed: set[str] = field(default_factory=set)  # kinds pinned on some socket
 
 
-OVERRUN_COUNTERS = ("PruneCalled", "RcvPruned", "TCPRcvQDrop", "TCPZeroWindowDrop")
+# Received data thrown away for want of receive memory: the sender must retransmit it.
+# TCPOFODrop counts out-of-order segments dropped because the socket could not charge
+# them to its receive buffer: data lost the same way.
+LOSS_COUNTERS = ("RcvPruned", "OfoPruned", "TCPRcvQDrop", "TCPZeroWindowDrop", "TCPOFODrop")
+# Work to make room without loss: tcp_prune_queue() collapses the queue and clamps the
+# window first, and drops (counted above) only if that was not enough.
+PRUNE_COUNTERS = ("PruneCalled", "TCPRcvCollapsed")
 
 
 def counter_events(deltas: dict[str, int], group: str, names: tuple[str, ...]) -> str:
@@ -82,9 +84,25 @@ def counter_events(deltas: dict[str, int], group: str, names: tuple[str, ...]) -
     )
 
 
-def drops_finding(s: Sock, severity: str, hold: float, kind: str, n: int, fill: float) -> Finding:
-    """A udp_drops finding; `kind` is one of text.udp_drops's reasons."""
-    return Finding(severity, hold, text.udp_drops, (s, kind, n, fill), variant=kind)
+def udp_finding(s: Sock, rise: int | None, fill_limit: float, hold: float) -> Finding | None:
+    """The udp_drops verdict of one UDP socket. `rise`: datagrams dropped since the last
+    sample, None when one sample cannot tell (then old drops are a warning, not info)."""
+    sk = s.skmem
+    if sk is None:
+        return None
+    rb, tb = sk[SK_RCVBUF], sk[SK_SNDBUF]
+    fill = sk[SK_RMEM] / rb if rb else 0.0
+    if rise:
+        return Finding(CRITICAL, 0.0, text.udp_drops, (s, "dropped", rise, fill))
+    if rise is None and sk[SK_DROPS] > 0:
+        return Finding(WARNING, 0.0, text.udp_drops, (s, "total", sk[SK_DROPS], fill))
+    if fill >= fill_limit:
+        return Finding(WARNING, hold, text.udp_drops, (s, "full", 0, fill))
+    if tb and sk[SK_WMEM] >= tb:
+        return Finding(WARNING, hold, text.udp_drops, (s, "send", 0, sk[SK_WMEM] / tb))
+    if sk[SK_DROPS] > 0:  # dropped before we watched, or long ago
+        return Finding(INFO, 0.0, text.udp_drops, (s, "total", sk[SK_DROPS], fill))
+    return None
 
 
 class SocketRules:
@@ -112,13 +130,14 @@ class SocketRules:
             read = (info.get("bytes_received") or 0) - s.recv_q
             tr.progress(now, read, info.get("bytes_acked") or 0)
         zero = self.zero_window(s, tr, now)
+        reader = s.inode != 0  # inode 0: not accepted yet, no process can read it
         findings = (
-            self._stalled(s, tr, now),
-            self._slow(s, tr, now),
+            self._stalled(s, tr, now) if reader else None,
+            self._slow(s, tr, now) if reader else None,
             zero,
             None if zero is not None else self.send_full(s, tr, now),
             self._overrun(s, ctx),
-            self._nagle(s, ctx),
+            self._nagle(s, ctx, zero is not None),
         )
         flags = advance(tr.latches, now, self._tcp_kinds, findings)
         tr.steady_until = self._steady_until(s, tr, now)
@@ -132,17 +151,15 @@ class SocketRules:
         Any incoming segment changes segs_in, so an unchanged sample also means unchanged
         windows, rtt and read/ack progress; what still moves is time: pending and
         clearing latches, the slow-reader window, the chrono counters and zero-window
-        age of a non-empty Send-Q, and text refreshes."""
+        age of a non-empty Send-Q. Durations in flag texts count on by themselves."""
         if s.send_q > 0 or (s.recv_q > 0 and tr.read_t >= now):
             return now
         if s.recv_q >= self.config.slow_reader.min_queue and not self._stalled_long(tr, now):
             return now
-        until = math.inf
         for latch in tr.latches.values():
             if latch.flag is None or latch.false_since is not None:
                 return now
-            until = min(until, latch.text_due)
-        return until
+        return math.inf
 
     def _stalled(self, s: Sock, tr: Track, now: float) -> Finding | None:
         """Recv-Q waits and the app has not read since tr.read_t."""
@@ -154,7 +171,7 @@ class SocketRules:
         r, rb = (sk[SK_RMEM], sk[SK_RCVBUF]) if sk else (0, 0)
         rcv_wnd = info.get("rcv_wnd")
         severity = CRITICAL if (rb and r >= rb) or rcv_wnd == 0 else WARNING
-        args = (s, now - tr.read_t, r, rb, rcv_wnd)
+        args = (s, Since(tr.read_t), r, rb, rcv_wnd)
         hold = self.config.stalled_reader.hold
         return Finding(severity, hold, text.stalled_reader, args, started=tr.read_t)
 
@@ -184,22 +201,40 @@ class SocketRules:
         return high / window if window > 0 else 1.0
 
     def zero_window(self, s: Sock, tr: Track, now: float) -> Finding | None:
-        """Send-Q waits on a shut window; tr.acked_t is the last ack progress."""
+        """Send-Q waits on a shut window, or on one held below one MSS while the peer's
+        window limits the sender; tr.acked_t is the last ack progress."""
         info = s.info
         assert info is not None
         if s.send_q <= 0:
             return None
         snd_wnd = info.get("snd_wnd")
-        if not (snd_wnd == 0 or s.timer == "persist"):
+        mss = info.get("snd_mss") or 0
+        if snd_wnd == 0:
+            why = "snd_wnd 0"
+        elif snd_wnd is not None and snd_wnd < mss and self._peer_limited(s, now):
+            why = "small window"
+        elif s.timer == "persist":
+            why = "persist timer"
+        else:
             return None
         cfg = self.config.peer_zero_window
-        why = "snd_wnd 0" if snd_wnd == 0 else "persist timer"
-        stuck = now - tr.acked_t
         latch = tr.latches.get("peer_zero_window")
-        held = None if latch is None else now - latch.first
-        severity = CRITICAL if stuck >= cfg.critical else WARNING
-        args = (s, held, stuck, why)
-        return Finding(severity, cfg.hold, text.peer_zero_window, args, variant=why)
+        held = None if latch is None else Since(latch.first)
+        severity = CRITICAL if now - tr.acked_t >= cfg.critical else WARNING
+        args = (s, held, Since(tr.acked_t), why, snd_wnd or 0, mss)
+        return Finding(severity, cfg.hold, text.peer_zero_window, args)
+
+    def send_limit(self, s: Sock, now: float) -> Limit | None:
+        """What held this sender back over the last CHRONO_WINDOW seconds."""
+        info = s.info
+        assert info is not None
+        since = now - CHRONO_WINDOW
+        series = {name: self.history.series(s.key, name, since) for name in CHRONO_FIELDS}
+        return send_limit(info, recent(series, since), self.config.send_queue_full)
+
+    def _peer_limited(self, s: Sock, now: float) -> bool:
+        limit = self.send_limit(s, now)
+        return limit is not None and limit.cause == "peer"
 
     def send_full(self, s: Sock, tr: Track, now: float) -> Finding | None:
         cfg = self.config.send_queue_full
@@ -208,53 +243,34 @@ class SocketRules:
         fill = s.send_fill()
         if fill is None or fill < cfg.fill:
             return None
-        cause, share = self._send_cause(s, tr, now)
+        limit = self.send_limit(s, now)
+        cause, share = ("network", 0.0) if limit is None else (limit.cause, limit.share)
         severity = INFO if cause == "network" else WARNING
         args = (s, fill, cause, share)
-        return Finding(severity, cfg.hold, text.send_queue_full, args, variant=cause)
-
-    def _send_cause(self, s: Sock, tr: Track, now: float) -> tuple[str, float]:
-        """Which resource held the sender back, from chrono counters of the last 10-20 s."""
-        info = s.info
-        assert info is not None
-        busy = info.get("busy_time")
-        if busy is None:
-            return "network", 0.0
-        current = (busy, info.get("rwnd_limited") or 0, info.get("sndbuf_limited") or 0)
-        if tr.chrono_old is None or tr.chrono_new is None:
-            tr.chrono_old = tr.chrono_new = current
-            tr.chrono_t = now
-        elif now - tr.chrono_t >= CHRONO_WINDOW:
-            tr.chrono_old, tr.chrono_new, tr.chrono_t = tr.chrono_new, current, now
-        base = tr.chrono_old
-        d_busy = current[0] - base[0]
-        if d_busy <= 0:  # nothing new yet: judge by the totals
-            base, d_busy = (0, 0, 0), current[0]
-        if d_busy <= 0:
-            return "network", 0.0
-        rwnd = (current[1] - base[1]) / d_busy
-        sndbuf = (current[2] - base[2]) / d_busy
-        cfg = self.config.send_queue_full
-        if rwnd >= cfg.peer_share:
-            return "peer", rwnd
-        if sndbuf >= cfg.buffer_share:
-            return "buffer", sndbuf
-        return "network", 0.0
+        return Finding(severity, cfg.hold, text.send_queue_full, args)
 
     def _overrun(self, s: Sock, ctx: Refresh) -> Finding | None:
+        """Loss counters rose: a warning on each socket over (or, small, near) its
+        receive buffer. Pruning alone lost nothing: at most an info on such a socket."""
         sk = s.skmem
-        if not ctx.overrun_events or sk is None:
+        if not (ctx.loss_events or ctx.prune_events) or sk is None:
             return None
         r, rb = sk[SK_RMEM], sk[SK_RCVBUF]
         small = rb < ctx.rmem_default and r >= self.config.rcvbuf_overrun.near * rb
         if not (r > rb or small):
             return None
+        if not ctx.loss_events:
+            return Finding(INFO, 0.0, text.rcvbuf_pruned, (s, ctx.prune_events, r, rb))
         ctx.blamed.add("rcvbuf_overrun")
-        return Finding(WARNING, 0.0, text.rcvbuf_overrun, (s, ctx.overrun_events, r, rb))
+        return Finding(WARNING, 0.0, text.rcvbuf_overrun, (s, ctx.loss_events, r, rb))
 
-    def _nagle(self, s: Sock, ctx: Refresh) -> Finding | None:
+    def _nagle(self, s: Sock, ctx: Refresh, window_shut: bool) -> Finding | None:
+        """A hint, never on a sender the peer's window holds back (zero, small or
+        persist window, or rwnd-limited): that delay is the peer's, not Nagle's."""
         info = s.info
         assert info is not None
+        if window_shut or s.timer == "persist":
+            return None
         cfg = self.config.nagle_hint
         rtt = info.get("rtt") or 0
         if rtt < cfg.min_srtt_ms * 1000:
@@ -267,6 +283,11 @@ class SocketRules:
         segs = info.get("data_segs_out") or 0
         if segs == 0 or (info.get("bytes_acked") or 0) / segs >= (info.get("snd_mss") or 0) / 2:
             return None
+        snd_wnd = info.get("snd_wnd")
+        if snd_wnd is not None and snd_wnd < (info.get("snd_mss") or 0):
+            return None
+        if self._peer_limited(s, ctx.now):
+            return None
         delayed = ctx.deltas.get("TcpExt.DelayedACKs", 0)
         args = (s, rtt / 1000, min_rtt / 1000, delayed)
         return Finding(INFO, cfg.hold, text.nagle_hint, args)
@@ -277,20 +298,10 @@ class SocketRules:
             return []
         cfg = self.config.udp_drops
         drops = sk[SK_DROPS]
-        rise = 0 if tr.drops is None else drops - tr.drops
+        rise = 0 if tr.drops is None else max(drops - tr.drops, 0)
         tr.drops = drops
-        rb, tb = sk[SK_RCVBUF], sk[SK_SNDBUF]
-        fill = sk[SK_RMEM] / rb if rb else 0.0
-        finding = None
-        if rise > 0:
-            finding = drops_finding(s, CRITICAL, 0.0, "dropped", rise, fill)
-        elif fill >= cfg.fill:
-            finding = drops_finding(s, WARNING, cfg.hold, "full", 0, fill)
-        elif tb and sk[SK_WMEM] >= tb:
-            finding = drops_finding(s, WARNING, cfg.hold, "send", 0, sk[SK_WMEM] / tb)
-        elif drops > 0:  # dropped before we watched, or long ago
-            finding = drops_finding(s, INFO, 0.0, "total", drops, fill)
-        if rise > 0 or (tb and sk[SK_WMEM] >= tb):
+        finding = udp_finding(s, rise, cfg.fill, cfg.hold)
+        if rise > 0 or (sk[SK_SNDBUF] and sk[SK_WMEM] >= sk[SK_SNDBUF]):
             ctx.blamed.add("udp_drops")
         flag = step(tr.latches, "udp_drops", ctx.now, finding, cfg.clear)
         return [] if flag is None else [flag]

@@ -49,10 +49,10 @@ def memory_finding(
         return None, False
     severity = CRITICAL if level == "high" or deltas.get("TcpExt.TCPAbortOnMemory", 0) else WARNING
     if level is None:
-        finding = Finding(severity, 0.0, text.memory_events, (events,), variant="events")
+        finding = Finding(severity, 0.0, text.memory_events, (events,))
     else:
         args = (level, pages, limits, events)
-        finding = Finding(severity, 0.0, text.memory_pressure, args, variant=level)
+        finding = Finding(severity, 0.0, text.memory_pressure, args)
     return finding, level in ("pressure", "high")
 
 
@@ -91,6 +91,21 @@ def main_owner(socks: list[Sock]) -> Sock | None:
     return next(s for s in socks if s.process is not None and s.process.pid == pid)
 
 
+def port_finding(
+    socks: list[Sock], port_range: list[int] | None, config: Config
+) -> tuple[Finding | None, list[Sock]]:
+    """The port_exhaustion verdict and the sockets of the group it names."""
+    cfg = config.port_exhaustion
+    busiest = busiest_port_group(socks, port_range, cfg.warn)
+    if busiest is None or busiest[1] < cfg.warn * busiest[2]:
+        return None, []
+    group, used, size = busiest
+    members = [s for s in socks if group_of(s) == group]
+    severity = CRITICAL if used >= cfg.critical * size else WARNING
+    args = (group[1:], used, size, main_owner(members))
+    return Finding(severity, cfg.hold, text.port_exhaustion, args), members
+
+
 class SystemRules:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -112,8 +127,8 @@ class SystemRules:
         flags = [step(self.latches, "memory_pressure", now, finding, cfg.memory_pressure.clear)]
         flags.append(self._ports(socks, now, sysctls.get("ip_local_port_range")))
         overrun = None
-        if ctx.overrun_events and "rcvbuf_overrun" not in ctx.blamed:
-            overrun = Finding(WARNING, 0.0, text.rcvbuf_overrun, (None, ctx.overrun_events))
+        if ctx.loss_events and "rcvbuf_overrun" not in ctx.blamed:  # pruning alone: no loss
+            overrun = Finding(WARNING, 0.0, text.rcvbuf_overrun, (None, ctx.loss_events))
         flags.append(step(self.latches, "rcvbuf_overrun", now, overrun, cfg.rcvbuf_overrun.clear))
         udp_events = ", ".join(
             e for e in (counter_events(deltas, g, UDP_COUNTERS) for g in ("Udp", "Udp6")) if e
@@ -126,15 +141,7 @@ class SystemRules:
 
     def _ports(self, socks: list[Sock], now: float, port_range: list[int] | None) -> Flag | None:
         cfg = self.config.port_exhaustion
-        busiest = busiest_port_group(socks, port_range, cfg.warn)
-        finding = None
-        members: list[Sock] = []
-        if busiest is not None and busiest[1] >= cfg.warn * busiest[2]:
-            group, used, size = busiest
-            members = [s for s in socks if group_of(s) == group]
-            severity = CRITICAL if used >= cfg.critical * size else WARNING
-            args = (group[1:], used, size, main_owner(members))
-            finding = Finding(severity, cfg.hold, text.port_exhaustion, args)
+        finding, members = port_finding(socks, port_range, self.config)
         flag = step(self.latches, "port_exhaustion", now, finding, cfg.clear)
         if flag is not None:
             for s in members:
@@ -170,9 +177,9 @@ class SystemRules:
             blame = cookies if victim is not None and s is victim[1] else ""
             finding = None
             if count > s.send_q or blame:
-                hold, variant = (0.0, "cookies") if blame else (cfg.hold, "")
+                hold = 0.0 if blame else cfg.hold
                 args = (s, count, s.send_q, blame)
-                finding = Finding(WARNING, hold, text.syn_backlog, args, variant)
+                finding = Finding(WARNING, hold, text.syn_backlog, args)
             flag = step(tr.latches, "syn_backlog", ctx.now, finding, cfg.clear)
             if flag is not None:
                 s.flags = [*s.flags, flag]

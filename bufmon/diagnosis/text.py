@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bufmon.present import endpoint
-from collectors.model import Sock
+from collectors.model import Process, Sock
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """What a flag's text says about its socket, detached from the Sock: a flag builds
+    its text late, and a Sock whose flags pointed back at it would make snapshots
+    cyclic (collectors.gcpolicy relies on them being freed by reference counting)."""
+
+    process: Process | None
+    local_addr: str
+    local_port: int
+    peer_addr: str
+    peer_port: int
+    recv_q: int
+    send_q: int
+
+    @classmethod
+    def of(cls, s: Sock) -> Named:
+        return cls(
+            s.process, s.local_addr, s.local_port, s.peer_addr, s.peer_port, s.recv_q, s.send_q
+        )
 
 
 def size(n: float) -> str:
@@ -16,17 +39,17 @@ def size(n: float) -> str:
     return f"{n:.0f} {units[i]}" if i == 0 or n >= 100 or n == int(n) else f"{n:.1f} {units[i]}"
 
 
-def owner(sock: Sock) -> str:
+def owner(sock: Named) -> str:
     """ "nginx (pid 42)" or a neutral phrase when the process is unknown."""
     p = sock.process
     return "the owning process" if p is None else f"{p.comm} (pid {p.pid})"
 
 
-def peer(sock: Sock) -> str:
+def peer(sock: Named) -> str:
     return endpoint(sock.peer_addr, sock.peer_port)
 
 
-def local(sock: Sock) -> str:
+def local(sock: Named) -> str:
     return endpoint(sock.local_addr, sock.local_port)
 
 
@@ -35,7 +58,7 @@ def secs(t: float) -> str:
 
 
 def stalled_reader(
-    sock: Sock, idle: float, r: int, rb: int, rcv_wnd: int | None
+    sock: Named, idle: float, r: int, rb: int, rcv_wnd: int | None
 ) -> tuple[str, str]:
     detail = f"r {size(r)} of rb {size(rb)}"
     if rcv_wnd == 0:
@@ -48,7 +71,7 @@ def stalled_reader(
     )
 
 
-def slow_reader(sock: Sock, share: float, fill: float, window: float) -> tuple[str, str]:
+def slow_reader(sock: Named, share: float, fill: float, window: float) -> tuple[str, str]:
     return (
         f"{owner(sock)} reads, but its receive buffer was over {fill:.0%} full for "
         f"{share:.0%} of the last {secs(window)} (Recv-Q {size(sock.recv_q)}).",
@@ -58,14 +81,19 @@ def slow_reader(sock: Sock, share: float, fill: float, window: float) -> tuple[s
 
 
 def peer_zero_window(
-    sock: Sock, held: float | None, stuck: float | None, why: str
+    sock: Named, held: float | None, stuck: float, why: str, window: int = 0, mss: int = 0
 ) -> tuple[str, str]:
-    """held/stuck are None when one sample cannot tell how long."""
-    if held is None or stuck is None:
-        how = f"keeps its window shut ({why})"
+    """held is None when one sample cannot tell how long; `why` is "snd_wnd 0",
+    "persist timer" or "small window" (then `window` is below one `mss`)."""
+    if why == "small window":
+        shut = f"holds its window at {window:,} bytes, below one MSS ({mss:,} bytes),"
+    else:
+        shut = f"keeps its window shut ({why})"
+    if held is None:
+        how = shut
         acked = "for how long one sample cannot tell"
     else:
-        how = f"has kept its window shut ({why}) for {secs(held)}"
+        how = f"{shut} for {secs(held)}"
         acked = f"nothing acknowledged for {secs(stuck)}" if stuck >= 1 else "acks still trickle in"
     return (
         f"Peer {peer(sock)} {how}: {size(sock.send_q)} wait in Send-Q of {owner(sock)}, {acked}.",
@@ -93,7 +121,7 @@ SEND_CAUSES = {
 }
 
 
-def send_queue_full(sock: Sock, fill: float, cause: str, share: float) -> tuple[str, str]:
+def send_queue_full(sock: Named, fill: float, cause: str, share: float) -> tuple[str, str]:
     why, fix = SEND_CAUSES[cause]
     return (
         f"Send buffer of {owner(sock)} is {fill:.0%} full (Send-Q {size(sock.send_q)}); "
@@ -103,7 +131,7 @@ def send_queue_full(sock: Sock, fill: float, cause: str, share: float) -> tuple[
     )
 
 
-def rcvbuf_overrun(sock: Sock | None, events: str, r: int = 0, rb: int = 0) -> tuple[str, str]:
+def rcvbuf_overrun(sock: Named | None, events: str, r: int = 0, rb: int = 0) -> tuple[str, str]:
     if sock is None:
         return (
             f"The kernel threw received data away ({events}); no open socket is over its "
@@ -119,7 +147,15 @@ def rcvbuf_overrun(sock: Sock | None, events: str, r: int = 0, rb: int = 0) -> t
     )
 
 
-def accept_queue(sock: Sock, full: bool, drops: int, overflows: int) -> tuple[str, str]:
+def rcvbuf_pruned(sock: Named, events: str, r: int, rb: int) -> tuple[str, str]:
+    return (
+        f"The kernel had to collapse receive queues to make room ({events}); nothing was "
+        f"lost. This socket holds r {size(r)} against rb {size(rb)}.",
+        f"Costs CPU only: let {owner(sock)} read sooner, or send fewer, bigger messages to it.",
+    )
+
+
+def accept_queue(sock: Named, full: bool, drops: int, overflows: int) -> tuple[str, str]:
     state = "full" if full else f"{sock.recv_q / max(sock.send_q, 1):.0%} full"
     reason = (
         f"Accept queue of {local(sock)} is {state}: {sock.recv_q} connections wait for "
@@ -136,7 +172,7 @@ def accept_queue(sock: Sock, full: bool, drops: int, overflows: int) -> tuple[st
     )
 
 
-def syn_backlog(sock: Sock | None, count: int, backlog: int, cookies: str) -> tuple[str, str]:
+def syn_backlog(sock: Named | None, count: int, backlog: int, cookies: str) -> tuple[str, str]:
     if sock is None:
         reason = f"A SYN queue overflowed ({cookies}); no listener shows half-open connections now"
     else:
@@ -151,7 +187,7 @@ def syn_backlog(sock: Sock | None, count: int, backlog: int, cookies: str) -> tu
     )
 
 
-def udp_drops(sock: Sock, kind: str, n: int, fill: float) -> tuple[str, str]:
+def udp_drops(sock: Named, kind: str, n: int, fill: float) -> tuple[str, str]:
     advice = (
         f"Read faster in {owner(sock)} and raise SO_RCVBUF (and net.core.rmem_max, which caps it)."
     )
@@ -203,7 +239,7 @@ def memory_events(events: str) -> tuple[str, str]:
 
 
 def port_exhaustion(
-    group: tuple[str, str, int], used: int, size_: int, sock: Sock | None
+    group: tuple[str, str, int], used: int, size_: int, sock: Named | None
 ) -> tuple[str, str]:
     local_ip, remote_ip, remote_port = group
     remote = f"[{remote_ip}]" if ":" in remote_ip else remote_ip
@@ -216,7 +252,9 @@ def port_exhaustion(
     )
 
 
-def nagle_hint(sock: Sock, srtt_ms: float, min_rtt_ms: float, delayed_acks: int) -> tuple[str, str]:
+def nagle_hint(
+    sock: Named, srtt_ms: float, min_rtt_ms: float, delayed_acks: int
+) -> tuple[str, str]:
     acks = f"; DelayedACKs rose by {delayed_acks}" if delayed_acks else ""
     return (
         f"Small writes wait: srtt {srtt_ms:.0f} ms against min_rtt {min_rtt_ms:.1f} ms on an "
