@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bufmon.diagnosis.rules import OVERRUN_COUNTERS
+from bufmon.diagnosis.rules import LOSS_COUNTERS, PRUNE_COUNTERS
 from bufmon.diagnosis.system_rules import COOKIE_COUNTERS, MEMORY_COUNTERS, UDP_COUNTERS
 from bufmon.present import worst_first
 from collectors.model import FLAG_KINDS, SEVERITIES, SK_DROPS, Flag, Snapshot, Sock
@@ -31,7 +31,7 @@ Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
 
 # The counters the diagnosis rules read, as "Group.Name" keys of SystemFacts.counters.
 RULE_COUNTERS = (
-    *(f"TcpExt.{n}" for n in (*OVERRUN_COUNTERS, *MEMORY_COUNTERS, *COOKIE_COUNTERS)),
+    *(f"TcpExt.{n}" for n in (*PRUNE_COUNTERS, *LOSS_COUNTERS, *MEMORY_COUNTERS, *COOKIE_COUNTERS)),
     "TcpExt.ListenOverflows",
     "TcpExt.DelayedACKs",
     *(f"{g}.{n}" for g in ("Udp", "Udp6") for n in UDP_COUNTERS),
