@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Middle
@@ -27,7 +28,7 @@ from collectors.model import Snapshot, Sock
 from collectors.netns import NamespaceSet, NetnsError
 from tui.detail import DetailScreen
 from tui.fmt import one_line
-from tui.help import HelpScreen
+from tui.help import HelpScreen, Section
 from tui.main import MainScreen
 from tui.meters import meter_text, notice_text, status_text
 from tui.socklist import SocketList
@@ -129,6 +130,7 @@ class BufmonApp(App[int]):
         self.error: str | None = None
         self._source_lock = threading.Lock()
         self._collecting = False
+        self._collect_again = False  # refresh_now() came while a refresh was running
         self._viewing = False
         self._view_again = False
         self._timer: Timer | None = None
@@ -156,15 +158,16 @@ class BufmonApp(App[int]):
         elif showing and not small:
             self.pop_screen()
 
-    def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):
-            return
-        sections = [
-            ("Everywhere", self.BINDINGS),
+    def help_sections(self) -> list[Section]:
+        return [
+            ("Everywhere", BufmonApp.BINDINGS),
             ("Socket list", MainScreen.BINDINGS + SocketList.BINDINGS),
             ("Socket details", DetailScreen.BINDINGS),
         ]
-        self.push_screen(HelpScreen(sections))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
 
     # --- refresh loop ----------------------------------------------------------------
 
@@ -195,9 +198,17 @@ class BufmonApp(App[int]):
         screen = self._top()
         return screen.key if isinstance(screen, DetailScreen) else None
 
-    def _start_refresh(self) -> None:
+    def refresh_now(self) -> None:
+        """Refresh once now, even while paused (a replay moved in time); queued behind a
+        refresh that is running, so the newest request always gets its frame."""
+        if self._collecting:
+            self._collect_again = True
+        else:
+            self._start_refresh(force=True)
+
+    def _start_refresh(self, force: bool = False) -> None:
         self._timer = None
-        if self.paused or self._collecting:
+        if (self.paused and not force) or self._collecting:
             return
         self._collecting = True
         request, detail_key = self._request(self._hold()), self._detail_key()
@@ -261,7 +272,10 @@ class BufmonApp(App[int]):
             self._show_view(result.view)
             self._show_detail(result)
         self._show_state()
-        if not self.paused:
+        if self._collect_again:
+            self._collect_again = False
+            self._start_refresh(force=True)
+        elif not self.paused:
             self._arm(max(MIN_GAP, self.interval - (time.monotonic() - result.started)))
 
     def _arm(self, delay: float) -> None:
@@ -399,14 +413,17 @@ class BufmonApp(App[int]):
 
     # --- header, notices, status -----------------------------------------------------------
 
+    def header(self) -> Text:
+        """The meters at the top (a replay shows its recording's time there)."""
+        host = self.snapshot.host if self.snapshot is not None else ""
+        pace = f"every {self.interval:g}s"
+        return meter_text(self.summary, f"{self.title} {host}", pace, self.paused)
+
     def _show_state(self) -> None:
         main = self.main
         if not main.is_mounted:
             return
-        host = self.snapshot.host if self.snapshot is not None else ""
-        main.meters.show(
-            meter_text(self.summary, f"{self.title} {host}", self.interval, self.paused)
-        )
+        main.meters.show(self.header())
         snap = self.snapshot
         main.notices.show(
             notice_text(snap.notices if snap else [], snap.system_flags if snap else [], self.error)

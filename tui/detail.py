@@ -56,7 +56,7 @@ class DetailScreen(Screen[None]):
 
     def show(self, sock: Sock | None) -> None:
         """New data for this socket; None when it vanished (the last values stay)."""
-        self.closed = sock is None
+        self.closed = sock is None or sock.closed  # closed: a flagged one listed a while
         if sock is not None:
             self.sock = sock
         self._draw()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
@@ -23,20 +25,26 @@ KEY_NAMES = {
     "pageup": "PgUp",
     "less_than_sign": "<",
     "greater_than_sign": ">",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
+    "left_curly_bracket": "{",
+    "right_curly_bracket": "}",
 }
 KEY_STYLE = Style(bold=True)
 HEADING = Style(bold=True, underline=True)
+Section = tuple[str, Sequence[BindingType]]  # a title and the keys under it
 
 
 def key_label(keys: str) -> str:
     return " ".join(KEY_NAMES.get(key, key) for key in keys.split(","))
 
 
-def help_text(sections: list[tuple[str, list[Binding]]]) -> Text:
+def help_text(sections: list[Section]) -> Text:
     text = Text()
     for n, (title, bindings) in enumerate(sections):
         text.append(("\n\n" if n else "") + title, HEADING)
-        for binding in bindings:
+        for entry in bindings:
+            binding = entry if isinstance(entry, Binding) else Binding(*entry)
             text.append(f"\n  {key_label(binding.key):<14}", KEY_STYLE)
             text.append(binding.description)
     return text
@@ -45,7 +53,7 @@ def help_text(sections: list[tuple[str, list[Binding]]]) -> Text:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close this help")]
 
-    def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
+    def __init__(self, sections: list[Section]) -> None:
         super().__init__()
         self.sections = sections
 

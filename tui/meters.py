@@ -15,8 +15,10 @@ LABEL = Style(bold=True)
 PAUSED = Style(bold=True, reverse=True)
 
 
-def meter_text(summary: Summary | None, title: str, interval: float, paused: bool) -> Text:
-    """Three lines: sockets by state; memory and rates per second; flags, interval, pause."""
+def meter_text(summary: Summary | None, title: str, pace: str, paused: bool) -> Text:
+    """Three lines: sockets by state; memory and rates per second; flags, pace, pause.
+
+    `pace` says how the view moves on: "every 1s" live, the speed in a replay."""
     text = Text(no_wrap=True, overflow="crop")
     text.append(printable(title), LABEL)  # holds the host name
     if summary is None:
@@ -42,7 +44,7 @@ def meter_text(summary: Summary | None, title: str, interval: float, paused: boo
     for severity in reversed(SEVERITIES):
         count = 0 if summary is None else summary.flags[severity]
         text.append(f" {count} {severity}", SEVERITY_STYLES[severity] if count else DIM)
-    text.append(f"   every {interval:g}s", DIM)
+    text.append(f"   {pace}", DIM)
     if paused:
         text.append("  ")
         text.append(" PAUSED ", PAUSED)

@@ -1,0 +1,158 @@
+"""The replay view driven by keys (Textual Pilot) over a recording of REAL trouble: a
+stalled reader in a network namespace of the test's own, gone before the recording ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from textual.pilot import Pilot
+
+from bufmon.monitor import Monitor
+from bufmon.scenarios import Netns, StalledReader
+from collectors.model import Snapshot, Sock
+from tests.replay_standin import Recording, install
+
+install()
+
+from tui.detail import DetailScreen  # noqa: E402
+from tui.help import HelpScreen, key_label  # noqa: E402
+from tui.replay import ReplayApp, ReplaySource  # noqa: E402
+from tui.timeline import IncidentsScreen, stamp  # noqa: E402
+
+pytestmark = pytest.mark.root
+INTERVAL = 0.5
+
+
+def record_night(ns: Netns, scenario: StalledReader) -> Recording:
+    monitor = Monitor(ns.name)
+    frames = []
+    try:
+        deadline = time.monotonic() + 20
+        flagged = 0
+        while flagged < 3:
+            assert time.monotonic() < deadline, "the stalled reader was never flagged"
+            snap = monitor.refresh()
+            frames.append(snap)
+            flagged += any(f.kind == "stalled_reader" for s in snap.sockets for f in s.flags)
+            time.sleep(INTERVAL)
+        scenario.close()
+        for _ in range(3):
+            frames.append(monitor.refresh())
+            time.sleep(INTERVAL)
+    finally:
+        monitor.close()
+    return Recording(frames)
+
+
+@pytest.fixture(scope="module")
+def night() -> Iterator[tuple[Recording, int]]:
+    with Netns("replay") as ns, StalledReader(ns) as scenario:
+        port = scenario.server_port
+        yield record_night(ns, scenario), port
+
+
+async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.05)
+
+
+def stalled_server(port: int) -> Callable[[object], bool]:
+    def check(row: object) -> bool:
+        return (
+            isinstance(row, Sock)
+            and row.local_port == port
+            and any(f.kind == "stalled_reader" for f in row.flags)
+        )
+
+    return check
+
+
+def flagged(snap: Snapshot) -> bool:
+    return any(s.flags for s in snap.sockets)
+
+
+async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
+    night: tuple[Recording, int],
+) -> None:
+    recording, port = night
+    is_stalled_server = stalled_server(port)
+    last = recording.snapshot(len(recording) - 1)
+    assert all(s.closed for s in last.sockets if s.local_port == port and s.state == "ESTAB")
+
+    app = ReplayApp(ReplaySource(recording))
+    async with app.run_test(size=(100, 30)) as pilot:
+        listing = app.main.socket_list
+        meters = lambda: str(app.main.meters.render())  # noqa: E731
+        await until(pilot, lambda: app.snapshot is recording.snapshot(0))
+        assert stamp(recording.times[0]) in meters() and "PAUSED" in meters()
+
+        # one frame forward and back
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: app.snapshot is recording.snapshot(1))
+        assert stamp(recording.times[1]) in meters()
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: app.snapshot is recording.snapshot(0))
+        assert not any(map(is_stalled_server, listing.rows))
+
+        # the next moment a flag was raised: the sender sees a zero window first, then
+        # the stalled reader is flagged after its hold time and rises to the top
+        await until(pilot, lambda: app.flag_times is not None)
+        await pilot.press("n")
+        first = next(i for i in range(len(recording)) if flagged(recording.snapshot(i)))
+        await until(pilot, lambda: app.snapshot is recording.snapshot(first))
+        assert listing.rows[0].flags and not is_stalled_server(listing.rows[0])
+        await pilot.press("n")
+        await until(pilot, lambda: bool(listing.rows) and is_stalled_server(listing.rows[0]))
+        flagged_at = app.replay.index
+        await pilot.press("N")
+        await until(pilot, lambda: app.snapshot is recording.snapshot(first))
+        await pilot.press("n")
+        await until(pilot, lambda: app.snapshot is recording.snapshot(flagged_at))
+        assert 0 < flagged_at < len(recording) - 1
+        assert "▲" in str(app.timeline.render()) and "●" in str(app.timeline.render())
+
+        # its details as they were then, with its history from earlier frames
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        detail = app.screen
+        assert "stalled_reader" in str(detail.query_one("#detail-flags").render())
+        await until(pilot, lambda: detail.series is not None)
+        assert len(detail.series["recv_q"]) > 1
+        assert detail.series["recv_q"][-1][0] == pytest.approx(
+            recording.times[flagged_at], abs=0.01
+        )
+
+        # a minute on: past the end of this recording, where the socket is gone
+        await pilot.press("right_curly_bracket")
+        await until(pilot, lambda: detail.closed)
+        assert app.replay.index == len(recording) - 1
+        assert "CLOSED" in str(detail.query_one("#detail-title").render())
+        await pilot.press("left_square_bracket")  # the frames step inside the details too
+        await until(pilot, lambda: app.snapshot is recording.snapshot(len(recording) - 2))
+        await pilot.press("escape")
+
+        # help lists the replay keys
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        shown = str(app.screen.query_one("#help-text").render())
+        for binding in ReplayApp.BINDINGS:
+            assert key_label(binding.key) in shown and binding.description in shown
+        await pilot.press("escape")
+
+        # the incidents list
+        await pilot.press("i")
+        assert isinstance(app.screen, IncidentsScreen)
+        await pilot.press("escape")
+
+        # play from the start at 60x runs to the end and stops there
+        app.go(0)
+        await pilot.press("x", "x", "space")
+        assert app.playing and "playing 60x" in meters()
+        await until(pilot, lambda: not app.playing)
+        assert app.replay.index == len(recording) - 1
+        await until(pilot, lambda: app.snapshot is recording.snapshot(len(recording) - 1))
+        await pilot.press("q")

@@ -1,0 +1,287 @@
+"""`bufmon replay FILE`: the live view over a recording, with its time and a timeline.
+
+A ReplaySource is the app's Source over a Recording: refresh() returns the frame at
+the cursor, series() builds a socket's history from earlier frames. The ReplayApp
+never collects live data: its refresh loop stays paused and every move in time asks
+for exactly one refresh of the frame there.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.timer import Timer
+
+from bufmon.diagnosis.engine import record_values
+from bufmon.diagnosis.history import History
+from bufmon.filters import FilterError, compile_filter
+from bufmon.record.incidents import incident_line, incidents
+from bufmon.record.times import parse_time
+from collectors.model import Snapshot
+from tui.app import BufmonApp
+from tui.fmt import human_duration
+from tui.help import Section
+from tui.meters import meter_text
+from tui.source import Series
+from tui.timeline import IncidentsScreen, Timeline, TimePrompt, stamp, timeline_text
+
+if TYPE_CHECKING:
+    from bufmon.record.reader import Recording
+
+SPEEDS = (1, 10, 60)
+MINUTE = 60.0
+HISTORY_WINDOW = 600.0  # seconds of history on the detail screen, as live
+HISTORY_SAMPLES = 120  # at most this many earlier frames are read for one history
+
+
+class ReplaySource:
+    """A Recording as the app's Source; `index` is the cursor (moved by the UI thread)."""
+
+    def __init__(self, recording: Recording, index: int = 0) -> None:
+        self.recording = recording
+        self.times = recording.times
+        self.index = index
+        self._frame: tuple[int, Snapshot] | None = None
+        self._samples_key: Hashable = None
+        self._samples: dict[int, tuple[float, tuple[int, ...]] | None] = {}
+        self._history: tuple[Hashable, int, History] | None = None
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @property
+    def time(self) -> float:
+        return self.times[self.index]
+
+    def index_at(self, t: float) -> int:
+        """The last frame at or before `t`; the first frame for a time before it."""
+        return 0 if t <= self.times[0] else min(self.recording.index_at(t), len(self) - 1)
+
+    def snapshot(self, index: int) -> Snapshot:
+        if self._frame is None or self._frame[0] != index:
+            self._frame = (index, self.recording.snapshot(index))
+        return self._frame[1]
+
+    def refresh(self) -> Snapshot:
+        return self.snapshot(self.index)
+
+    def series(self, key: Hashable, field: str) -> Series:
+        return self._history_at(key, self.index).series(key, field)  # type: ignore[arg-type]
+
+    def _history_at(self, key: Hashable, index: int) -> History:
+        """The socket's History up to frame `index`, built by the live History's own rules.
+
+        Frames are sampled on a fixed grid of indices (so the next frame reuses what
+        this one read) and each sample is kept for as long as the same socket is shown.
+        """
+        if self._history is not None and self._history[:2] == (key, index):
+            return self._history[2]
+        if key != self._samples_key:
+            self._samples_key, self._samples = key, {}
+        first = self.index_at(self.times[index] - HISTORY_WINDOW)
+        stride = max(1, (index - first) // HISTORY_SAMPLES)
+        history = History(window=HISTORY_WINDOW)
+        for i in [*range(first - first % stride, index, stride), index]:
+            if i < first:
+                continue
+            sample = self._sample(key, i)
+            if sample is not None:
+                history.append(key, *sample)  # type: ignore[arg-type]
+        self._history = (key, index, history)
+        return history
+
+    def _sample(self, key: Hashable, index: int) -> tuple[float, tuple[int, ...]] | None:
+        if index not in self._samples:
+            snap = self.snapshot(index) if index == self.index else self.recording.snapshot(index)
+            sock = next((s for s in snap.sockets if s.key == key), None)
+            self._samples[index] = None if sock is None else (snap.time, record_values(sock))
+        return self._samples[index]
+
+    def close(self) -> None:
+        self.recording.close()
+
+
+class ReplayApp(BufmonApp):
+    BINDINGS = [
+        Binding("space", "pause", "play or pause the replay"),
+        Binding("x", "speed", "play at 1x, 10x or 60x the recorded pace"),
+        Binding("left_square_bracket", "step(-1)", "one frame back"),
+        Binding("right_square_bracket", "step(1)", "one frame forward"),
+        Binding("left_curly_bracket", "minute(-1)", "one minute back"),
+        Binding("right_curly_bracket", "minute(1)", "one minute forward"),
+        Binding("N", "flag(-1)", "the previous moment a flag was raised"),
+        Binding("n", "flag(1)", "the next moment a flag was raised"),
+        Binding("t", "go_to", "go to a time: 2026-12-01T03:12:00, 03:12, -10m"),
+        Binding("i", "incidents", "every flag raised in the recording, one line each"),
+    ]
+
+    def __init__(self, source: ReplaySource, filter_expr: str = "") -> None:
+        super().__init__(source, title="replay", filter_expr=filter_expr)
+        self.replay = source
+        self.paused = True  # the refresh loop never runs: every move asks for its frame
+        self.speed = SPEEDS[0]
+        self.playing = False
+        self._player: Timer | None = None
+        self._anchor = (0.0, 0.0)  # (recording time, monotonic time) when play started
+        self.flag_times: list[float] | None = None  # read in a worker after the first frame
+        self._flag_frames: list[int] = []
+        self.timeline = Timeline(self._timeline)
+
+    def start(self) -> None:
+        # after the main screen's own mount: mounting from inside it never completes
+        self.call_later(self.main.mount, self.timeline, before=self.main.status)
+        self._show_state()
+        self.refresh_now()
+        self.run_worker(self._read_flags, thread=True, group="flags", exit_on_error=False)
+
+    def help_sections(self) -> list[Section]:
+        return [("Replay", ReplayApp.BINDINGS), *super().help_sections()]
+
+    # --- header and timeline ------------------------------------------------------------
+
+    def header(self) -> Text:
+        snap = self.snapshot
+        title = "replay" if snap is None else f"replay {snap.host}  {stamp(snap.time)}"
+        pace = f"playing {self.speed}x" if self.playing else f"speed {self.speed}x"
+        return meter_text(self.summary, title, pace, not self.playing)
+
+    def _timeline(self, width: int) -> Text:
+        source = self.replay
+        times, index = source.times, source.index
+        behind = times[-1] - times[index]
+        where = f"-{human_duration(behind)}" if behind > 0 else "end"
+        frame = f"{index + 1}/{len(times)} {where}"
+        return timeline_text(times[0], times[-1], times[index], self.flag_times or (), frame, width)
+
+    def _read_flags(self) -> None:
+        """Worker thread: when flags rose, for the timeline and n / N."""
+        flag_times = sorted(self.replay.recording.flag_times())
+        self._hand_over(self._flags_read, flag_times)
+
+    def _flags_read(self, flag_times: list[float]) -> None:
+        times = self.replay.times
+        self.flag_times = flag_times
+        last = len(times) - 1
+        self._flag_frames = sorted({min(bisect_left(times, t), last) for t in flag_times})
+        self.timeline.redraw()
+
+    # --- moving in time -------------------------------------------------------------------
+
+    def go(self, index: int) -> None:
+        """Show frame `index` (clamped to the recording); playing goes on from there."""
+        index = max(0, min(index, len(self.replay) - 1))
+        if self.playing:
+            self._anchor = (self.replay.times[index], time.monotonic())
+        self._show_frame(index)
+
+    def _show_frame(self, index: int) -> None:
+        if index != self.replay.index:
+            self.replay.index = index
+            self.timeline.redraw()
+            self.refresh_now()
+
+    def action_step(self, frames: int) -> None:
+        self.go(self.replay.index + frames)
+
+    def action_minute(self, direction: int) -> None:
+        source = self.replay
+        index = source.index_at(source.time + direction * MINUTE)
+        self.go(index if index != source.index else index + direction)
+
+    def action_flag(self, direction: int) -> None:
+        if self.flag_times is None:
+            self.notify("still reading when flags were raised…")
+            return
+        frames, here = self._flag_frames, self.replay.index
+        if direction > 0:
+            n = bisect_right(frames, here)
+            target = frames[n] if n < len(frames) else None
+        else:
+            n = bisect_left(frames, here)
+            target = frames[n - 1] if n > 0 else None
+        if target is None:
+            self.notify(f"no flag was raised {'after' if direction > 0 else 'before'} this")
+        else:
+            self.go(target)
+
+    def action_go_to(self) -> None:
+        times = self.replay.times
+        self.push_screen(
+            TimePrompt(lambda text: parse_time(text, times[0], times[-1])),
+            lambda moment: None if moment is None else self.go(self.replay.index_at(moment)),
+        )
+
+    def action_incidents(self) -> None:
+        screen = IncidentsScreen()
+        self.push_screen(screen)
+
+        def read() -> None:
+            lines = [incident_line(incident) for incident in incidents(self.replay.recording)]
+            self._hand_over(screen.show, lines)
+
+        self.run_worker(read, thread=True, group="incidents", exit_on_error=False)
+
+    # --- playing ------------------------------------------------------------------------
+
+    def action_pause(self) -> None:
+        if self.playing:
+            self._stop()
+        elif self.replay.index >= len(self.replay) - 1:
+            self.notify("at the end of the recording: step back or go to a time first")
+        else:
+            self.playing = True
+            self._anchor = (self.replay.time, time.monotonic())
+            self._player = self.set_interval(self.interval, self._tick)
+        self._show_state()
+
+    def action_speed(self) -> None:
+        self.speed = SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)]
+        if self.playing:
+            self._anchor = (self.replay.time, time.monotonic())
+        self._show_state()
+
+    def action_interval(self, step: int) -> None:
+        super().action_interval(step)
+        if self._player is not None:
+            self._player.stop()
+            self._player = self.set_interval(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        recorded, started = self._anchor
+        target = recorded + (time.monotonic() - started) * self.speed
+        index = self.replay.index_at(target)
+        self._show_frame(index)
+        if index >= len(self.replay) - 1:
+            self._stop()
+            self._show_state()
+
+    def _stop(self) -> None:
+        self.playing = False
+        if self._player is not None:
+            self._player.stop()
+            self._player = None
+
+
+def run_replay(recording: Recording, at: str | None = None, filter_expr: str = "") -> int:
+    """Run the replay view until the user quits; it opens at the start, or at `at`.
+    A bad filter or time is one line and exit status 2."""
+    try:
+        compile_filter(filter_expr)
+        if not len(recording):
+            raise ValueError("the recording holds no frames yet")
+        source = ReplaySource(recording)
+        if at is not None:
+            source.index = source.index_at(parse_time(at, source.times[0], source.times[-1]))
+    except (FilterError, ValueError) as exc:
+        recording.close()
+        print(f"bufmon: {exc}", file=sys.stderr)
+        return 2
+    app = ReplayApp(source, filter_expr=filter_expr)
+    app.run()
+    return app.return_code or 0
