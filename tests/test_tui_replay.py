@@ -5,52 +5,58 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import OptionList
 
 from bufmon.monitor import Monitor
+from bufmon.record.incidents import incident_line, incidents
+from bufmon.record.reader import Recording
+from bufmon.record.times import clock_text
+from bufmon.record.writer import Recorder
 from bufmon.scenarios import Netns, StalledReader
 from collectors.model import Snapshot, Sock
-from tests.replay_standin import Recording, install
-
-install()
-
-from tui.detail import DetailScreen  # noqa: E402
-from tui.help import HelpScreen, key_label  # noqa: E402
-from tui.replay import ReplayApp, ReplaySource  # noqa: E402
-from tui.timeline import IncidentsScreen, stamp  # noqa: E402
+from tui.detail import DetailScreen
+from tui.help import HelpScreen, key_label
+from tui.replay import ReplayApp, ReplaySource
+from tui.timeline import IncidentsScreen
 
 pytestmark = pytest.mark.root
 INTERVAL = 0.5
 
 
-def record_night(ns: Netns, scenario: StalledReader) -> Recording:
+def record_night(ns: Netns, scenario: StalledReader, path: Path) -> None:
+    """Record until the stalled reader has been flagged a while, then close it."""
     monitor = Monitor(ns.name)
-    frames = []
+    recorder = Recorder(str(path), INTERVAL)
+    recorder.open(monitor.host)
     try:
         deadline = time.monotonic() + 20
         flagged = 0
         while flagged < 3:
             assert time.monotonic() < deadline, "the stalled reader was never flagged"
             snap = monitor.refresh()
-            frames.append(snap)
+            recorder.write(snap, snap.sockets)
             flagged += any(f.kind == "stalled_reader" for s in snap.sockets for f in s.flags)
             time.sleep(INTERVAL)
         scenario.close()
         for _ in range(3):
-            frames.append(monitor.refresh())
+            snap = monitor.refresh()
+            recorder.write(snap, snap.sockets)
             time.sleep(INTERVAL)
     finally:
+        recorder.close()
         monitor.close()
-    return Recording(frames)
 
 
 @pytest.fixture(scope="module")
-def night() -> Iterator[tuple[Recording, int]]:
+def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    path = tmp_path_factory.mktemp("replay") / "night.rec"
     with Netns("replay") as ns, StalledReader(ns) as scenario:
-        port = scenario.server_port
-        yield record_night(ns, scenario), port
+        record_night(ns, scenario, path)
+        yield path, scenario.server_port
 
 
 async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -71,31 +77,38 @@ def stalled_server(port: int) -> Callable[[object], bool]:
     return check
 
 
+def shows(app: ReplayApp, index: int) -> Callable[[], bool]:
+    """The app shows frame `index` of the recording."""
+    times = app.replay.times
+    return lambda: app.snapshot is not None and app.snapshot.time == times[index]
+
+
 def flagged(snap: Snapshot) -> bool:
     return any(s.flags for s in snap.sockets)
 
 
 async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
-    night: tuple[Recording, int],
+    night: tuple[Path, int],
 ) -> None:
-    recording, port = night
+    path, port = night
+    recording = Recording.open(path)
     is_stalled_server = stalled_server(port)
     last = recording.snapshot(len(recording) - 1)
     assert all(s.closed for s in last.sockets if s.local_port == port and s.state == "ESTAB")
 
-    app = ReplayApp(ReplaySource(recording))
+    app = ReplayApp(ReplaySource(Recording.open(path)))
     async with app.run_test(size=(100, 30)) as pilot:
         listing = app.main.socket_list
         meters = lambda: str(app.main.meters.render())  # noqa: E731
-        await until(pilot, lambda: app.snapshot is recording.snapshot(0))
-        assert stamp(recording.times[0]) in meters() and "PAUSED" in meters()
+        await until(pilot, shows(app, 0))
+        assert clock_text(recording.times[0]) in meters() and "PAUSED" in meters()
 
         # one frame forward and back
         await pilot.press("right_square_bracket")
-        await until(pilot, lambda: app.snapshot is recording.snapshot(1))
-        assert stamp(recording.times[1]) in meters()
+        await until(pilot, shows(app, 1))
+        assert clock_text(recording.times[1]) in meters()
         await pilot.press("left_square_bracket")
-        await until(pilot, lambda: app.snapshot is recording.snapshot(0))
+        await until(pilot, shows(app, 0))
         assert not any(map(is_stalled_server, listing.rows))
 
         # the next moment a flag was raised: the sender sees a zero window first, then
@@ -103,15 +116,15 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await until(pilot, lambda: app.flag_times is not None)
         await pilot.press("n")
         first = next(i for i in range(len(recording)) if flagged(recording.snapshot(i)))
-        await until(pilot, lambda: app.snapshot is recording.snapshot(first))
+        await until(pilot, shows(app, first))
         assert listing.rows[0].flags and not is_stalled_server(listing.rows[0])
         await pilot.press("n")
         await until(pilot, lambda: bool(listing.rows) and is_stalled_server(listing.rows[0]))
         flagged_at = app.replay.index
         await pilot.press("N")
-        await until(pilot, lambda: app.snapshot is recording.snapshot(first))
+        await until(pilot, shows(app, first))
         await pilot.press("n")
-        await until(pilot, lambda: app.snapshot is recording.snapshot(flagged_at))
+        await until(pilot, shows(app, flagged_at))
         assert 0 < flagged_at < len(recording) - 1
         assert "▲" in str(app.timeline.render()) and "●" in str(app.timeline.render())
 
@@ -132,7 +145,7 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         assert app.replay.index == len(recording) - 1
         assert "CLOSED" in str(detail.query_one("#detail-title").render())
         await pilot.press("left_square_bracket")  # the frames step inside the details too
-        await until(pilot, lambda: app.snapshot is recording.snapshot(len(recording) - 2))
+        await until(pilot, shows(app, len(recording) - 2))
         await pilot.press("escape")
 
         # help lists the replay keys
@@ -143,10 +156,28 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
             assert key_label(binding.key) in shown and binding.description in shown
         await pilot.press("escape")
 
-        # the incidents list
+        # the incidents list: the lines of `replay --incidents`; Enter goes to one
         await pilot.press("i")
-        assert isinstance(app.screen, IncidentsScreen)
-        await pilot.press("escape")
+        screen = app.screen
+        assert isinstance(screen, IncidentsScreen)
+        expected = [incident_line(incident) for incident in incidents(recording)]
+        options = screen.query_one(OptionList)
+        await until(pilot, lambda: len(screen.rose) == len(expected) > 0)
+        shown = [str(options.get_option_at_index(i).prompt) for i in range(len(expected))]
+        assert shown == expected
+        options.highlighted = next(i for i, line in enumerate(shown) if "stalled_reader" in line)
+        await pilot.press("enter")
+        await until(pilot, shows(app, flagged_at))
+        assert not isinstance(app.screen, IncidentsScreen)
+
+        # go to a typed time; a typo shows its error and keeps the prompt open
+        await pilot.press("t", *"3:7x", "enter")
+        error = app.screen.query_one("#time-error")
+        assert error.display and "not a time" in str(error.render())
+        await pilot.press(*["backspace"] * 4, *"-1s", "enter")
+        wanted = recording.index_at(recording.times[-1] - 1)
+        assert wanted != flagged_at
+        await until(pilot, shows(app, wanted))
 
         # play from the start at 60x runs to the end and stops there
         app.go(0)
@@ -154,5 +185,5 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         assert app.playing and "playing 60x" in meters()
         await until(pilot, lambda: not app.playing)
         assert app.replay.index == len(recording) - 1
-        await until(pilot, lambda: app.snapshot is recording.snapshot(len(recording) - 1))
+        await until(pilot, shows(app, len(recording) - 1))
         await pilot.press("q")

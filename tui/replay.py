@@ -12,7 +12,6 @@ import sys
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.binding import Binding
@@ -22,17 +21,15 @@ from bufmon.diagnosis.engine import record_values
 from bufmon.diagnosis.history import History
 from bufmon.filters import FilterError, compile_filter
 from bufmon.record.incidents import incident_line, incidents
-from bufmon.record.times import parse_time
+from bufmon.record.reader import Recording
+from bufmon.record.times import clock_text, parse_time
 from collectors.model import Snapshot
 from tui.app import BufmonApp
 from tui.fmt import human_duration
 from tui.help import Section
 from tui.meters import meter_text
 from tui.source import Series
-from tui.timeline import IncidentsScreen, Timeline, TimePrompt, stamp, timeline_text
-
-if TYPE_CHECKING:
-    from bufmon.record.reader import Recording
+from tui.timeline import IncidentsScreen, Timeline, TimePrompt, timeline_text
 
 SPEEDS = (1, 10, 60)
 MINUTE = 60.0
@@ -147,7 +144,7 @@ class ReplayApp(BufmonApp):
 
     def header(self) -> Text:
         snap = self.snapshot
-        title = "replay" if snap is None else f"replay {snap.host}  {stamp(snap.time)}"
+        title = "replay" if snap is None else f"replay {snap.host}  {clock_text(snap.time)}"
         pace = f"playing {self.speed}x" if self.playing else f"speed {self.speed}x"
         return meter_text(self.summary, title, pace, not self.playing)
 
@@ -214,16 +211,24 @@ class ReplayApp(BufmonApp):
         times = self.replay.times
         self.push_screen(
             TimePrompt(lambda text: parse_time(text, times[0], times[-1])),
-            lambda moment: None if moment is None else self.go(self.replay.index_at(moment)),
+            lambda moment: None if moment is None else self.go_to(moment),
         )
+
+    def go_to(self, moment: float) -> None:
+        self.go(self.replay.index_at(moment))
 
     def action_incidents(self) -> None:
         screen = IncidentsScreen()
-        self.push_screen(screen)
+        self.push_screen(screen, lambda rose: None if rose is None else self.go_to(rose))
+        path = self.replay.recording.path
 
-        def read() -> None:
-            lines = [incident_line(incident) for incident in incidents(self.replay.recording)]
-            self._hand_over(screen.show, lines)
+        def read() -> None:  # its own reader: the source's is busy with the frames on show
+            recording = Recording.open(path)
+            try:
+                found = [(inc.rose, incident_line(inc)) for inc in incidents(recording)]
+            finally:
+                recording.close()
+            self._hand_over(screen.show, found)
 
         self.run_worker(read, thread=True, group="incidents", exit_on_error=False)
 

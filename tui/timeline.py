@@ -9,9 +9,10 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
 
 from tui.fmt import DIM, SEVERITY_STYLES
 from tui.meters import TextLine
@@ -20,11 +21,6 @@ PLAYED = Style(bold=True)
 CURSOR = Style(bold=True, reverse=True)
 FLAG = SEVERITY_STYLES["warning"]
 TIME_HINT = "e.g. 2026-12-01T03:12:00, 03:12 or -10m (before the end)   Enter goes, Esc cancels"
-
-
-def stamp(t: float) -> str:
-    """A recording's time as the header shows it (local time, to the second)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _clock(t: float, with_day: bool) -> str:
@@ -115,23 +111,34 @@ class TimePrompt(ModalScreen[float]):
         self.dismiss(moment)
 
 
-class IncidentsScreen(ModalScreen[None]):
-    """Every flag raised in the recording, one line each, as `replay --incidents` prints."""
+class IncidentsScreen(ModalScreen[float]):
+    """Every flag raised in the recording, one line each as `replay --incidents` prints
+    them; Enter goes to the moment the chosen one rose."""
 
     DEFAULT_CSS = """
     IncidentsScreen { align: center middle; }
-    #incidents-box {
-        width: 100%; height: auto; max-height: 100%;
-        border: round $accent; background: $surface; padding: 0 1;
-    }
+    #incidents { width: 100%; height: auto; max-height: 100%; border: round $accent; }
     """
     BINDINGS = [Binding("escape,i,q", "dismiss", "close the incidents list")]
 
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="incidents-box"):
-            yield Static(Text("reading the recording…", DIM), id="incidents-text")
+    def __init__(self) -> None:
+        super().__init__()
+        self.rose: list[float] = []
 
-    def show(self, lines: list[str]) -> None:
-        body = "\n".join(lines) if lines else "no flag was raised in this recording"
-        self.query_one("#incidents-text", Static).update(Text(body))
-        self.query_one("#incidents-box").border_title = f"{len(lines)} incidents"
+    def compose(self) -> ComposeResult:
+        yield OptionList(Option("reading the recording…", disabled=True), id="incidents")
+
+    def show(self, incidents: list[tuple[float, str]]) -> None:
+        """(time it rose, its line) of every incident."""
+        listing = self.query_one(OptionList)
+        listing.clear_options()
+        if not incidents:
+            listing.add_option(Option("no flag was raised in this recording", disabled=True))
+        self.rose = [rose for rose, _ in incidents]
+        listing.add_options(line for _, line in incidents)
+        listing.border_title = f"{len(incidents)} incidents   Enter goes there"
+        listing.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_index < len(self.rose):
+            self.dismiss(self.rose[event.option_index])
