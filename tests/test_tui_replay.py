@@ -21,7 +21,7 @@ from collectors.model import Snapshot, Sock
 from tui.detail import DetailScreen
 from tui.help import HelpScreen, key_label
 from tui.replay import ReplayApp, ReplaySource
-from tui.timeline import IncidentsScreen
+from tui.timeline import IncidentsScreen, Timeline
 
 pytestmark = pytest.mark.root
 INTERVAL = 0.5
@@ -126,13 +126,16 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await pilot.press("n")
         await until(pilot, shows(app, flagged_at))
         assert 0 < flagged_at < len(recording) - 1
-        assert "▲" in str(app.timeline.render()) and "●" in str(app.timeline.render())
+        timeline = str(app.main.query_one(Timeline).render())
+        assert "▲" in timeline and "●" in timeline
 
         # its details as they were then, with its history from earlier frames
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, DetailScreen))
         detail = app.screen
         assert "stalled_reader" in str(detail.query_one("#detail-flags").render())
+        when = clock_text(recording.times[flagged_at])[11:]  # the time of day it was then
+        await until(pilot, lambda: when in str(detail.query_one(Timeline).render()))
         await until(pilot, lambda: detail.series is not None)
         assert len(detail.series["recv_q"]) > 1
         assert detail.series["recv_q"][-1][0] == pytest.approx(

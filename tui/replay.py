@@ -25,6 +25,7 @@ from bufmon.record.reader import Recording
 from bufmon.record.times import clock_text, parse_time
 from collectors.model import Snapshot
 from tui.app import BufmonApp
+from tui.detail import DetailScreen
 from tui.fmt import human_duration
 from tui.help import Section
 from tui.meters import meter_text
@@ -128,17 +129,31 @@ class ReplayApp(BufmonApp):
         self._anchor = (0.0, 0.0)  # (recording time, monotonic time) when play started
         self.flag_times: list[float] | None = None  # read in a worker after the first frame
         self._flag_frames: list[int] = []
-        self.timeline = Timeline(self._timeline)
 
     def start(self) -> None:
         # after the main screen's own mount: mounting from inside it never completes
-        self.call_later(self.main.mount, self.timeline, before=self.main.status)
+        self.call_later(self.main.mount, Timeline(self._timeline), before=self.main.status)
         self._show_state()
         self.refresh_now()
         self.run_worker(self._read_flags, thread=True, group="flags", exit_on_error=False)
 
     def help_sections(self) -> list[Section]:
-        return [("Replay", ReplayApp.BINDINGS), *super().help_sections()]
+        """The replay's keys first; the live keys it gives another meaning are left out."""
+        mine = {b.key for b in ReplayApp.BINDINGS if isinstance(b, Binding)}
+        live = [
+            (title, [b for b in keys if not (isinstance(b, Binding) and b.key in mine)])
+            for title, keys in super().help_sections()
+        ]
+        return [("Replay", ReplayApp.BINDINGS), *live]
+
+    def open_row(self, row: object) -> None:
+        """As live; a detail screen gets a timeline of its own above its hint line."""
+        super().open_row(row)
+        screen = self.screen_stack[-1]
+        if isinstance(screen, DetailScreen):
+            screen.call_after_refresh(
+                lambda: screen.mount(Timeline(self._timeline), before="#detail-hint")
+            )
 
     # --- header and timeline ------------------------------------------------------------
 
@@ -153,8 +168,13 @@ class ReplayApp(BufmonApp):
         times, index = source.times, source.index
         behind = times[-1] - times[index]
         where = f"-{human_duration(behind)}" if behind > 0 else "end"
-        frame = f"{index + 1}/{len(times)} {where}"
+        frame = f"{clock_text(times[index])[11:]}  {index + 1}/{len(times)} {where}"
         return timeline_text(times[0], times[-1], times[index], self.flag_times or (), frame, width)
+
+    def _redraw_timelines(self) -> None:
+        for screen in self.screen_stack:
+            for timeline in screen.query(Timeline):
+                timeline.redraw()
 
     def _read_flags(self) -> None:
         """Worker thread: when flags rose, for the timeline and n / N."""
@@ -166,7 +186,7 @@ class ReplayApp(BufmonApp):
         self.flag_times = flag_times
         last = len(times) - 1
         self._flag_frames = sorted({min(bisect_left(times, t), last) for t in flag_times})
-        self.timeline.redraw()
+        self._redraw_timelines()
 
     # --- moving in time -------------------------------------------------------------------
 
@@ -180,7 +200,7 @@ class ReplayApp(BufmonApp):
     def _show_frame(self, index: int) -> None:
         if index != self.replay.index:
             self.replay.index = index
-            self.timeline.redraw()
+            self._redraw_timelines()
             self.refresh_now()
 
     def action_step(self, frames: int) -> None:

@@ -137,6 +137,7 @@ class IncidentsScreen(ModalScreen[float]):
         self.rose = [rose for rose, _ in incidents]
         listing.add_options(line for _, line in incidents)
         listing.border_title = f"{len(incidents)} incidents   Enter goes there"
+        listing.highlighted = 0
         listing.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
