@@ -3,6 +3,9 @@ stalled reader in a network namespace of the test's own, gone before the recordi
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +14,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
-from bufmon.monitor import Monitor
 from bufmon.record.incidents import incident_line, incidents
-from bufmon.record.reader import Recording
+from bufmon.record.reader import Recording, RecordingError
 from bufmon.record.times import clock_text
-from bufmon.record.writer import Recorder
 from bufmon.scenarios import Netns, StalledReader
 from collectors.model import Snapshot, Sock
 from tui.detail import DetailScreen
@@ -25,30 +26,42 @@ from tui.timeline import IncidentsScreen, Timeline
 
 pytestmark = pytest.mark.root
 INTERVAL = 0.5
+BUFMON = str(Path(sys.executable).with_name("bufmon"))
+
+
+def stalled_frames(path: Path) -> tuple[int, int]:
+    """(frames so far, frames in which the stalled reader is flagged) of a recording."""
+    try:
+        recording = Recording.open(path)
+    except RecordingError:  # nothing written yet
+        return 0, 0
+    try:
+        return len(recording), sum(
+            any(f.kind == "stalled_reader" for s in snap.sockets for f in s.flags)
+            for snap in map(recording.snapshot, range(len(recording)))
+        )
+    finally:
+        recording.close()
 
 
 def record_night(ns: Netns, scenario: StalledReader, path: Path) -> None:
-    """Record until the stalled reader has been flagged a while, then close it."""
-    monitor = Monitor(ns.name)
-    recorder = Recorder(str(path), INTERVAL)
-    recorder.open(monitor.host)
+    """`bufmon record` until the stalled reader has been flagged a while, then close it
+    and record a few frames more."""
+    argv = [BUFMON, "record", str(path), "--interval", str(INTERVAL), "--netns", ns.name]
+    recorder = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        flagged = 0
-        while flagged < 3:
+        deadline = time.monotonic() + 25
+        while stalled_frames(path)[1] < 3:
             assert time.monotonic() < deadline, "the stalled reader was never flagged"
-            snap = monitor.refresh()
-            recorder.write(snap, snap.sockets)
-            flagged += any(f.kind == "stalled_reader" for s in snap.sockets for f in s.flags)
             time.sleep(INTERVAL)
         scenario.close()
-        for _ in range(3):
-            snap = monitor.refresh()
-            recorder.write(snap, snap.sockets)
+        closed_at = stalled_frames(path)[0]
+        while stalled_frames(path)[0] < closed_at + 3:
             time.sleep(INTERVAL)
     finally:
-        recorder.close()
-        monitor.close()
+        recorder.send_signal(signal.SIGTERM)
+        _, errors = recorder.communicate(timeout=10)
+    assert recorder.returncode == 0, errors
 
 
 @pytest.fixture(scope="module")

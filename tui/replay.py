@@ -8,7 +8,6 @@ for exactly one refresh of the frame there.
 
 from __future__ import annotations
 
-import sys
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
@@ -19,7 +18,6 @@ from textual.timer import Timer
 
 from bufmon.diagnosis.engine import record_values
 from bufmon.diagnosis.history import History
-from bufmon.filters import FilterError, compile_filter
 from bufmon.record.incidents import incident_line, incidents
 from bufmon.record.reader import Recording
 from bufmon.record.times import clock_text, parse_time
@@ -293,20 +291,11 @@ class ReplayApp(BufmonApp):
             self._player = None
 
 
-def run_replay(recording: Recording, at: str | None = None, filter_expr: str = "") -> int:
-    """Run the replay view until the user quits; it opens at the start, or at `at`.
-    A bad filter or time is one line and exit status 2."""
-    try:
-        compile_filter(filter_expr)
-        if not len(recording):
-            raise ValueError("the recording holds no frames yet")
-        source = ReplaySource(recording)
-        if at is not None:
-            source.index = source.index_at(parse_time(at, source.times[0], source.times[-1]))
-    except (FilterError, ValueError) as exc:
-        recording.close()
-        print(f"bufmon: {exc}", file=sys.stderr)
-        return 2
+def run_replay(recording: Recording, at: float, filter_expr: str = "") -> int:
+    """Run the replay view on frame `at` (a time) until the user quits; the caller has
+    checked the filter and closes the recording."""
+    source = ReplaySource(recording)
+    source.index = source.index_at(at)
     app = ReplayApp(source, filter_expr=filter_expr)
     app.run()
     return app.return_code or 0
