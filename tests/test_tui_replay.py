@@ -3,6 +3,9 @@ stalled reader in a network namespace of the test's own, gone before the recordi
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_tui_tmux import Terminal, stop
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
@@ -203,3 +207,54 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         assert app.replay.index == len(recording) - 1
         await until(pilot, shows(app, len(recording) - 1))
         await pilot.press("q")
+
+
+def netlink_sockets(pid: int) -> list[str]:
+    """The netlink sockets (how bufmon reads the kernel's sockets) a process holds."""
+    rows = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]
+    netlink = {f"socket:[{row.split()[-1]}]" for row in rows}
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            links.append(os.readlink(fd))
+    return [link for link in links if link in netlink]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_installed_bufmon_replay_in_tmux(night: tuple[Path, int]) -> None:
+    path, port = night
+    recording = Recording.open(path)
+    name = f"bufmon-replay-{os.getpid()}"
+    status = Path(f"/tmp/{name}.status")
+    command = f"{BUFMON} replay {path}; echo $? > {status}; sleep 30"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", command])
+    tty = Terminal(name)
+    try:
+        screen = tty.wait_for(clock_text(recording.times[0]))  # it opens at the start
+        lines = screen.splitlines()
+        assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        assert f"1/{len(recording)}" in screen and "PAUSED" in screen
+
+        # replay never collects live data: the process holds no netlink socket
+        shell = subprocess.run(
+            ["tmux", "list-panes", "-t", name, "-F", "#{pane_pid}"], capture_output=True, text=True
+        ).stdout.split()[0]
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        assert children and netlink_sockets(int(children[0])) == []
+
+        tty.keys("n", "n")  # the zero window first, then the stalled reader
+        screen = tty.wait_for("STALL")
+        row = next(line for line in screen.splitlines() if "STALL" in line)
+        assert f"127.0.0.1:{port}" in row
+        tty.keys("Enter")
+        tty.wait_for("stalled_reader")
+        tty.keys("}")  # a minute on is past the end: the socket is gone by then
+        screen = tty.wait_for("CLOSED")
+        assert f"{len(recording)}/{len(recording)} end" in screen
+        tty.keys("Escape", "?")
+        tty.wait_for("one frame forward")
+        tty.keys("Escape", "q")
+        assert stop(tty) == 0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        status.unlink(missing_ok=True)

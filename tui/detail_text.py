@@ -140,9 +140,9 @@ def title_text(s: Sock, closed: bool) -> Text:
     text.append(endpoint(s.local_addr, s.local_port))
     text.append(" → ", DIM)
     text.append(endpoint(s.peer_addr, s.peer_port))
-    text.append(f"   netns {printable(s.netns)}", DIM)
-    if closed:
+    if closed:  # before the namespace: a long namespace name must not hide it
         text.append("   CLOSED (last seen values)", SEVERITY_STYLES["critical"])
+    text.append(f"   netns {printable(s.netns)}", DIM)
     return text
 
 

@@ -172,7 +172,7 @@ class ReplayApp(BufmonApp):
     def _redraw_timelines(self) -> None:
         for screen in self.screen_stack:
             for timeline in screen.query(Timeline):
-                timeline.redraw()
+                timeline.refresh()
 
     def _read_flags(self) -> None:
         """Worker thread: when flags rose, for the timeline and n / N."""

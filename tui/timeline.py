@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui.fmt import DIM, SEVERITY_STYLES
-from tui.meters import TextLine
 
 PLAYED = Style(bold=True)
 CURSOR = Style(bold=True, reverse=True)
@@ -56,21 +56,17 @@ def timeline_text(
     return text
 
 
-class Timeline(TextLine):
-    """The timeline under the socket list; redrawn when the cursor or the width changes."""
+class Timeline(Widget):
+    """The timeline line; drawn for its width whenever it is refreshed."""
 
     DEFAULT_CSS = "Timeline { height: 1; padding: 0 1; }"
 
-    def __init__(self, draw: Callable[[int], Text]) -> None:
-        super().__init__(id="timeline")
-        self.text_for = draw
+    def __init__(self, text_for: Callable[[int], Text]) -> None:
+        super().__init__()
+        self.text_for = text_for
 
-    def redraw(self) -> None:
-        if self.size.width:
-            self.show(self.text_for(self.size.width - 2))  # minus the padding
-
-    def on_resize(self) -> None:
-        self.redraw()
+    def render(self) -> Text:
+        return self.text_for(self.content_region.width)
 
 
 class TimePrompt(ModalScreen[float]):
