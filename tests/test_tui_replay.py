@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,8 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await until(pilot, lambda: when in str(detail.query_one(Timeline).render()))
         await until(pilot, lambda: detail.series is not None)
         assert len(detail.series["recv_q"]) > 1
+        then = next(s for s in recording.snapshot(flagged_at).sockets if is_stalled_server(s))
+        assert detail.series["recv_q"][-1][1] == then.recv_q > 0
         assert detail.series["recv_q"][-1][0] == pytest.approx(
             recording.times[flagged_at], abs=0.01
         )
@@ -226,14 +229,15 @@ def test_installed_bufmon_replay_in_tmux(night: tuple[Path, int]) -> None:
     recording = Recording.open(path)
     name = f"bufmon-replay-{os.getpid()}"
     status = Path(f"/tmp/{name}.status")
-    command = f"{BUFMON} replay {path}; echo $? > {status}; sleep 30"
+    at = datetime.fromtimestamp(recording.times[2]).isoformat()  # the third frame
+    command = f"{BUFMON} replay {path} --at {at}; echo $? > {status}; sleep 30"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", command])
     tty = Terminal(name)
     try:
-        screen = tty.wait_for(clock_text(recording.times[0]))  # it opens at the start
+        screen = tty.wait_for(clock_text(recording.times[2]))
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
-        assert f"1/{len(recording)}" in screen and "PAUSED" in screen
+        assert f"3/{len(recording)}" in screen and "PAUSED" in screen
 
         # replay never collects live data: the process holds no netlink socket
         shell = subprocess.run(
