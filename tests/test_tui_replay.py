@@ -101,6 +101,12 @@ def shows(app: ReplayApp, index: int) -> Callable[[], bool]:
     return lambda: app.snapshot is not None and app.snapshot.time == times[index]
 
 
+def settled(app: ReplayApp) -> bool:
+    """The list shows what the current state asks for."""
+    view = app.main.socket_list.view
+    return view is not None and view.request.generation == app.generation
+
+
 def flagged(snap: Snapshot) -> bool:
     return any(s.flags for s in snap.sockets)
 
@@ -128,6 +134,16 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await pilot.press("left_square_bracket")
         await until(pilot, shows(app, 0))
         assert not any(map(is_stalled_server, listing.rows))
+
+        # the live view's filter and grouping work on the frames, and stay across steps
+        await pilot.press("slash", *"state:listen", "enter")
+        await until(pilot, lambda: settled(app) and [r.state for r in listing.rows] == ["LISTEN"])
+        await pilot.press("right_square_bracket", "v")
+        await until(pilot, lambda: shows(app, 1)() and app.group_by == "process" and settled(app))
+        assert [r.count for r in listing.rows] == [1]
+        await pilot.press("v", "v", "v", "v", "escape", "left_square_bracket")
+        await until(pilot, lambda: shows(app, 0)() and app.group_by is None and settled(app))
+        assert app.filter_expr == "" and len(listing.rows) == len(recording.snapshot(0).sockets)
 
         # the next moment a flag was raised: the sender sees a zero window first, then
         # the stalled reader is flagged after its hold time and rises to the top
