@@ -33,7 +33,9 @@ from tui.timeline import IncidentsScreen, Timeline, TimePrompt, timeline_text
 SPEEDS = (1, 10, 60)
 MINUTE = 60.0
 HISTORY_WINDOW = 600.0  # seconds of history on the detail screen, as live
-HISTORY_SAMPLES = 120  # at most this many earlier frames are read for one history
+# ...but at most this many frames: a reader rebuilds every frame in between anyway
+# (each is a delta on the one before), so sampling fewer would not read less.
+HISTORY_FRAMES = 120
 
 
 class ReplaySource:
@@ -73,22 +75,20 @@ class ReplaySource:
     def _history_at(self, key: Hashable, index: int) -> History:
         """The socket's History up to frame `index`, built by the live History's own rules.
 
-        Frames are sampled on a fixed grid of indices (so the next frame reuses what
-        this one read) and each sample is kept for as long as the same socket is shown.
+        Each frame's sample is kept while the same socket is shown, so moving on by a
+        frame reads one frame more.
         """
         if self._history is not None and self._history[:2] == (key, index):
             return self._history[2]
         if key != self._samples_key:
             self._samples_key, self._samples = key, {}
-        first = self.index_at(self.times[index] - HISTORY_WINDOW)
-        stride = max(1, (index - first) // HISTORY_SAMPLES)
+        first = max(self.index_at(self.times[index] - HISTORY_WINDOW), index - HISTORY_FRAMES)
         history = History(window=HISTORY_WINDOW)
-        for i in [*range(first - first % stride, index, stride), index]:
-            if i < first:
-                continue
+        for i in range(first, index + 1):
             sample = self._sample(key, i)
             if sample is not None:
                 history.append(key, *sample)  # type: ignore[arg-type]
+        self._samples = {i: self._samples[i] for i in range(first, index + 1)}  # bounded
         self._history = (key, index, history)
         return history
 
