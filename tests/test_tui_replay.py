@@ -208,6 +208,9 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await pilot.press("enter")
         await until(pilot, shows(app, flagged_at))
         assert not isinstance(app.screen, IncidentsScreen)
+        await pilot.press("i")  # read once: the second time the list is there at once
+        assert isinstance(app.screen, IncidentsScreen) and len(app.screen.rose) == len(expected)
+        await pilot.press("escape")
 
         # go to a typed time; a typo shows its error and keeps the prompt open
         await pilot.press("t", *"3:7x", "enter")

@@ -8,6 +8,7 @@ for exactly one refresh of the frame there.
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
@@ -19,7 +20,7 @@ from textual.timer import Timer
 from bufmon.diagnosis.engine import record_values
 from bufmon.diagnosis.history import History
 from bufmon.record.incidents import incident_line, incidents
-from bufmon.record.reader import Recording
+from bufmon.record.reader import Recording, RecordingError
 from bufmon.record.times import clock_text, parse_time
 from collectors.model import Snapshot
 from tui.app import BufmonApp
@@ -127,6 +128,8 @@ class ReplayApp(BufmonApp):
         self._anchor = (0.0, 0.0)  # (recording time, monotonic time) when play started
         self.flag_times: list[float] | None = None  # read in a worker after the first frame
         self._flag_frames: list[int] = []
+        self.incidents: list[tuple[float, str]] | str | None = None  # (rose, line) once read
+        self._incidents_reader: threading.Thread | None = None
 
     def start(self) -> None:
         # after the main screen's own mount: mounting from inside it never completes
@@ -236,19 +239,35 @@ class ReplayApp(BufmonApp):
         self.go(self.replay.index_at(moment))
 
     def action_incidents(self) -> None:
-        screen = IncidentsScreen()
-        self.push_screen(screen, lambda rose: None if rose is None else self.go_to(rose))
-        path = self.replay.recording.path
+        self.push_screen(
+            IncidentsScreen(self.incidents),
+            lambda rose: None if rose is None else self.go_to(rose),
+        )
+        if self.incidents is None and self._incidents_reader is None:
+            # a daemon thread, not a worker: quitting never waits for a long recording
+            self._incidents_reader = threading.Thread(
+                target=self._read_incidents, name="incidents", daemon=True
+            )
+            self._incidents_reader.start()
 
-        def read() -> None:  # its own reader: the source's is busy with the frames on show
-            recording = Recording.open(path)
+    def _read_incidents(self) -> None:
+        """Its own thread, with its own reader: the source's shows the frames meanwhile."""
+        found: list[tuple[float, str]] | str
+        try:
+            recording = Recording.open(self.replay.recording.path)
             try:
                 found = [(inc.rose, incident_line(inc)) for inc in incidents(recording)]
             finally:
                 recording.close()
-            self._hand_over(screen.show, found)
+        except RecordingError as exc:
+            found = f"cannot read the incidents: {exc}"
+        self._hand_over(self._incidents_read, found)
 
-        self.run_worker(read, thread=True, group="incidents", exit_on_error=False)
+    def _incidents_read(self, found: list[tuple[float, str]] | str) -> None:
+        self.incidents = found
+        for screen in self.screen_stack:
+            if isinstance(screen, IncidentsScreen):
+                screen.show(found)
 
     # --- playing ------------------------------------------------------------------------
 

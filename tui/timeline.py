@@ -117,17 +117,25 @@ class IncidentsScreen(ModalScreen[float]):
     """
     BINDINGS = [Binding("escape,i,q", "dismiss", "close the incidents list")]
 
-    def __init__(self) -> None:
+    def __init__(self, incidents: list[tuple[float, str]] | str | None = None) -> None:
         super().__init__()
+        self.incidents = incidents
         self.rose: list[float] = []
 
     def compose(self) -> ComposeResult:
         yield OptionList(Option("reading the recording…", disabled=True), id="incidents")
 
-    def show(self, incidents: list[tuple[float, str]]) -> None:
-        """(time it rose, its line) of every incident."""
+    def on_mount(self) -> None:
+        if self.incidents is not None:
+            self.show(self.incidents)
+
+    def show(self, incidents: list[tuple[float, str]] | str) -> None:
+        """(time it rose, its line) of every incident, or why they cannot be read."""
         listing = self.query_one(OptionList)
         listing.clear_options()
+        if isinstance(incidents, str):
+            listing.add_option(Option(incidents, disabled=True))
+            return
         if not incidents:
             listing.add_option(Option("no flag was raised in this recording", disabled=True))
         self.rose = [rose for rose, _ in incidents]
