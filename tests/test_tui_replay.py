@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_tui_tmux import Terminal, stop
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
@@ -167,6 +168,7 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, DetailScreen))
         detail = app.screen
+        assert isinstance(detail, DetailScreen)
         assert "stalled_reader" in str(detail.query_one("#detail-flags").render())
         when = clock_text(recording.times[flagged_at])[11:]  # the time of day it was then
         await until(pilot, lambda: when in str(detail.query_one(Timeline).render()))
@@ -192,6 +194,7 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         assert isinstance(app.screen, HelpScreen)
         shown = str(app.screen.query_one("#help-text").render())
         for binding in ReplayApp.BINDINGS:
+            assert isinstance(binding, Binding)
             assert key_label(binding.key) in shown and binding.description in shown
         await pilot.press("escape")
 
