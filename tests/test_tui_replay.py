@@ -173,12 +173,12 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         when = clock_text(recording.times[flagged_at])[11:]  # the time of day it was then
         await until(pilot, lambda: when in str(detail.query_one(Timeline).render()))
         await until(pilot, lambda: detail.series is not None)
-        assert len(detail.series["recv_q"]) > 1
+        assert detail.series is not None
+        recv_q = detail.series["recv_q"]
+        assert len(recv_q) > 1
         then = next(s for s in recording.snapshot(flagged_at).sockets if is_stalled_server(s))
-        assert detail.series["recv_q"][-1][1] == then.recv_q > 0
-        assert detail.series["recv_q"][-1][0] == pytest.approx(
-            recording.times[flagged_at], abs=0.01
-        )
+        assert recv_q[-1][1] == then.recv_q > 0
+        assert recv_q[-1][0] == pytest.approx(recording.times[flagged_at], abs=0.01)
 
         # a minute on: past the end of this recording, where the socket is gone
         await pilot.press("right_curly_bracket")
