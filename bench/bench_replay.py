@@ -30,7 +30,7 @@ from pathlib import Path
 from bench_record import record_simulated
 
 from bufmon.record.reader import Recording
-from bufmon.record.times import clock_text
+from bufmon.record.times import clock_text, parse_time
 
 BUFMON = str(Path(sys.executable).with_name("bufmon"))
 TARGET_S = 1.0
@@ -68,13 +68,13 @@ def whole(argv: list[str]) -> float:
 
 def measure(path: str, rounds: int) -> None:
     recording = Recording.open(path)
-    middle = len(recording) // 2
-    t = recording.times[middle]
-    sockets = len(recording.snapshot(middle).sockets)
     frames = len(recording)
+    at = datetime.fromtimestamp(recording.times[frames // 2]).isoformat(timespec="seconds")
+    shown = recording.index_at(parse_time(at, recording.times[0], recording.times[-1]))
+    t = recording.times[shown]
+    sockets = len(recording.snapshot(shown).sockets)
     recording.close()
-    at = datetime.fromtimestamp(t).isoformat(timespec="seconds")
-    wanted = [clock_text(t), f"of {sockets}"]
+    wanted = [clock_text(t), f"{shown + 1}/{frames}", f"of {sockets}"]
     rows: dict[str, list[float]] = {"view": [], "json": [], "python": []}
     for _ in range(rounds):  # alternating, so a busy moment of the machine hits all rows
         rows["view"].append(first_screen(path, at, wanted))

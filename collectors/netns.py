@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyroute2 import netns as pyroute2_netns
-
 from collectors.cgroups import container_label
 from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
@@ -99,6 +97,8 @@ def _comm(pid: str) -> str:
 
 
 def _named() -> dict[int, Namespace]:
+    from pyroute2 import netns as pyroute2_netns  # late: replay never loads all of pyroute2
+
     found: dict[int, Namespace] = {}
     for name in sorted(pyroute2_netns.listnetns(NETNS_RUN_DIR)):
         path = os.path.join(NETNS_RUN_DIR, name)
@@ -134,6 +134,8 @@ def discover(host_inode: int, known: dict[int, Namespace]) -> dict[int, Namespac
 @contextmanager
 def entered(path: str) -> Iterator[None]:
     """Run the body in the namespace at `path` (this thread only), then come back."""
+    from pyroute2 import netns as pyroute2_netns  # late: replay never loads all of pyroute2
+
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = open_netns(path)
