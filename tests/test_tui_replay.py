@@ -254,7 +254,8 @@ def test_installed_bufmon_replay_in_tmux(night: tuple[Path, int]) -> None:
     recording = Recording.open(path)
     name = f"bufmon-replay-{os.getpid()}"
     status = Path(f"/tmp/{name}.status")
-    at = datetime.fromtimestamp(recording.times[2]).isoformat()  # the third frame
+    between = (recording.times[2] + recording.times[3]) / 2  # the third frame is shown
+    at = datetime.fromtimestamp(between).isoformat()
     command = f"{BUFMON} replay {path} --at {at}; echo $? > {status}; sleep 30"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", command])
     tty = Terminal(name)
