@@ -256,7 +256,7 @@ def test_installed_bufmon_replay_in_tmux(night: tuple[Path, int]) -> None:
     status = Path(f"/tmp/{name}.status")
     between = (recording.times[2] + recording.times[3]) / 2  # the third frame is shown
     at = datetime.fromtimestamp(between).isoformat()
-    command = f"{BUFMON} replay {path} --at {at}; echo $? > {status}; sleep 30"
+    command = f"{BUFMON} replay {path} --at {at} state:estab; echo $? > {status}; sleep 30"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", command])
     tty = Terminal(name)
     try:
@@ -264,6 +264,7 @@ def test_installed_bufmon_replay_in_tmux(night: tuple[Path, int]) -> None:
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
         assert f"3/{len(recording)}" in screen and "PAUSED" in screen
+        assert "/state:estab" in screen and "LISTEN" not in screen.split("STATE", 1)[1]
 
         # replay never collects live data: the process holds no netlink socket
         shell = subprocess.run(
