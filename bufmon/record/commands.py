@@ -206,6 +206,6 @@ def _replay_json(rec: Recording, args: argparse.Namespace, keep: Callable[[Sock]
 
 
 def _replay_view(rec: Recording, args: argparse.Namespace, expr: str) -> int:
-    from tui.replay import run_replay
+    from bufmon.frontend import run_replay
 
     return run_replay(rec, _time_arg(rec, "--at", args.at, rec.times[0]), expr)
