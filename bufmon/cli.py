@@ -20,7 +20,7 @@ from bufmon.filters import FilterError, compile_filter
 from bufmon.present import worst_first
 from bufmon.textout import flagged_lines, table
 from collectors.model import Snapshot, Sock
-from collectors.netns import NetnsError
+from collectors.netns import NamespaceSet, NetnsError
 from collectors.sockdiag import DiagError
 from collectors.untrusted import printable
 
@@ -194,13 +194,26 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     return EXIT_OK
 
 
-def cmd_tui(args: argparse.Namespace, expr: str) -> int:
+def _need_terminal() -> None:
+    """The interactive view draws on a terminal; without one it refuses in one line."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the interactive view needs a terminal on stdin and stdout"
+            " (for files and pipes use `bufmon snapshot` or `bufmon watch`)"
+        )
+
+
+def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -> int:
+    _need_terminal()
+    NamespaceSet(args.netns).close()  # a namespace that does not exist: say so, do not start
     from bufmon.frontend import run_app
 
-    return run_app(netns=args.netns, config=args.cfg, filter_expr=expr, interval=args.interval)
+    return run_app(args.netns, config=args.cfg, filter_expr=expr, keep=keep, interval=args.interval)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.headless:
+        _need_terminal()
     from bufmon.demo import run_demo
 
     return run_demo(headless=args.headless, duration=args.duration)
@@ -251,7 +264,7 @@ def run(argv: list[str]) -> int:
         return cmd_demo(args)
     if args.command == "export":
         return cmd_export(args)
-    return cmd_tui(args, expr)
+    return cmd_tui(args, keep, expr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
@@ -32,11 +34,15 @@ def key_label(keys: str) -> str:
     return " ".join(KEY_NAMES.get(key, key) for key in keys.split(","))
 
 
-def help_text(sections: list[tuple[str, list[Binding]]]) -> Text:
+Section = tuple[str, Sequence[BindingType]]  # a heading and the keys under it
+
+
+def help_text(sections: list[Section]) -> Text:
     text = Text()
     for n, (title, bindings) in enumerate(sections):
         text.append(("\n\n" if n else "") + title, HEADING)
-        for binding in bindings:
+        for item in bindings:
+            binding = item if isinstance(item, Binding) else Binding(*item)
             text.append(f"\n  {key_label(binding.key):<14}", KEY_STYLE)
             text.append(binding.description)
     return text
@@ -45,7 +51,7 @@ def help_text(sections: list[tuple[str, list[Binding]]]) -> Text:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close this help")]
 
-    def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
+    def __init__(self, sections: list[Section]) -> None:
         super().__init__()
         self.sections = sections
 
