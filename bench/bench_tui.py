@@ -151,16 +151,16 @@ async def run(count: int, refreshes: int) -> None:
         await pilot.pause(0.3)
         move = await key_latency("j", lambda: listing.cursor == 1)
         await key_latency("g", lambda: listing.cursor == 0)
-        generation = app.generation
+        generation = app.state.generation
         sort = await key_latency("s", view_generation(generation + 1))
         reverse = await key_latency("r", view_generation(generation + 2))
         default = await key_latency("S", view_generation(generation + 3))
         group = await key_latency("v", view_generation(generation + 4))
         await pilot.press("v", "v", "v", "v")  # back to the plain list
-        await wait_until(lambda: not app._viewing and view_generation(app.generation)())
+        await wait_until(lambda: not app._viewing and view_generation(app.state.generation)())
         start = time.perf_counter()
-        app.set_filter("state:estab rfill>50")
-        await wait_until(view_generation(app.generation))
+        app.update_state(app.state.filter("state:estab rfill>50"))
+        await wait_until(view_generation(app.state.generation))
         effect = time.perf_counter()
         await wait_until(lambda: bool(frames) and frames[-1] >= effect, timeout=2.0)
         filtering = frames[-1] - start

@@ -19,7 +19,7 @@ from bufmon.filters import FilterError, compile_filter
 from bufmon.record import commands as record_commands
 from bufmon.textout import flagged_lines, json_line, shown, table, watch_document
 from collectors.model import Sock
-from collectors.netns import NetnsError
+from collectors.netns import NamespaceSet, NetnsError
 from collectors.sockdiag import DiagError
 from collectors.untrusted import printable
 
@@ -185,13 +185,26 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     return EXIT_OK
 
 
-def cmd_tui(args: argparse.Namespace, expr: str) -> int:
+def need_terminal(instead: str = "`bufmon snapshot` or `bufmon watch`") -> None:
+    """The interactive view draws on a terminal; without one it refuses in one line."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            f"the interactive view needs a terminal on stdin and stdout"
+            f" (for files and pipes use {instead})"
+        )
+
+
+def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -> int:
+    need_terminal()
+    NamespaceSet(args.netns).close()  # a namespace that does not exist: say so, do not start
     from bufmon.frontend import run_app
 
-    return run_app(netns=args.netns, config=args.cfg, filter_expr=expr, interval=args.interval)
+    return run_app(args.netns, config=args.cfg, filter_expr=expr, keep=keep, interval=args.interval)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.headless:
+        need_terminal()
     from bufmon.demo import run_demo
 
     return run_demo(headless=args.headless, duration=args.duration)
@@ -245,7 +258,7 @@ def run(argv: list[str]) -> int:
         return cmd_demo(args)
     if args.command == "export":
         return cmd_export(args)
-    return cmd_tui(args, expr)
+    return cmd_tui(args, keep, expr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
 import struct
 import subprocess
@@ -170,6 +171,33 @@ def test_bad_config_file_names_file_and_key(tmp_path: Path) -> None:
     assert str(cfg) in line and "hold" in line
     cfg.write_text("[stalled_reader\n")
     assert str(cfg) in one_line_error(bufmon("snapshot", "--config", str(cfg)), 2)
+
+
+@pytest.mark.parametrize("args", [[], ["tui"], ["demo"]])
+def test_the_view_refuses_without_a_terminal(args: list[str]) -> None:
+    proc = subprocess.run(
+        [BUFMON, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout == ""  # no escape codes
+    assert "needs a terminal" in one_line_error(proc, 2)
+
+
+def test_the_view_checks_its_arguments_before_drawing() -> None:
+    leader, follower = pty.openpty()  # a terminal, so that only the bad argument stops it
+    try:
+        cases = [
+            (["prot:tcp"], 2, "unknown field 'prot'"),
+            (["--netns", "no-such-ns"], 1, "no such"),
+        ]
+        for args, code, needle in cases:
+            proc = subprocess.run(
+                [BUFMON, *args], stdin=follower, stdout=follower, stderr=subprocess.PIPE,
+                text=True, timeout=60,
+            )  # fmt: skip
+            assert needle in one_line_error(proc, code)
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 def test_missing_namespace_is_runtime_error() -> None:

@@ -193,9 +193,11 @@ def test_cgroup_label_is_exact_in_json_and_escaped_in_text(unit: bytes) -> None:
 async def test_view_keeps_the_row_and_escapes_the_name() -> None:
     from tui.app import BufmonApp
     from tui.source import MonitorSource
+    from tui.state import ListState
 
     with attacker(NAMES["osc-title"]) as target:
-        app = BufmonApp(MonitorSource("all"), filter_expr=f"pid:{target.pid}", interval=0.5)
+        state = ListState().filter(f"pid:{target.pid}")
+        app = BufmonApp(MonitorSource("all"), state=state, interval=0.5)
         async with app.run_test(size=(160, 30)) as pilot:
             listing = app.main.socket_list
             deadline = time.monotonic() + 15

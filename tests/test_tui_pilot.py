@@ -45,8 +45,7 @@ def rows(app: BufmonApp) -> list[Sock | GroupRow]:
 
 def settled(app: BufmonApp) -> Callable[[], bool]:
     """The list shows what the current state asks for."""
-    listing = app.main.socket_list
-    return lambda: listing.view is not None and listing.view.request.generation == app.generation
+    return lambda: app.main.socket_list.current
 
 
 def server_of(scenario: StalledReader) -> Callable[[Sock | GroupRow], bool]:
@@ -82,22 +81,22 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
         error = app.main.query_one("#filter-error")
         assert error.display and "unknown field 'stat'" in str(error.render())
         await pilot.press("enter")
-        assert app.filter_expr == "state:listen"
+        assert app.state.filter_expr == "state:listen"
         await pilot.press("escape")
         await until(pilot, lambda: settled(app)() and len(rows(app)) == 3)
-        assert app.filter_expr == "" and not app.main.filter_bar.display
+        assert app.state.filter_expr == "" and not app.main.filter_bar.display
 
         # sort: next column, then reversed; the arrow follows
         await pilot.press("s")
         await until(pilot, settled(app))
-        sorted_by = app.sort
+        sorted_by = app.state.sort
         assert sorted_by != "flags"
         title_row = str(app.main.titles.render_line(0).text)
         await pilot.press("r")
         await until(pilot, settled(app))
-        assert app.reverse and title_row != str(app.main.titles.render_line(0).text)
+        assert app.state.reverse and title_row != str(app.main.titles.render_line(0).text)
         await pilot.press("S", "g")  # back to worst first, cursor on top
-        await until(pilot, lambda: settled(app)() and app.sort == "flags")
+        await until(pilot, lambda: settled(app)() and app.state.sort == "flags")
 
         # pause: no refresh, and the cursor stays on its socket across a resume
         await pilot.press("j")
@@ -124,7 +123,7 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
         pid = listing.cursor_row.process.pid
         assert len(rows(app)) == 3 and all(r.process.pid == pid for r in rows(app))
         await pilot.press("escape")
-        await until(pilot, lambda: settled(app)() and not app.drills)
+        await until(pilot, lambda: settled(app)() and not app.state.drills)
 
         # from the listener to its accepted connection
         listener = next(i for i, r in enumerate(rows(app)) if r.state == "LISTEN")
@@ -137,13 +136,13 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
 
         # group by process: one group of three, Enter shows its members, Esc returns
         await pilot.press("v")
-        await until(pilot, lambda: settled(app)() and app.group_by == "process")
+        await until(pilot, lambda: settled(app)() and app.state.group_by == "process")
         assert [(r.count, r.worst) for r in rows(app)] == [(3, 3)]
         await pilot.press("enter")
-        await until(pilot, lambda: settled(app)() and app.group_by is None)
-        assert len(rows(app)) == 3 and app.drills
+        await until(pilot, lambda: settled(app)() and app.state.group_by is None)
+        assert len(rows(app)) == 3 and app.state.drills
         await pilot.press("escape")
-        await until(pilot, lambda: settled(app)() and app.group_by == "process")
+        await until(pilot, lambda: settled(app)() and app.state.group_by == "process")
 
         # help lists every key of every screen
         await pilot.press("question_mark")

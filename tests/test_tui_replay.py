@@ -104,8 +104,7 @@ def shows(app: ReplayApp, index: int) -> Callable[[], bool]:
 
 def settled(app: ReplayApp) -> bool:
     """The list shows what the current state asks for."""
-    view = app.main.socket_list.view
-    return view is not None and view.request.generation == app.generation
+    return app.main.socket_list.current
 
 
 def flagged(snap: Snapshot) -> bool:
@@ -140,11 +139,14 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         await pilot.press("slash", *"state:listen", "enter")
         await until(pilot, lambda: settled(app) and [r.state for r in listing.rows] == ["LISTEN"])
         await pilot.press("right_square_bracket", "v")
-        await until(pilot, lambda: shows(app, 1)() and app.group_by == "process" and settled(app))
+        await until(
+            pilot, lambda: shows(app, 1)() and app.state.group_by == "process" and settled(app)
+        )
         assert [r.count for r in listing.rows] == [1]
         await pilot.press("v", "v", "v", "v", "escape", "left_square_bracket")
-        await until(pilot, lambda: shows(app, 0)() and app.group_by is None and settled(app))
-        assert app.filter_expr == "" and len(listing.rows) == len(recording.snapshot(0).sockets)
+        await until(pilot, lambda: shows(app, 0)() and app.state.group_by is None and settled(app))
+        assert app.state.filter_expr == ""
+        assert len(listing.rows) == len(recording.snapshot(0).sockets)
 
         # the next moment a flag was raised: the sender sees a zero window first, then
         # the stalled reader is flagged after its hold time and rises to the top
@@ -289,3 +291,13 @@ def test_installed_bufmon_replay_in_tmux(night: tuple[Path, int]) -> None:
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
         status.unlink(missing_ok=True)
+
+
+def test_replay_view_without_a_terminal_is_one_line(night: tuple[Path, int]) -> None:
+    path, _ = night
+    proc = subprocess.run(
+        [BUFMON, "replay", str(path)], stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("bufmon: the interactive view needs a terminal")
+    assert "--json" in proc.stderr and len(proc.stderr.splitlines()) == 1

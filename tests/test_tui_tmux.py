@@ -91,11 +91,17 @@ def start(ns: Netns, term: str, extra_env: str = "") -> Terminal:
     return Terminal(name)
 
 
-def stop(term: Terminal) -> int:
+def exited(term: Terminal) -> Path:
+    """The file holding bufmon's exit status, once bufmon has exited (10 s at most)."""
     status = Path(f"/tmp/{term.name}.status")
     deadline = time.monotonic() + 10
     while not status.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
+    return status
+
+
+def stop(term: Terminal) -> int:
+    status = exited(term)
     code = int(status.read_text()) if status.exists() else -1
     subprocess.run(["tmux", "kill-session", "-t", term.name], capture_output=True)
     status.unlink(missing_ok=True)
@@ -150,6 +156,35 @@ def test_no_color_in_tmux(trouble: tuple[Netns, StalledReader]) -> None:
         assert "\x1b[" in escaped
         assert not [c for c in colours(escaped) if c not in GREYS], sorted(set(colours(escaped)))
         tty.keys("q")
+        assert stop(tty) == 0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", tty.name], capture_output=True)
+
+
+def pane(term: Terminal, variable: str) -> str:
+    return subprocess.run(
+        ["tmux", "display", "-p", "-t", term.name, f"#{{{variable}}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize("sig", ["HUP", "TERM"])
+def test_a_hangup_gives_the_terminal_back(trouble: tuple[Netns, StalledReader], sig: str) -> None:
+    ns, _ = trouble
+    tty = start(ns, "xterm-256color")
+    try:
+        tty.wait_for("ACCQ")
+        assert pane(tty, "alternate_on") == "1" and pane(tty, "cursor_flag") == "0"
+        shell = pane(tty, "pane_pid")
+        children = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True)
+        (bufmon,) = children.stdout.split()
+        subprocess.run(["kill", f"-{sig}", bufmon], check=True)
+        assert exited(tty).exists()
+        # the plain screen again: no alternate screen, cursor shown, no mouse reporting
+        assert pane(tty, "alternate_on") == "0" and pane(tty, "cursor_flag") == "1"
+        assert pane(tty, "mouse_any_flag") == "0" and pane(tty, "mouse_all_flag") == "0"
         assert stop(tty) == 0
     finally:
         subprocess.run(["tmux", "kill-session", "-t", tty.name], capture_output=True)

@@ -7,15 +7,15 @@ the previous refresh has been applied (never a fixed-rate timer that could overl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import sys
+import signal
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Middle
@@ -23,28 +23,17 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
-from bufmon.filters import FilterError, Predicate, compile_filter
+from bufmon.filters import FilterError, Predicate
 from collectors.model import Snapshot, Sock
-from collectors.netns import NamespaceSet, NetnsError
 from tui.detail import DetailScreen
 from tui.fmt import one_line
 from tui.help import HelpScreen, Section
 from tui.main import MainScreen
-from tui.meters import meter_text, notice_text, status_text
+from tui.messages import Drill, FilterApplied, OpenRow, SortStep
 from tui.socklist import SocketList
-from tui.source import HISTORY_FIELDS, MonitorSource, Series, Source
-from tui.view import (
-    DEFAULT_SORT,
-    GROUP_ORDER,
-    GroupRow,
-    Scope,
-    Summary,
-    View,
-    ViewRequest,
-    compute_view,
-    sorts_for,
-    summarize,
-)
+from tui.source import HISTORY_FIELDS, MonitorSource, Series, SockKey, Source
+from tui.state import ListState
+from tui.view import GroupRow, Summary, View, ViewRequest, compute_view, summarize
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -52,6 +41,7 @@ if TYPE_CHECKING:
 MIN_WIDTH, MIN_HEIGHT = 60, 15
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the next
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)  # HUP: the SSH session dropped
 
 
 @dataclass(slots=True)
@@ -87,12 +77,6 @@ class TooSmallScreen(Screen[None]):
         )
 
 
-@dataclass(slots=True)
-class DrillDown:
-    scope: Scope
-    group_by: str | None  # the grouping to return to on Esc
-
-
 class BufmonApp(App[int]):
     CSS_PATH = "bufmon.tcss"
     ENABLE_COMMAND_PALETTE = False
@@ -110,21 +94,15 @@ class BufmonApp(App[int]):
         source: Source | None = None,
         *,
         title: str = "bufmon",
-        filter_expr: str = "",
+        state: ListState | None = None,
         interval: float = 1.0,
     ) -> None:
         super().__init__()
         self.source: Source = source or MonitorSource()
         self.title = title
-        self.filter_expr = filter_expr
-        self.predicate: Predicate | None = compile_filter(filter_expr) if filter_expr else None
-        self.sort = DEFAULT_SORT
-        self.reverse = False
-        self.group_by: str | None = None
-        self.drills: list[DrillDown] = []
+        self.state = state or ListState()
         self.interval = interval
         self.paused = False
-        self.generation = 0  # bumped by every change of what the list should show
         self.snapshot: Snapshot | None = None
         self.summary: Summary | None = None
         self.error: str | None = None
@@ -134,7 +112,9 @@ class BufmonApp(App[int]):
         self._viewing = False
         self._view_again = False
         self._timer: Timer | None = None
+        self._signals: dict[int, Any] = {}  # signal -> the handler to restore
         self.main = MainScreen()
+        self.main.socket_list.expect(self.state.generation)
 
     # --- screens -----------------------------------------------------------------------
 
@@ -142,12 +122,34 @@ class BufmonApp(App[int]):
         return self.main
 
     def on_mount(self) -> None:
+        self._quit_on_signals()
         self.check_size()
 
-    def start(self) -> None:
-        """The main screen is up: show the empty frame and start refreshing."""
+    def _quit_on_signals(self) -> None:
+        """SIGHUP (the SSH session dropped) and SIGTERM quit like `q`: the terminal is
+        given back as it was (main screen, cursor shown, no mouse reporting)."""
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self.exit)
+            except (RuntimeError, ValueError):  # not in the main thread: no signals here
+                return
+            self._signals[sig] = previous
+
+    def _restore_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, previous in self._signals.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._signals.clear()
+
+    def on_screen_ready(self) -> None:
         self._show_state()
         self._start_refresh()
+
+    def on_screen_resized(self) -> None:
+        self.check_size()
 
     def check_size(self) -> None:
         """Cover every screen with a plain message while the terminal is too small."""
@@ -161,7 +163,7 @@ class BufmonApp(App[int]):
     def help_sections(self) -> list[Section]:
         return [
             ("Everywhere", BufmonApp.BINDINGS),
-            ("Socket list", MainScreen.BINDINGS + SocketList.BINDINGS),
+            ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
             ("Socket details", DetailScreen.BINDINGS),
         ]
 
@@ -171,22 +173,11 @@ class BufmonApp(App[int]):
 
     # --- refresh loop ----------------------------------------------------------------
 
-    def _request(self, hold: dict[Hashable, int] | None = None) -> ViewRequest:
-        return ViewRequest(
-            self.generation,
-            self.predicate,
-            self.sort,
-            self.reverse,
-            self.group_by,
-            tuple(d.scope for d in self.drills),
-            hold,
-        )
-
     def _hold(self) -> dict[Hashable, int] | None:
         """Freeze the order while the cursor is away from the top row."""
         listing = self.main.socket_list
         view = listing.view
-        if view is None or listing.cursor == 0 or view.request.generation != self.generation:
+        if view is None or listing.cursor == 0 or not listing.current:
             return None
         return view.index
 
@@ -194,7 +185,7 @@ class BufmonApp(App[int]):
         """The active screen, or None while the app shuts down (no screens left)."""
         return self.screen_stack[-1] if self.screen_stack else None
 
-    def _detail_key(self) -> Hashable | None:
+    def _detail_key(self) -> SockKey | None:
         screen = self._top()
         return screen.key if isinstance(screen, DetailScreen) else None
 
@@ -211,7 +202,7 @@ class BufmonApp(App[int]):
         if (self.paused and not force) or self._collecting:
             return
         self._collecting = True
-        request, detail_key = self._request(self._hold()), self._detail_key()
+        request, detail_key = self.state.request(self._hold()), self._detail_key()
         self.run_worker(
             lambda: self._collect(request, detail_key),
             thread=True,
@@ -219,7 +210,7 @@ class BufmonApp(App[int]):
             exit_on_error=False,
         )
 
-    def _collect(self, request: ViewRequest, detail_key: Hashable | None) -> None:
+    def _collect(self, request: ViewRequest, detail_key: SockKey | None) -> None:
         """Worker thread: collect, then filter/sort/group, then hand over to the UI."""
         result = Collected(time.monotonic())
         try:
@@ -236,7 +227,7 @@ class BufmonApp(App[int]):
     def _find(
         self,
         snapshot: Snapshot,
-        key: Hashable | None,
+        key: SockKey | None,
     ) -> tuple[Sock | None, dict[str, Series]] | None:
         """Worker thread: the detail screen's socket and its history (None: no detail)."""
         if key is None:
@@ -244,7 +235,7 @@ class BufmonApp(App[int]):
         sock = next((s for s in snapshot.sockets if s.key == key), None)
         return sock, self._series(key)
 
-    def _series(self, key: Hashable) -> dict[str, Series]:
+    def _series(self, key: SockKey) -> dict[str, Series]:
         """Worker thread, holding the source lock: one socket's history."""
         return {name: self.source.series(key, name) for name in HISTORY_FIELDS}
 
@@ -287,7 +278,7 @@ class BufmonApp(App[int]):
         """Show a finished View if it is current; otherwise compute the current one."""
         if (
             view is not None
-            and view.request.generation == self.generation
+            and view.request.generation == self.state.generation
             and view.snapshot is self.snapshot
         ):
             self.main.socket_list.set_view(view)
@@ -310,7 +301,7 @@ class BufmonApp(App[int]):
             self._view_again = True
             return
         self._viewing = True
-        snapshot, request = self.snapshot, self._request()
+        snapshot, request = self.snapshot, self.state.request()
         self.run_worker(
             lambda: self._compute(snapshot, request), thread=True, group="view", exit_on_error=False
         )
@@ -331,67 +322,56 @@ class BufmonApp(App[int]):
             self._show_view(view)  # computes again if the state moved on meanwhile
         self._show_state()
 
-    def _changed(self) -> None:
-        """The user changed what the list shows: update titles now, rows when computed."""
-        self.generation += 1
-        self._show_state()
-        self._recompute()
+    # --- what the list shows: state transitions asked for by the screens ---------------
 
-    # --- what the list shows ------------------------------------------------------------
+    def update_state(self, state: ListState, to_top: bool = False) -> None:
+        """Show `state`: titles now, rows when its View is computed. Every request from
+        the list ends here, changed or not: the list runs the keys after it."""
+        listing = self.main.socket_list
+        if state is not self.state:
+            self.state = state
+            if to_top:
+                listing.move_to(0)
+            self._show_state()
+            self._recompute()
+        listing.expect(state.generation)
 
-    def set_filter(self, expr: str) -> None:
+    def on_filter_applied(self, message: FilterApplied) -> None:
         try:
-            self.predicate = compile_filter(expr) if expr else None
-        except FilterError:
-            return  # the prompt shows the error and keeps the old filter
-        self.filter_expr = expr
-        self._changed()
+            state = self.state.filter(message.expr)
+        except FilterError:  # the prompt checked it; the old filter stays
+            state = self.state
+        self.update_state(state)
 
-    def set_sort(self, column: str) -> None:
-        self.sort, self.reverse = column, False
-        self._changed()
+    def on_sort_step(self, message: SortStep) -> None:
+        ids = self.main.socket_list.column_ids(self.state.group_by)
+        self.update_state(self.state.sort_step(message.step, ids))
 
-    def set_reverse(self, reverse: bool) -> None:
-        self.reverse = reverse
-        self._changed()
+    def on_reverse(self) -> None:
+        self.update_state(self.state.reversed())
 
-    def next_grouping(self) -> None:
-        self.group_by = GROUP_ORDER[(GROUP_ORDER.index(self.group_by) + 1) % len(GROUP_ORDER)]
-        if self.sort not in sorts_for(self.group_by):
-            self.sort, self.reverse = DEFAULT_SORT, False
-        self.main.socket_list.move_to(0)
-        self._changed()
+    def on_next_grouping(self) -> None:
+        self.update_state(self.state.next_grouping(), to_top=True)
 
-    def open_row(self, row: Any) -> None:
+    def on_back(self) -> None:
+        self.update_state(self.state.back(), to_top=True)
+
+    def on_open_row(self, message: OpenRow) -> None:
+        row = message.row
         if isinstance(row, GroupRow):
-            self.drill(row.scope())
-        elif isinstance(row, Sock):
-            screen = DetailScreen(row)
-            self.push_screen(screen)
-            self._load_history(screen)
+            self.update_state(self.state.drill(row.scope()), to_top=True)
+        else:
+            if isinstance(row, Sock):
+                screen = DetailScreen(row)
+                self.push_screen(screen)
+                self._load_history(screen)
+            self.update_state(self.state)
 
-    def drill(self, scope: Scope) -> None:
-        """Show only `scope`'s sockets (Esc returns); from a detail screen, return first."""
+    def on_drill(self, message: Drill) -> None:
+        """From a detail screen: back to the list, showing only the scope's sockets."""
         while self.screen is not self.main and len(self.screen_stack) > 1:
             self.pop_screen()
-        self.drills.append(DrillDown(scope, self.group_by))
-        self.group_by = None
-        if self.sort not in sorts_for(None):
-            self.sort, self.reverse = DEFAULT_SORT, False
-        self.main.socket_list.move_to(0)
-        self._changed()
-
-    def back(self) -> None:
-        if self.drills:
-            self.group_by = self.drills.pop().group_by
-            if self.sort not in sorts_for(self.group_by):
-                self.sort, self.reverse = DEFAULT_SORT, False
-        elif self.filter_expr:
-            self.filter_expr, self.predicate = "", None
-        else:
-            return
-        self.main.socket_list.move_to(0)
-        self._changed()
+        self.update_state(self.state.drill(message.scope), to_top=True)
 
     # --- pause and interval ---------------------------------------------------------------
 
@@ -413,40 +393,27 @@ class BufmonApp(App[int]):
 
     # --- header, notices, status -----------------------------------------------------------
 
-    def header(self) -> Text:
-        """The meters at the top (a replay shows its recording's time there)."""
-        host = self.snapshot.host if self.snapshot is not None else ""
-        pace = f"every {self.interval:g}s"
-        return meter_text(self.summary, f"{self.title} {host}", pace, self.paused)
+    def header(self) -> tuple[str, str, bool]:
+        """(title, pace, paused) of the meters; a replay shows its recording's time."""
+        return self.title, f"every {self.interval:g}s", self.paused
 
     def _show_state(self) -> None:
-        main = self.main
-        if not main.is_mounted:
-            return
-        main.meters.show(self.header())
-        snap = self.snapshot
-        main.notices.show(
-            notice_text(snap.notices if snap else [], snap.system_flags if snap else [], self.error)
-        )
-        listing = main.socket_list
-        view = listing.view
-        descending = sorts_for(self.group_by)[self.sort][1] != self.reverse
-        main.titles.show(sort=self.sort, descending=descending)
-        main.status.show(
-            status_text(
-                view.matched if view else 0,
-                len(snap.sockets) if snap else 0,
-                self.group_by,
-                [d.scope.label for d in self.drills],
-                self.filter_expr,
-                held=listing.cursor > 0,
-            )
+        title, pace, paused = self.header()
+        self.main.show_state(
+            self.state,
+            self.snapshot,
+            self.summary,
+            self.error,
+            title=title,
+            pace=pace,
+            paused=paused,
         )
 
     def on_socket_list_moved(self) -> None:
         self._show_state()
 
     def on_unmount(self) -> None:
+        self._restore_signals()
         with self._source_lock:  # a collect worker may be mid-dump on the same sockets
             self.source.close()
 
@@ -456,22 +423,13 @@ def run_app(
     title: str = "bufmon",
     config: Config | None = None,
     filter_expr: str = "",
+    keep: Predicate | None = None,
     interval: float = 1.0,
 ) -> int:
-    """Run the TUI until the user quits; a bad filter is one line and exit status 2, a
-    missing namespace one line and exit status 1."""
-    try:
-        compile_filter(filter_expr)
-    except FilterError as exc:
-        print(f"bufmon: {exc}", file=sys.stderr)
-        return 2
-    try:
-        NamespaceSet(netns).close()  # a namespace that does not exist: say so, do not start
-    except NetnsError as exc:
-        print(f"bufmon: {exc}", file=sys.stderr)
-        return 1
-    app = BufmonApp(
-        MonitorSource(netns, config), title=title, filter_expr=filter_expr, interval=interval
-    )
+    """Run the view until the user quits; the caller checked the arguments and compiled
+    `filter_expr` into `keep`."""
+    expr = filter_expr.strip()
+    state = ListState(filter_expr=expr, predicate=keep if expr else None)
+    app = BufmonApp(MonitorSource(netns, config), title=title, state=state, interval=interval)
     app.run()
     return app.return_code or 0

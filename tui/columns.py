@@ -202,6 +202,11 @@ GROUP_COLUMNS: tuple[Column, ...] = (
 Layout = tuple[tuple[Column, int], ...]
 
 
+def columns_for(group_by: str | None) -> tuple[Column, ...]:
+    """The columns of a list grouped by `group_by` (None: one row per socket)."""
+    return GROUP_COLUMNS if group_by else SOCKET_COLUMNS
+
+
 def fit(columns: Sequence[Column], width: int) -> Layout:
     """Columns that fit `width` (one space between), in display order, with their widths.
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, cast
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -13,12 +10,10 @@ from textual.widgets import Static
 
 from collectors.model import Sock
 from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
+from tui.messages import Drill
 from tui.meters import TextLine
-from tui.source import Series
-from tui.view import Scope
-
-if TYPE_CHECKING:
-    from tui.app import BufmonApp
+from tui.source import Series, SockKey
+from tui.state import accepted_scope, process_scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
 HINT = "Esc back  p its process's sockets  a accepted connections (listener)  ? help"
@@ -36,16 +31,21 @@ class DetailScreen(Screen[None]):
         self.sock = sock
         self.closed = False
         self.series: dict[str, Series] | None = None
+        # kept, not queried: a screen torn down while it mounts has no children to find
+        self.title_line = TextLine(id="detail-title")
+        self.parts = {
+            part: Static(id=f"detail-{part}", classes="detail-part")
+            for part in ("flags", "owner", "memory", "tcp", "history")
+        }
 
     @property
-    def key(self) -> Hashable:
+    def key(self) -> SockKey:
         return self.sock.key
 
     def compose(self) -> ComposeResult:
-        yield TextLine(id="detail-title")
+        yield self.title_line
         with VerticalScroll(id="detail-body"):
-            for part in ("flags", "owner", "memory", "tcp", "history"):
-                yield Static(id=f"detail-{part}", classes="detail-part")
+            yield from self.parts.values()
         yield Static(HINT, id="detail-hint")
 
     def on_mount(self) -> None:
@@ -68,49 +68,28 @@ class DetailScreen(Screen[None]):
 
     def _draw(self) -> None:
         s = self.sock
-        self.query_one("#detail-title", TextLine).show(title_text(s, self.closed))
+        self.title_line.show(title_text(s, self.closed))
         width = self.app.size.width - BODY_GUTTER  # known before the body's first layout
-        parts = {
+        texts = {
             "flags": flags_text(s),
             "owner": owner_text(s, width),
             "memory": memory_text(s, width),
             "tcp": tcp_text(s.info, width, self.series),
             "history": history_text(self.series, width),
         }
-        for part, text in parts.items():
-            self.query_one(f"#detail-{part}", Static).update(text)
-
-    @property
-    def bufmon(self) -> BufmonApp:
-        return cast("BufmonApp", self.app)
+        for part, text in texts.items():
+            self.parts[part].update(text)
 
     def action_process(self) -> None:
-        process = self.sock.process
-        if process is None:
+        scope = process_scope(self.sock)
+        if scope is None:
             self.notify("no process is known for this socket", severity="warning")
-            return
-        pid = process.pid
-        self.bufmon.drill(
-            Scope(
-                f"process {process.comm}/{pid}",
-                lambda s: s.process is not None and s.process.pid == pid,
-            )
-        )
+        else:
+            self.post_message(Drill(scope))
 
     def action_accepted(self) -> None:
-        s = self.sock
-        if not s.is_listener:
+        scope = accepted_scope(self.sock)
+        if scope is None:
             self.notify("only a listener has accepted connections", severity="warning")
-            return
-        netns, port = s.netns, s.local_port
-        self.bufmon.drill(
-            Scope(
-                f"accepted on {port}",
-                lambda c: (
-                    c.local_port == port
-                    and c.netns == netns
-                    and c.proto == "tcp"
-                    and c.state != "LISTEN"
-                ),
-            )
-        )
+        else:
+            self.post_message(Drill(scope))

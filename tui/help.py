@@ -32,19 +32,21 @@ KEY_NAMES = {
 }
 KEY_STYLE = Style(bold=True)
 HEADING = Style(bold=True, underline=True)
-Section = tuple[str, Sequence[BindingType]]  # a title and the keys under it
 
 
 def key_label(keys: str) -> str:
     return " ".join(KEY_NAMES.get(key, key) for key in keys.split(","))
 
 
+Section = tuple[str, Sequence[BindingType]]  # a heading and the keys under it
+
+
 def help_text(sections: list[Section]) -> Text:
     text = Text()
     for n, (title, bindings) in enumerate(sections):
         text.append(("\n\n" if n else "") + title, HEADING)
-        for entry in bindings:
-            binding = entry if isinstance(entry, Binding) else Binding(*entry)
+        for item in bindings:
+            binding = item if isinstance(item, Binding) else Binding(*item)
             text.append(f"\n  {key_label(binding.key):<14}", KEY_STYLE)
             text.append(binding.description)
     return text

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from bufmon.filters import FilterError, compile_filter
-from tui.meters import TextLine
+from collectors.model import Snapshot
+from tui.messages import (
+    Back,
+    FilterApplied,
+    NextGrouping,
+    OpenRow,
+    Reverse,
+    ScreenReady,
+    ScreenResized,
+    SortStep,
+)
+from tui.meters import TextLine, meter_text, notice_text, status_text
 from tui.socklist import ColumnTitles, SocketList
-
-if TYPE_CHECKING:
-    from tui.app import BufmonApp
+from tui.state import ListState
+from tui.view import Summary
 
 FILTER_HINT = "e.g. state:estab recvq>64k !proc:sshd   Enter applies, Esc clears"
 
 
 class FilterBar(Vertical):
     """`/` prompt; a typo shows its error on the line under it, as you type."""
+
+    class Entered(Message):
+        """Enter on a valid filter expression."""
+
+        def __init__(self, expr: str) -> None:
+            super().__init__()
+            self.expr = expr
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="filter-line"):
@@ -33,6 +49,7 @@ class FilterBar(Vertical):
         self.query_one(Input).cursor_blink = False
 
     def open(self, expr: str) -> None:
+        """Show the prompt holding `expr`, the filter in force."""
         field = self.query_one(Input)
         field.value = expr
         field.cursor_position = len(expr)
@@ -60,7 +77,7 @@ class FilterBar(Vertical):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if self._check(event.value):
-            cast("BufmonApp", self.app).set_filter(event.value.strip())
+            self.post_message(self.Entered(event.value.strip()))
             self.close()
             self.screen.query_one(SocketList).focus()
 
@@ -78,6 +95,7 @@ class MainScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
+        self.state = ListState()  # what the list shows; its filter fills the prompt
         self.meters = TextLine(id="meters")
         self.titles = ColumnTitles(id="titles")
         self.socket_list = SocketList(id="list")
@@ -94,42 +112,75 @@ class MainScreen(Screen[None]):
         yield self.status
 
     def on_resize(self) -> None:
-        self.bufmon.check_size()  # the bottom screen hears every resize, even when covered
+        self.post_message(ScreenResized())
 
     def on_mount(self) -> None:
         self.socket_list.focus()
         self.filter_bar.display = False
-        self.bufmon.start()
+        self.post_message(ScreenReady())
 
-    @property
-    def bufmon(self) -> BufmonApp:
-        return cast("BufmonApp", self.app)
+    def show_state(
+        self,
+        state: ListState,
+        snapshot: Snapshot | None,
+        summary: Summary | None,
+        error: str | None,
+        *,
+        title: str,
+        pace: str,
+        paused: bool,
+    ) -> None:
+        """Paint the header, notices, column titles and status line."""
+        self.state = state
+        if not self.is_mounted:
+            return
+        host = snapshot.host if snapshot is not None else ""
+        self.meters.show(meter_text(summary, f"{title} {host}", pace, paused))
+        notices = snapshot.notices if snapshot else []
+        self.notices.show(notice_text(notices, snapshot.system_flags if snapshot else [], error))
+        self.titles.show(sort=state.sort, descending=state.descending)
+        listing = self.socket_list
+        self.status.show(
+            status_text(
+                listing.view.matched if listing.view else 0,
+                len(snapshot.sockets) if snapshot else 0,
+                state.group_by,
+                [scope.label for scope in state.scopes],
+                state.filter_expr,
+                held=listing.cursor > 0,
+            )
+        )
 
     def on_socket_list_layout_changed(self, event: SocketList.LayoutChanged) -> None:
         self.titles.show(layout=event.column_layout, width=event.line_width)
 
+    def _ask(self, request: Message) -> None:
+        """Post a request to the app, in order with the keys before and after it."""
+        self.socket_list.when_current(lambda: self.post_message(request), asks_app=True)
+
+    def on_filter_bar_entered(self, event: FilterBar.Entered) -> None:
+        self._ask(FilterApplied(event.expr))
+
     def action_filter(self) -> None:
-        self.filter_bar.open(self.bufmon.filter_expr)
+        self.filter_bar.open(self.state.filter_expr)
 
     def action_sort(self, step: int) -> None:
-        ids = [column.id for column, _ in self.socket_list.column_layout]
-        current = self.bufmon.sort
-        position = ids.index(current) if current in ids else -1
-        self.bufmon.set_sort(ids[(position + step) % len(ids)])
+        self._ask(SortStep(step))
 
     def action_reverse(self) -> None:
-        self.bufmon.set_reverse(not self.bufmon.reverse)
+        self._ask(Reverse())
 
     def action_group(self) -> None:
-        self.bufmon.next_grouping()
+        self._ask(NextGrouping())
 
     def action_open(self) -> None:
-        self.bufmon.open_row(self.socket_list.cursor_row)
+        listing = self.socket_list
+        listing.when_current(lambda: self.post_message(OpenRow(listing.cursor_row)), asks_app=True)
 
     def action_back(self) -> None:
         if self.filter_bar.display:
             self.filter_bar.close()
-            self.bufmon.set_filter("")
+            self._ask(FilterApplied(""))
             self.socket_list.focus()
         else:
-            self.bufmon.back()
+            self._ask(Back())

@@ -27,8 +27,9 @@ from tui.app import BufmonApp
 from tui.detail import DetailScreen
 from tui.fmt import human_duration
 from tui.help import Section
-from tui.meters import meter_text
+from tui.messages import OpenRow
 from tui.source import Series
+from tui.state import ListState
 from tui.timeline import IncidentsScreen, Timeline, TimePrompt, timeline_text
 
 SPEEDS = (1, 10, 60)
@@ -118,8 +119,8 @@ class ReplayApp(BufmonApp):
         Binding("i", "incidents", "every flag raised in the recording, one line each"),
     ]
 
-    def __init__(self, source: ReplaySource, filter_expr: str = "") -> None:
-        super().__init__(source, title="replay", filter_expr=filter_expr)
+    def __init__(self, source: ReplaySource, state: ListState | None = None) -> None:
+        super().__init__(source, title="replay", state=state)
         self.replay = source
         self.paused = True  # the refresh loop never runs: every move asks for its frame
         self.speed = SPEEDS[0]
@@ -131,10 +132,9 @@ class ReplayApp(BufmonApp):
         self.incidents: list[tuple[float, str]] | str | None = None  # (rose, line) once read
         self._incidents_reader: threading.Thread | None = None
 
-    def start(self) -> None:
-        # after the main screen's own mount: mounting from inside it never completes
-        self.call_later(self.main.mount, Timeline(self._timeline), before=self.main.status)
-        self._show_state()
+    def on_screen_ready(self) -> None:
+        """Before the app's own handler of the message (Textual calls both, this first)."""
+        self.main.mount(Timeline(self._timeline), before=self.main.status)
         self.refresh_now()
         self.run_worker(self._read_flags, thread=True, group="flags", exit_on_error=False)
 
@@ -147,22 +147,23 @@ class ReplayApp(BufmonApp):
         ]
         return [("Replay", ReplayApp.BINDINGS), *live]
 
-    def open_row(self, row: object) -> None:
-        """As live; a detail screen gets a timeline of its own above its hint line."""
-        super().open_row(row)
+    def on_open_row(self, _message: OpenRow) -> None:
+        """The app's own handler, called after this one, may push a detail screen: give it
+        a timeline of its own above its hint line."""
+        self.call_after_refresh(self._detail_timeline)
+
+    def _detail_timeline(self) -> None:
         screen = self.screen_stack[-1]
-        if isinstance(screen, DetailScreen):
-            screen.call_after_refresh(
-                lambda: screen.mount(Timeline(self._timeline), before="#detail-hint")
-            )
+        if isinstance(screen, DetailScreen) and not screen.query(Timeline):
+            screen.mount(Timeline(self._timeline), before="#detail-hint")
 
     # --- header and timeline ------------------------------------------------------------
 
-    def header(self) -> Text:
+    def header(self) -> tuple[str, str, bool]:
         snap = self.snapshot
-        title = "replay" if snap is None else f"replay {snap.host}  {clock_text(snap.time)}"
+        title = "replay" if snap is None else f"replay {clock_text(snap.time)} "
         pace = f"playing {self.speed}x" if self.playing else f"speed {self.speed}x"
-        return meter_text(self.summary, title, pace, not self.playing)
+        return title, pace, not self.playing
 
     def _timeline(self, width: int) -> Text:
         source = self.replay
@@ -315,6 +316,6 @@ def run_replay(recording: Recording, at: float, filter_expr: str = "") -> int:
     checked the filter and closes the recording."""
     source = ReplaySource(recording)
     source.index = source.index_at(at)
-    app = ReplayApp(source, filter_expr=filter_expr)
+    app = ReplayApp(source, ListState().filter(filter_expr))
     app.run()
     return app.return_code or 0

@@ -3,11 +3,14 @@
 A new View swaps in with O(visible rows) work on the UI thread; rendered lines sit in
 an LRU cache until the next View, and only lines whose text changed are redrawn.
 The cursor stays on its row key; at the top row it follows the top (worst first).
+Keys run in order, each once the View of the state before it has arrived: keys typed
+ahead (a filter, then Enter) act on the rows they were meant for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections import deque
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from rich.style import Style
@@ -20,8 +23,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui.columns import GROUP_COLUMNS, SOCKET_COLUMNS, Layout, fit, render_row, render_titles
+from tui.columns import SOCKET_COLUMNS, Layout, columns_for, fit, render_row, render_titles
 from tui.view import View
+
+MAX_WAITING = 1000  # actions kept while the current View is computed
 
 
 class SocketList(ScrollView, can_focus=True):
@@ -54,6 +59,9 @@ class SocketList(ScrollView, can_focus=True):
         self._shown: dict[int, Strip] = {}  # screen line -> strip last painted there
         self._width = 0
         self._styles: tuple[Style, Style] | None = None  # (base, cursor); costly to compute
+        self.expected = 0  # the generation of the state the app is in
+        self._waiting: deque[tuple[Callable[[], object], bool]] = deque()  # (action, asks app)
+        self._asking = False  # a request to the app is not handled yet
 
     @property
     def rows(self) -> list[Any]:
@@ -74,7 +82,7 @@ class SocketList(ScrollView, can_focus=True):
         key, screen_line = self.cursor_key, self.cursor - self.scroll_offset.y
         following_top = self.cursor == 0
         self.view = view
-        columns = GROUP_COLUMNS if view.request.group_by else SOCKET_COLUMNS
+        columns = columns_for(view.request.group_by)
         if columns is not self._columns:
             self._columns = columns
             self._relayout()
@@ -88,6 +96,39 @@ class SocketList(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor - screen_line, animate=False, immediate=True)
         self._keep_cursor_visible()
         self._redraw_changed()
+        self._run_waiting()
+
+    # --- keys act in order, each on the View of the state it was meant for -------------
+
+    def expect(self, generation: int) -> None:
+        """The app handled the last request; its state is at `generation`."""
+        self.expected = generation
+        self._asking = False
+        self._run_waiting()
+
+    @property
+    def current(self) -> bool:
+        return self.view is not None and self.view.request.generation == self.expected
+
+    def when_current(self, action: Callable[[], object], asks_app: bool = False) -> None:
+        """Run `action` once the list shows the current state and earlier actions ran.
+
+        `asks_app`: the action posts a request to the app; later actions wait until the
+        app has handled it (`expect`) and its View has arrived.
+        """
+        self._waiting.append((action, asks_app))
+        if len(self._waiting) > MAX_WAITING:
+            self._waiting.popleft()
+        self._run_waiting()
+
+    def _run_waiting(self) -> None:
+        while self._waiting and self.current and not self._asking:
+            action, self._asking = self._waiting.popleft()
+            action()
+
+    def column_ids(self, group_by: str | None) -> list[str]:
+        """Ids of the columns that fit on screen in a list grouped by `group_by`."""
+        return [column.id for column, _ in fit(columns_for(group_by), self._width)]
 
     # --- drawing -------------------------------------------------------------------
 
@@ -164,16 +205,18 @@ class SocketList(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
 
     def action_move(self, delta: int) -> None:
-        self.move_to(self.cursor + delta)
+        self.when_current(lambda: self.move_to(self.cursor + delta))
 
     def action_page(self, direction: int) -> None:
-        self.move_to(self.cursor + direction * max(1, self.scrollable_content_region.height - 1))
+        page = direction * max(1, self.scrollable_content_region.height - 1)
+        self.when_current(lambda: self.move_to(self.cursor + page))
 
     def action_jump(self, index: int) -> None:
-        self.move_to(index if index >= 0 else len(self.rows) - 1)
+        self.when_current(lambda: self.move_to(index if index >= 0 else len(self.rows) - 1))
 
     def on_click(self, event: events.Click) -> None:
-        self.move_to(self.scroll_offset.y + event.y)
+        line = self.scroll_offset.y + event.y
+        self.when_current(lambda: self.move_to(line))
 
 
 class ColumnTitles(Widget):

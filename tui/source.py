@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from bufmon.diagnosis.limits import CHRONO_FIELDS
@@ -13,6 +12,7 @@ if TYPE_CHECKING:
     from bufmon.monitor import Monitor
 
 Series = list[tuple[float, float]]
+SockKey = tuple[str, int]  # Sock.key: a socket's netns label and inode
 # charts, and the chrono counters behind the detail's "Limited by" (increments)
 HISTORY_FIELDS = ("recv_q", "send_q", "rtt", *CHRONO_FIELDS)
 
@@ -26,7 +26,7 @@ class Source(Protocol):
         """
         ...
 
-    def series(self, key: Hashable, field: str) -> Series:
+    def series(self, key: SockKey, field: str) -> Series:
         """Past (time, value) samples of one socket; called from the same worker thread."""
         ...
 
@@ -51,7 +51,7 @@ class MonitorSource:
             self._monitor = Monitor(self.netns, self.config)
         return self._monitor.refresh()
 
-    def series(self, key: Hashable, field: str) -> Series:
+    def series(self, key: SockKey, field: str) -> Series:
         if self._monitor is None:
             return []
         return self._monitor.diagnoser.history.series(key, field)

@@ -6,11 +6,10 @@ The same seed always gives the same sockets, so SVG snapshots stay stable.
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable
 
 from bufmon.diagnosis.limits import CHRONO_FIELDS
 from collectors.model import Flag, Process, Snapshot, Sock, SystemFacts, TcpInfo
-from tui.source import Series
+from tui.source import Series, SockKey
 
 TIME = 1_700_000_000.0
 HOST = "synthetic"
@@ -204,7 +203,10 @@ def synthetic_snapshot(count: int, seed: int = 7) -> Snapshot:
         socks,
         system,
         notices=["synthetic data: not from this host"],
-        namespaces=["host", "bufmon-demo"],
+        namespaces=[
+            {"label": "host", "inode": 4026531840, "holder": ""},
+            {"label": "bufmon-demo", "inode": 4026532300, "holder": ""},
+        ],
     )
 
 
@@ -220,7 +222,7 @@ class StaticSource:
         self.refreshes += 1
         return snap
 
-    def series(self, key: Hashable, field: str) -> Series:
+    def series(self, key: SockKey, field: str) -> Series:
         """A made-up rising ramp, the same for every socket; no chrono counter history
         (the detail screen then judges the sender by its lifetime totals)."""
         if field in CHRONO_FIELDS:

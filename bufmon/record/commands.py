@@ -206,6 +206,10 @@ def _replay_json(rec: Recording, args: argparse.Namespace, keep: Callable[[Sock]
 
 
 def _replay_view(rec: Recording, args: argparse.Namespace, expr: str) -> int:
-    from bufmon.frontend import run_replay
+    from bufmon.cli import need_terminal
 
-    return run_replay(rec, _time_arg(rec, "--at", args.at, rec.times[0]), expr)
+    need_terminal("`bufmon replay FILE --json` or `--incidents`")
+    at = _time_arg(rec, "--at", args.at, rec.times[0])
+    from bufmon.frontend import run_replay  # textual only now that the view will run
+
+    return run_replay(rec, at, expr)
