@@ -37,6 +37,7 @@ from tui.view import GroupRow, Summary, View, ViewRequest, compute_view, summari
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
+    from bufmon.diagnosis.config import SendQueueFull
 
 MIN_WIDTH, MIN_HEIGHT = 60, 15
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -96,9 +97,11 @@ class BufmonApp(App[int]):
         title: str = "bufmon",
         state: ListState | None = None,
         interval: float = 1.0,
+        send_rule: SendQueueFull | None = None,
     ) -> None:
         super().__init__()
         self.source: Source = source or MonitorSource()
+        self.send_rule = send_rule  # the thresholds the flags judge a sender's limit by
         self.title = title
         self.state = state or ListState()
         self.interval = interval
@@ -362,7 +365,7 @@ class BufmonApp(App[int]):
             self.update_state(self.state.drill(row.scope()), to_top=True)
         else:
             if isinstance(row, Sock):
-                screen = DetailScreen(row)
+                screen = DetailScreen(row, self.send_rule)
                 self.push_screen(screen)
                 self._load_history(screen)
             self.update_state(self.state)
@@ -430,6 +433,12 @@ def run_app(
     `filter_expr` into `keep`."""
     expr = filter_expr.strip()
     state = ListState(filter_expr=expr, predicate=keep if expr else None)
-    app = BufmonApp(MonitorSource(netns, config), title=title, state=state, interval=interval)
+    app = BufmonApp(
+        MonitorSource(netns, config),
+        title=title,
+        state=state,
+        interval=interval,
+        send_rule=config.send_queue_full if config else None,
+    )
     app.run()
     return app.return_code or 0

@@ -8,6 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
+from bufmon.diagnosis.config import SendQueueFull
 from collectors.model import Sock
 from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
 from tui.messages import Drill
@@ -26,9 +27,10 @@ class DetailScreen(Screen[None]):
         Binding("a", "accepted", "a listener's accepted connections"),
     ]
 
-    def __init__(self, sock: Sock) -> None:
+    def __init__(self, sock: Sock, send_rule: SendQueueFull | None = None) -> None:
         super().__init__()
         self.sock = sock
+        self.send_rule = send_rule
         self.closed = False
         self.series: dict[str, Series] | None = None
         # kept, not queried: a screen torn down while it mounts has no children to find
@@ -74,7 +76,7 @@ class DetailScreen(Screen[None]):
             "flags": flags_text(s),
             "owner": owner_text(s, width),
             "memory": memory_text(s, width),
-            "tcp": tcp_text(s.info, width, self.series),
+            "tcp": tcp_text(s.info, width, self.series, self.send_rule),
             "history": history_text(self.series, width),
         }
         for part, text in texts.items():

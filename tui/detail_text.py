@@ -7,6 +7,7 @@ from collections.abc import Callable
 from rich.style import Style
 from rich.text import Text
 
+from bufmon.diagnosis.config import SendQueueFull
 from bufmon.diagnosis.limits import CHRONO_WINDOW, recent, send_limit
 from bufmon.present import endpoint, flags_worst_first
 from collectors.model import (
@@ -156,7 +157,7 @@ def owner_text(s: Sock, width: int) -> Text:
             block.pair("listener pid", str(lst.process.pid))
             block.pair("command", printable(lst.process.comm))
     elif s.process is None:
-        block.add("unknown (exited, or owned by another namespace's process)", DIM)
+        block.add("unknown (exited, or owned by another namespace's process)  ", DIM)
     else:
         block.pair("pid", str(s.process.pid))
         block.pair("command", printable(s.process.comm))
@@ -205,14 +206,16 @@ def memory_text(s: Sock, width: int) -> Text:
     return block.text
 
 
-def _limits(block: Block, info: TcpInfo, series: dict[str, Series] | None) -> None:
+def _limits(
+    block: Block, info: TcpInfo, series: dict[str, Series] | None, rule: SendQueueFull | None
+) -> None:
     """The sender's limit, judged as the send_queue_full rule judges it."""
     block.row("Limited by")
     window = None
     if series:
         latest = max((t for values in series.values() for t, _ in values[-1:]), default=0.0)
         window = recent(series, latest - CHRONO_WINDOW)
-    limit = send_limit(info, window)
+    limit = send_limit(info, window, rule)
     if limit is None:
         block.add("not reported by this kernel", DIM)
         return
@@ -228,7 +231,12 @@ def _limits(block: Block, info: TcpInfo, series: dict[str, Series] | None) -> No
     block.add(verdict, SEVERITY_STYLES[style])
 
 
-def tcp_text(info: TcpInfo | None, width: int, series: dict[str, Series] | None = None) -> Text:
+def tcp_text(
+    info: TcpInfo | None,
+    width: int,
+    series: dict[str, Series] | None = None,
+    rule: SendQueueFull | None = None,
+) -> Text:
     block = Block("tcp_info", width)
     if info is None:
         block.add("  not reported for this socket", DIM)
@@ -238,7 +246,7 @@ def tcp_text(info: TcpInfo | None, width: int, series: dict[str, Series] | None 
         for name, label, formatter in fields:
             value = info.get(name)
             block.pair(label, "-" if value is None else formatter(value))
-    _limits(block, info, series)
+    _limits(block, info, series, rule)
     return block.text
 
 
