@@ -16,7 +16,7 @@ from bufmon import __version__
 from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
-from bufmon.filters import FilterError, compile_filter
+from bufmon.filters import FilterError, with_unix
 from bufmon.present import worst_first
 from bufmon.textout import flagged_lines, table
 from collectors.model import Snapshot, Sock
@@ -73,6 +73,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _sources(p: argparse.ArgumentParser) -> None:
     """--netns, --config and --set: what to read and how to judge it."""
+    p.add_argument(
+        "--unix",
+        action="store_true",
+        help="list every UNIX socket (default: only flagged ones, unless the filter "
+        "names proto:unix, path:, type: or peer:)",
+    )
     p.add_argument(
         "--netns",
         default="auto",
@@ -208,7 +214,14 @@ def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -
     NamespaceSet(args.netns).close()  # a namespace that does not exist: say so, do not start
     from bufmon.frontend import run_app
 
-    return run_app(args.netns, config=args.cfg, filter_expr=expr, keep=keep, interval=args.interval)
+    return run_app(
+        args.netns,
+        config=args.cfg,
+        filter_expr=expr,
+        keep=keep,
+        interval=args.interval,
+        show_unix=args.unix,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -254,7 +267,7 @@ def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(with_command(argv))
     expr = " ".join(getattr(args, "filter", []) or [])
-    keep = compile_filter(expr)
+    keep = with_unix(expr, getattr(args, "unix", False))
     args.cfg = load_config(args.config, args.set) if args.command != "demo" else None
     if args.command == "snapshot":
         return cmd_snapshot(args, keep)
