@@ -15,6 +15,9 @@ from bufmon.filters import FilterError, compile_filter, names_unix, with_unix
 from bufmon.scenarios import Netns
 from collectors.model import Flag, Process, Sock, UnixSock
 
+HOSTILE = b"\0evil\x1b[31m\x07\r\xff"  # an abstract name: ESC, BEL, CR, not UTF-8
+HOSTILE_SHOWN_JSON = "@evil\x1b[31m\x07\r\\xff"  # decoded: exact, invalid byte as text
+HOSTILE_SHOWN_TEXT = "@evil\\x1b[31m\\x07\\r\\xff"  # printable: every control escaped
 FPM = Process(pid=900, comm="php-fpm", user="www-data")
 
 
@@ -76,7 +79,8 @@ def test_cli_lists_unix_sockets_when_asked() -> None:
         path = f"{tmp}/app.sock"
         script = (
             "import socket, sys; s = socket.socket(socket.AF_UNIX); "
-            f"s.bind({path!r}); s.listen(8); print('ready', flush=True); sys.stdin.read()"
+            f"s.bind({path!r}); s.listen(8); h = socket.socket(socket.AF_UNIX); "
+            f"h.bind({HOSTILE!r}); print('ready', flush=True); sys.stdin.read()"
         )
         holder = subprocess.Popen(
             ["ip", "netns", "exec", ns.name, "python3", "-c", script],
@@ -92,11 +96,15 @@ def test_cli_lists_unix_sockets_when_asked() -> None:
                 assert out.returncode == 0, out.stderr
                 return [s["path"] for s in json.loads(out.stdout)["sockets"]]
 
+            assert paths("path:@*") == [HOSTILE_SHOWN_JSON]
             assert paths() == []  # idle: hidden by default
-            assert paths("--unix") == [path]
+            assert sorted(paths("--unix")) == sorted([path, HOSTILE_SHOWN_JSON])
             assert paths("path:*/app.sock") == [path]
             table = bufmon("snapshot", "--netns", ns.name, "proto:unix").stdout
             assert path in table and "python3/" in table
+            # a name any local user picks reaches the terminal escaped, never raw
+            assert HOSTILE_SHOWN_TEXT in table
+            assert not any(ch in table for ch in "\x1b\x07\r") and "\xff" not in table
         finally:
             holder.kill()
             holder.wait()
