@@ -17,7 +17,7 @@ from collectors.model import Flag, Process, Sock, UnixSock
 
 HOSTILE = b"\0evil\x1b[31m\x07\r\xff"  # an abstract name: ESC, BEL, CR, not UTF-8
 HOSTILE_SHOWN_JSON = "@evil\x1b[31m\x07\r\\xff"  # decoded: exact, invalid byte as text
-HOSTILE_SHOWN_TEXT = "@evil\\x1b[31m\\x07\\r\\xff"  # printable: every control escaped
+HOSTILE_SHOWN_TEXT = "@evil\\x1b[31m\\x07\\x0d\\xff"  # printable: every control escaped
 FPM = Process(pid=900, comm="php-fpm", user="www-data")
 
 
