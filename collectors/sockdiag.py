@@ -112,14 +112,17 @@ def _attributes(data: bytes | memoryview, pos: int, length: int) -> list[Attr]:
     return attrs
 
 
-def attribute_codes(alen: int, item: str, used: int, size: int, length: int) -> tuple[str, int]:
-    """Struct codes of one attribute: its header, `item` reading the first `used` bytes
-    of its payload, the rest and the padding skipped (the last attribute of a message
-    may come without its padding). Returns them and the message size covered so far."""
+def attribute_codes(
+    alen: int, item: str, used: int, size: int, length: int, header: str = "HH"
+) -> tuple[str, int]:
+    """Struct codes of one attribute: its header (read, or "4x" to skip it), `item`
+    reading the first `used` bytes of its payload, the rest and the padding skipped
+    (the last attribute of a message may come without its padding). Returns them and
+    the message size covered so far."""
     padded = (alen + 3) & ~3
     size += padded
     skip = min(padded, length - size + padded) - 4 - used
-    return "HH" + item + (f"{skip}x" if skip else ""), size
+    return header + item + (f"{skip}x" if skip else ""), size
 
 
 def covering(codes: str, size: int, length: int) -> struct.Struct:

@@ -125,7 +125,6 @@ def _decode_slow(data: bytes | memoryview, pos: int, length: int) -> Fields:
 # What a row of a shape without them gets appended before `args` picks: peer, rqueue,
 # wqueue, uid, skmem. A missing name is an empty one, read by a "0s" struct code.
 DEFAULTS = (0, 0, 0, 0, None)
-MSG_AT = 5  # index of unix_diag_msg's first value (family) in a row
 
 
 class _Layout:
@@ -134,15 +133,17 @@ class _Layout:
     `checks` holds the netlink type/flags and every attribute header: a message of the
     same length but another shape does not pass them. `fixed` are the byte offsets a
     run of messages of this shape repeats: the netlink header, the family and every
-    attribute header. `args` takes _Decoded's arguments but the namespace from a row
-    (followed by DEFAULTS unless `complete`): fields, and slices for skmem and the
-    pending inodes."""
+    attribute header. `rows` reads only the values a socket needs (headers skipped,
+    checked by `struct` or `fixed`); `args` takes _Decoded's arguments but the
+    namespace from such a row (followed by DEFAULTS unless `complete`): fields, and
+    slices for skmem and the pending inodes."""
 
-    __slots__ = ("args", "check_at", "checks", "complete", "fixed", "struct")
+    __slots__ = ("args", "check_at", "checks", "complete", "fixed", "rows", "struct")
 
     def __init__(self, data: bytes | memoryview, pos: int, length: int) -> None:
         codes = "IHHII" + UNIX_MSG.format.lstrip("=")
         at = 11  # values so far: 5 header + 6 unix_diag_msg
+        lean, got = "17xBBxIII", 5  # the row: type, state, inode, cookie; then payloads
         size = MIN_REPLY
         check_at, checks = [1, 2], list(NLMSGHDR.unpack_from(data, pos)[1:3])
         found: dict[str, int] = {}
@@ -155,44 +156,46 @@ class _Layout:
             plen = alen - 4
             item, count, used = "", 0, 0
             if kind == UNIX_DIAG_NAME:
-                item, count, used, found["name"] = f"{plen}s", 1, plen, at + 2
+                item, count, used, found["name"] = f"{plen}s", 1, plen, got
             elif kind == UNIX_DIAG_PEER and plen >= 4:
-                item, count, used, found["peer"] = "I", 1, 4, at + 2
+                item, count, used, found["peer"] = "I", 1, 4, got
             elif kind == UNIX_DIAG_ICONS:
                 n = plen // 4
-                item, count, used, icons = f"{n}I", n, n * 4, slice(at + 2, at + 2 + n)
+                item, count, used, icons = f"{n}I", n, n * 4, slice(got, got + n)
             elif kind == UNIX_DIAG_RQLEN and plen >= RQLEN.size:
-                item, count, used, found["rq"] = "II", 2, RQLEN.size, at + 2
-                found["wq"] = at + 3
+                item, count, used, found["rq"] = "II", 2, RQLEN.size, got
+                found["wq"] = got + 1
             elif kind == UNIX_DIAG_MEMINFO and plen >= SKMEM_LEN:
-                item, count, used, skmem = "9I", 9, SKMEM_LEN, slice(at + 2, at + 11)
+                item, count, used, skmem = "9I", 9, SKMEM_LEN, slice(got, got + 9)
             elif kind == UNIX_DIAG_UID and plen >= 4:
-                item, count, used, found["uid"] = "I", 1, 4, at + 2
+                item, count, used, found["uid"] = "I", 1, 4, got
             check_at += [at, at + 1]
             checks += [alen, kind]
             fixed += range(apos - pos, apos - pos + 4)
             at += 2 + count
+            got += count
+            lean_codes, _ = attribute_codes(alen, item, used, size, length, "4x")
             item_codes, size = attribute_codes(alen, item, used, size, length)
             codes += item_codes
+            lean += lean_codes
         if "name" not in found:  # unbound: b"", as if the kernel sent an empty name
-            codes += "0s"
-            found["name"] = at
-            at += 1
+            lean += "0s"
+            found["name"] = got
+            got += 1
         self.struct = covering(codes, size, length)
+        self.rows = covering(lean, size, length)
         self.check_at = operator.itemgetter(*check_at)
         self.fixed = tuple(fixed)
         self.checks = tuple(checks)
-        default = dict(zip(("peer", "rq", "wq", "uid"), range(at, at + 4), strict=True))
+        default = dict(zip(("peer", "rq", "wq", "uid"), range(got, got + 4), strict=True))
         self.complete = len(found) == 5 and skmem != -1
         if skmem == -1:
-            skmem = at + 4
+            skmem = got + 4
         peer, rq, wq, uid = (found.get(name, at_) for name, at_ in default.items())
-        msg = MSG_AT
         # _Decoded(netns, state, type, name, peer, rq, wq, skmem, uid, inode, ck0, ck1, icons)
         self.args = operator.itemgetter(
-            msg + 2, msg + 1, found["name"], peer, rq, wq, skmem, uid,
-            msg + 3, msg + 4, msg + 5, icons,
-        )  # fmt: skip
+            1, 0, found["name"], peer, rq, wq, skmem, uid, 2, 3, 4, icons
+        )
 
 
 _LAYOUTS: dict[int, list[_Layout]] = {}  # by message length, most recent shape first
@@ -286,11 +289,11 @@ def decode_messages(
             rows: Iterable[tuple[Any, ...]] = (_slow_row(data, pos, length),)
             args, count, complete = _SLOW_ARGS, 1, True
         elif length & 3:  # padded: rows are not back to back
-            rows, count = (lay.struct.unpack_from(data, pos),), 1
+            rows, count = (lay.rows.unpack_from(data, pos),), 1
             args, complete = lay.args, lay.complete
         else:  # every row repeats the first one's headers and family (_run_length)
             count = _run_length(data, pos, end, lay, length)
-            rows = lay.struct.iter_unpack(view[pos : pos + count * length])
+            rows = lay.rows.iter_unpack(view[pos : pos + count * length])
             args, complete = lay.args, lay.complete
         if not complete:
             rows = map(add, rows, repeat(DEFAULTS))
