@@ -8,7 +8,8 @@ Alternating within each round: `ss -xan`, `ss -xanm`, `ss -xanmp` (to /dev/null,
 started inside the namespace), bufmon's UNIX dump alone (unixdiag.dump_into on a
 reused netlink socket: dump and decode), `NamespaceSet(name).dump()` (TCP, UDP and
 UNIX) and a warm `Monitor(netns=name).refresh()` (plus processes, peers, flags).
-Prints a markdown table per size. Target: the UNIX dump <= 1.0 x `ss -xanm`.
+Prints a markdown table per size, wall and CPU time (the process's and the `ss` child's:
+steadier than wall time on a shared machine). Target: the UNIX dump <= 1.0 x `ss -xanm`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from bench_refresh import ms, ss, time_rounds
 from conn_farm import MAX_PAIRS_PER_CHILD, PR_SET_PDEATHSIG, Farm
@@ -56,6 +58,24 @@ def child(pairs: int) -> None:
         right.close()
 
 
+def with_cpu(job: Callable[[], object], out: list[float]) -> Callable[[], None]:
+    """`job`, noting the CPU seconds it used: this process's, plus its children's (the
+    `ss` runs); on a shared machine CPU time moves less than wall time."""
+
+    def run() -> None:
+        before = _cpu()
+        job()
+        out.append(_cpu() - before)
+
+    return run
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench(sockets: int, rounds: int) -> None:
     start = time.perf_counter()
     with UnixFarm(sockets) as farm:
@@ -73,28 +93,30 @@ def bench(sockets: int, rounds: int) -> None:
         def unix_dump() -> None:
             dump_into(diag, [])
 
-        times = time_rounds(
-            {
-                "`ss -xan`": ss(path, "-xan"),
-                "`ss -xanm`": ss(path, "-xanm"),
-                "`ss -xanmp`": ss(path, "-xanmp"),
-                "bufmon UNIX dump (unixdiag.dump_into)": unix_dump,
-                "bufmon collect (NamespaceSet.dump)": nsset.dump,
-                "bufmon watch refresh (Monitor.refresh)": monitor.refresh,
-            },
-            rounds,
-        )
+        jobs: dict[str, Callable[[], object]] = {
+            "`ss -xan`": ss(path, "-xan"),
+            "`ss -xanm`": ss(path, "-xanm"),
+            "`ss -xanmp`": ss(path, "-xanmp"),
+            "bufmon UNIX dump (unixdiag.dump_into)": unix_dump,
+            "bufmon collect (NamespaceSet.dump)": nsset.dump,
+            "bufmon watch refresh (Monitor.refresh)": monitor.refresh,
+        }
+        cpu: dict[str, list[float]] = {name: [] for name in jobs}
+        timed = {name: with_cpu(job, cpu[name]) for name, job in jobs.items()}
+        times = time_rounds(timed, rounds)
         diag.close()
         nsset.close()
         monitor.close()
     base = statistics.median(times["`ss -xanm`"])
+    cpu_base = statistics.median(cpu["`ss -xanm`"])
     print(f"## {len(seen)} UNIX sockets, {processes} farm processes "
           f"(built in {built:.1f} s); {rounds} rounds, alternating; ms\n")  # fmt: skip
-    print("| what | median | min | x `ss -xanm` |")
-    print("|---|---:|---:|---:|")
+    print("| what | median | min | x `ss -xanm` | CPU median | CPU x `ss -xanm` |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, t in times.items():
-        med = statistics.median(t)
-        print(f"| {name} | {ms(med)} | {ms(min(t))} | {med / base:.2f} |")
+        med, cpu_med = statistics.median(t), statistics.median(cpu[name])
+        print(f"| {name} | {ms(med)} | {ms(min(t))} | {med / base:.2f} | {ms(cpu_med)} "
+              f"| {cpu_med / cpu_base:.2f} |")  # fmt: skip
     print("\ntarget: UNIX dump <= 1.0 x `ss -xanm`\n", flush=True)
 
 
