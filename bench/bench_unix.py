@@ -58,7 +58,7 @@ def child(pairs: int) -> None:
         right.close()
 
 
-def with_cpu(job: Callable[[], object], out: list[float]) -> Callable[[], None]:
+def with_cpu(job: Callable[[], object], out: list[float]) -> Callable[[], object]:
     """`job`, noting the CPU seconds it used: this process's, plus its children's (the
     `ss` runs); on a shared machine CPU time moves less than wall time."""
 
