@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import importlib.util
 import re
 import signal
 import sys
@@ -207,9 +206,6 @@ def _replay_json(rec: Recording, args: argparse.Namespace, keep: Callable[[Sock]
 
 
 def _replay_view(rec: Recording, args: argparse.Namespace, expr: str) -> int:
-    at = _time_arg(rec, "--at", args.at, rec.times[0])
-    if importlib.util.find_spec("tui.replay") is None:
-        raise RecordingError("the replay view is not built yet; use --json or --incidents")
-    from tui.replay import run_replay  # type: ignore[import-not-found]
-
-    return int(run_replay(rec, at=at, filter_expr=expr))
+    """The interactive view on the recording (built separately; wired by bufmon.frontend)."""
+    _time_arg(rec, "--at", args.at, rec.times[0])  # a bad TIME is still a clear error
+    raise RecordingError("the replay view is not built yet; use --json or --incidents")
