@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from bufmon.textout import json_line, shown, watch_document
 from collectors.model import Snapshot
 
 BUFMON = str(Path(sys.executable).with_name("bufmon"))
-FAST = ["--set", "stalled_reader.hold=0.5", "--set", "stalled_reader.clear=0.5"]
+FAST = ["stalled_reader.hold=0.5", "stalled_reader.clear=0.5"]  # flags within a test
 
 pytestmark = [
     pytest.mark.root,
@@ -59,17 +59,23 @@ def watch_line(snap: Snapshot) -> str:
     return json_line(watch_document(snap, shown(snap)))
 
 
-def record(ns: Netns, path: Path, frames: int, conns: Conns | None = None, **kw: int) -> list[str]:
-    """Record `frames` refreshes of `ns`; returns what `watch --json` printed for each."""
-    cfg = load_config(os.devnull, ["stalled_reader.hold=0.5", "stalled_reader.clear=0.5"])
-    monitor = Monitor(ns.name, cfg)
+def record(
+    ns: Netns,
+    path: Path,
+    frames: int,
+    step: Callable[[int], None] | None = None,
+    **kw: int,
+) -> list[str]:
+    """Record `frames` refreshes of `ns` (step(n) before refresh n); returns what
+    `watch --json` printed for each."""
+    monitor = Monitor(ns.name, load_config(os.devnull, FAST))
     recorder = Recorder(str(path), 0.2, **kw)
     recorder.open(monitor.host)
     lines = []
     try:
         for n in range(frames):
-            if conns is not None:
-                conns.churn(n)
+            if step is not None:
+                step(n)
             snap = monitor.refresh()
             lines.append(watch_line(snap))
             recorder.write(snap, snap.sockets)
@@ -122,7 +128,7 @@ def test_every_frame_equals_what_watch_json_printed(ns: Netns, tmp: Path) -> Non
     conns = Conns(ns, 20)
     with StalledReader(ns), UdpDrops(ns):
         try:
-            printed = record(ns, path, 14, conns, keyframe_every=5)
+            printed = record(ns, path, 14, conns.churn, keyframe_every=5)
         finally:
             conns.close()
     rec = Recording.open(path)
@@ -401,24 +407,17 @@ def test_a_stalled_socket_that_closes_round_trips_and_its_incident_clears(
     ns: Netns, tmp: Path
 ) -> None:
     path = tmp / "closed.rec"
-    cfg = load_config(os.devnull, ["stalled_reader.hold=0.5", "stalled_reader.clear=0.5"])
-    monitor = Monitor(ns.name, cfg)
-    recorder = Recorder(str(path), 0.2, keyframe_every=100)
-    recorder.open(monitor.host)
-    printed = []
     scenario = StalledReader(ns)
     scenario.__enter__()
+
+    def close_at_6(n: int) -> None:
+        if n == 6:
+            scenario.close()  # the stalled pair goes away
+
     try:
-        for n in range(12):
-            if n == 6:
-                scenario.__exit__(None, None, None)  # the stalled pair goes away
-            snap = monitor.refresh()
-            printed.append(watch_line(snap))
-            recorder.write(snap, snap.sockets)
-            time.sleep(0.25)
+        printed = record(ns, path, 12, close_at_6, keyframe_every=100)
     finally:
-        recorder.close()
-        monitor.close()
+        scenario.close()
     closed = [json.loads(line) for line in printed[7:]]
     assert any(s["closed"] and s["flags"] for doc in closed for s in doc["sockets"])
     rec = Recording.open(path)
