@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -17,9 +16,9 @@ from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
 from bufmon.filters import FilterError, with_unix
-from bufmon.present import worst_first
-from bufmon.textout import flagged_lines, table
-from collectors.model import Snapshot, Sock
+from bufmon.record import commands as record_commands
+from bufmon.textout import flagged_lines, json_line, shown, table, watch_document
+from collectors.model import Sock
 from collectors.netns import NamespaceSet, NetnsError
 from collectors.sockdiag import DiagError
 from collectors.untrusted import printable
@@ -138,16 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long (default: until Ctrl-C)",
     )
     _sources(add_export_parser(sub))
+    record_commands.add_parsers(sub, _common, _count)
     return parser
-
-
-def _select(snap: Snapshot, keep: Callable[[Sock], bool]) -> list[Sock]:
-    return [s for s in snap.sockets if keep(s)]
-
-
-def _json_line(snap: Snapshot, socks: list[Sock]) -> str:
-    """The snapshot's JSON document with only `socks` (the filtered ones)."""
-    return json.dumps(snap.to_json(socks), separators=(",", ":"))
 
 
 def _write(text: str) -> None:
@@ -163,9 +154,9 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         snap = monitor.refresh(single_sample=True)
     finally:
         monitor.close()
-    socks = worst_first(_select(snap, keep))
+    socks = shown(snap, keep)
     if args.json:
-        _write(_json_line(snap, socks))
+        _write(json_line(watch_document(snap, socks)))
     else:
         for notice in snap.notices:
             _say(notice)
@@ -183,9 +174,9 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         while args.count is None or done < args.count:
             started = time.monotonic()
             snap = monitor.refresh()
-            socks = worst_first(_select(snap, keep))
+            socks = shown(snap, keep)
             if args.json:
-                _write(_json_line(snap, socks))
+                _write(json_line(watch_document(snap, socks)))
             else:
                 for notice in set(snap.notices) - shown_notices:
                     _say(notice)
@@ -200,17 +191,17 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     return EXIT_OK
 
 
-def _need_terminal() -> None:
+def need_terminal(instead: str = "`bufmon snapshot` or `bufmon watch`") -> None:
     """The interactive view draws on a terminal; without one it refuses in one line."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError(
-            "the interactive view needs a terminal on stdin and stdout"
-            " (for files and pipes use `bufmon snapshot` or `bufmon watch`)"
+            f"the interactive view needs a terminal on stdin and stdout"
+            f" (for files and pipes use {instead})"
         )
 
 
 def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -> int:
-    _need_terminal()
+    need_terminal()
     NamespaceSet(args.netns).close()  # a namespace that does not exist: say so, do not start
     from bufmon.frontend import run_app
 
@@ -226,7 +217,7 @@ def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.headless:
-        _need_terminal()
+        need_terminal()
     from bufmon.demo import run_demo
 
     return run_demo(headless=args.headless, duration=args.duration)
@@ -236,12 +227,13 @@ def _sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = ("tui", "snapshot", "watch", "demo", "export")
+COMMANDS = ("tui", "snapshot", "watch", "demo", "export", *record_commands.COMMANDS)
 # Options that take the next word as their value (without `=`): skipped when looking for
 # the command, so `bufmon --netns current snapshot` means snapshot.
 VALUE_OPTIONS = (
     "--netns", "--config", "--set", "--interval", "--count", "--duration",
     "--listen", "--max-sockets", "--tls-cert", "--tls-key", "--basic-auth-file",
+    *record_commands.VALUE_OPTIONS,
 )  # fmt: skip
 
 
@@ -268,6 +260,8 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(with_command(argv))
     expr = " ".join(getattr(args, "filter", []) or [])
     keep = with_unix(expr, getattr(args, "unix", False))
+    if args.command in record_commands.COMMANDS:
+        return record_commands.run_command(args, expr, keep)
     args.cfg = load_config(args.config, args.set) if args.command != "demo" else None
     if args.command == "snapshot":
         return cmd_snapshot(args, keep)
@@ -287,7 +281,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except (UsageError, FilterError, ConfigError, ExportUsageError) as exc:
+    except record_commands.RecorderError as exc:
+        _say(exc)
+        return exc.code
+    except (
+        UsageError,
+        FilterError,
+        ConfigError,
+        ExportUsageError,
+        record_commands.RecordingError,
+    ) as exc:
         _say(exc)
         return EXIT_USAGE
     except (DiagError, NetnsError, ExportError) as exc:

@@ -469,3 +469,46 @@ class IdleKeepalive(Scenario):
     @staticmethod
     def _keepalive(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+class Churn:
+    """Long-lived loopback connections in `ns` (2 sockets each, one listener), replaced
+    one at a time: the connections opening and closing of a busy host. A replaced
+    connection's closing side lingers in TIME-WAIT."""
+
+    def __init__(self, ns: Netns, count: int) -> None:
+        self.ns = ns
+        self.listener = ns.run(self._listen)
+        self.pairs = [ns.run(self._pair) for _ in range(count)]
+
+    @staticmethod
+    def _listen() -> socket.socket:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4096)
+        return srv
+
+    def _pair(self) -> tuple[socket.socket, socket.socket]:
+        cli = socket.create_connection(self.listener.getsockname())
+        srv, _ = self.listener.accept()
+        cli.setblocking(False)
+        srv.setblocking(False)
+        return cli, srv
+
+    def replace(self, index: int, abort: bool = False) -> None:
+        """Close connection `index` (modulo their number) and open a new one in its place;
+        `abort`: with a reset (SO_LINGER 0), leaving no TIME-WAIT behind."""
+        i = index % len(self.pairs)
+        if abort:
+            self.pairs[i][0].setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+        for sock in self.pairs[i]:
+            sock.close()
+        self.pairs[i] = self.ns.run(self._pair)
+
+    def close(self) -> None:
+        for pair in self.pairs:
+            for sock in pair:
+                sock.close()
+        self.listener.close()

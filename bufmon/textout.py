@@ -5,9 +5,12 @@ passes through `printable` so no control character reaches the terminal."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from bufmon.present import worst_first
 from bufmon.unix_ends import ends
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 from collectors.untrusted import printable
@@ -34,6 +37,16 @@ def percent(fill: float | None) -> str:
 def process_text(sock: Sock) -> str:
     proc = sock.process
     return "-" if proc is None else f"{proc.comm}/{proc.pid}"
+
+
+def human_duration(seconds: float) -> str:
+    """12s, 2m06s, 3h05m."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def flag_tags(flags: Iterable[Flag]) -> str:
@@ -89,3 +102,17 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
         for flag in sock.flags:
             lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
     return [printable(line) for line in lines]
+
+
+def shown(snap: Snapshot, keep: Callable[[Sock], bool] | None = None) -> list[Sock]:
+    """The sockets `snapshot` and `watch` print: those the filter keeps, worst first."""
+    return worst_first(snap.sockets if keep is None else [s for s in snap.sockets if keep(s)])
+
+
+def watch_document(snap: Snapshot, socks: list[Sock]) -> dict[str, Any]:
+    """The `watch --json` document of a snapshot showing `socks` (from shown())."""
+    return snap.to_json(socks)
+
+
+def json_line(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))

@@ -80,6 +80,10 @@ class Process:
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "comm": self.comm, "user": self.user}
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Process:
+        return cls(doc["pid"], doc["comm"], doc["user"])
+
 
 class Flag:
     """One verdict of the diagnosis on a socket or the system.
@@ -141,6 +145,10 @@ class Flag:
             "reason": self.reason,
             "advice": self.advice,
         }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Flag:
+        return cls(doc["kind"], doc["severity"], doc["since"], doc["reason"], doc["advice"])
 
 
 class Sock:
@@ -287,6 +295,36 @@ class Sock:
             "process": None if self.process is None else self.process.to_json(),
         }
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Sock:
+        """The socket a to_json() document describes; its to_json() gives `doc` back.
+        Fields the document does not hold (timer expiry, retransmits) are 0."""
+        skmem, info, proc = doc["skmem"], doc["tcp_info"], doc["process"]
+        sock = cls(
+            doc["proto"],
+            doc["family"],
+            doc["state"],
+            doc["local_addr"],
+            doc["local_port"],
+            doc["peer_addr"],
+            doc["peer_port"],
+            doc["recv_q"],
+            doc["send_q"],
+            None if skmem is None else tuple(skmem[name] for name in SKMEM_FIELDS),
+            None if info is None else TcpInfo.from_json(info),
+            doc["timer"],
+            0,
+            0,
+            doc["uid"],
+            doc["inode"],
+            doc["cookie"],
+            doc["netns"],
+        )
+        sock.process = None if proc is None else Process.from_json(proc)
+        sock.flags = [Flag.from_json(f) for f in doc["flags"]]
+        sock.closed = doc["closed"]
+        return sock
+
 
 class UnixSock(Sock):
     """A UNIX domain socket: a path instead of addresses, the peer known by its inode.
@@ -371,6 +409,10 @@ class SystemFacts:
             "sysctls": self.sysctls,
         }
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SystemFacts:
+        return cls(doc["counters"], doc["deltas"], doc["interval"], doc["sockstat"], doc["sysctls"])
+
 
 @dataclass(slots=True)
 class Snapshot:
@@ -394,3 +436,16 @@ class Snapshot:
             "notices": self.notices,
             "namespaces": self.namespaces,
         }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Snapshot:
+        """The snapshot a to_json() document describes; its to_json() gives `doc` back."""
+        return cls(
+            time=doc["time"],
+            host=doc["host"],
+            sockets=[Sock.from_json(s) for s in doc["sockets"]],
+            system=SystemFacts.from_json(doc["system"]),
+            system_flags=[Flag.from_json(f) for f in doc["system_flags"]],
+            notices=list(doc["notices"]),
+            namespaces=list(doc["namespaces"]),
+        )

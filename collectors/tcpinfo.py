@@ -152,6 +152,12 @@ class TcpInfo(bytes):
         return out
 
     @classmethod
+    def from_json(cls, doc: dict[str, int]) -> TcpInfo:
+        """The tcp_info a to_json() document describes, as long as the fields it holds."""
+        end = max(_ACCESSORS[name][2] for name in doc)
+        return cls(cls.from_fields(**doc)[: max(end, MIN_LEN)])
+
+    @classmethod
     def from_fields(cls, **fields: int) -> TcpInfo:
         """A full-length tcp_info with the given fields (others 0): for synthetic data."""
         raw = bytearray(FULL_SIZE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.style import Style
 
+from bufmon.textout import human_duration as human_duration  # shared with the CLI
 from collectors.model import Flag
 
 SEVERITY_STYLES = {
@@ -56,15 +57,6 @@ def human_rate(per_second: float) -> str:
     if per_second < 10:
         return f"{per_second:.1f}"
     return human_bytes(per_second)
-
-
-def human_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def human_usec(usec: float) -> str:

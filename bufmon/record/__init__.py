@@ -1,0 +1,1 @@
+"""Record snapshots to a compact, crash-safe file and read them back (no UI here)."""
