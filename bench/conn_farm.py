@@ -104,8 +104,7 @@ class Farm(_Owned):
         while left > 0:
             pairs = min(left, self.pairs_per_child)
             index += 1
-            cmd = ns.command(sys.executable, __file__, "--child", str(pairs),
-                                  f"127.0.0.{index + 1}", str(self.unread))  # fmt: skip
+            cmd = ns.command(*self.command(index, pairs))
             self.children.append(subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                                   stdout=subprocess.PIPE, text=True))  # fmt: skip
             left -= pairs
@@ -114,6 +113,11 @@ class Farm(_Owned):
             line = child.stdout.readline().strip()
             if line != "ready":
                 raise RuntimeError(f"farm child failed to start ({line or 'no output'})")
+
+    def command(self, index: int, pairs: int) -> list[str]:
+        """The command of the index-th child, holding `pairs` connections."""
+        return [sys.executable, __file__, "--child", str(pairs), f"127.0.0.{index + 1}",
+                str(self.unread)]  # fmt: skip
 
     def close(self) -> None:
         for child in self.children:

@@ -15,7 +15,7 @@ from bufmon import __version__
 from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
-from bufmon.filters import FilterError, compile_filter
+from bufmon.filters import FilterError, with_unix
 from bufmon.record import commands as record_commands
 from bufmon.textout import flagged_lines, json_line, shown, table, watch_document
 from collectors.model import Sock
@@ -72,6 +72,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _sources(p: argparse.ArgumentParser) -> None:
     """--netns, --config and --set: what to read and how to judge it."""
+    p.add_argument(
+        "--unix",
+        action="store_true",
+        help="list every UNIX socket (default: only flagged ones, unless the filter "
+        "names proto:unix, path:, type: or peer:)",
+    )
     p.add_argument(
         "--netns",
         default="auto",
@@ -199,7 +205,14 @@ def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -
     NamespaceSet(args.netns).close()  # a namespace that does not exist: say so, do not start
     from bufmon.frontend import run_app
 
-    return run_app(args.netns, config=args.cfg, filter_expr=expr, keep=keep, interval=args.interval)
+    return run_app(
+        args.netns,
+        config=args.cfg,
+        filter_expr=expr,
+        keep=keep,
+        interval=args.interval,
+        show_unix=args.unix,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -246,7 +259,7 @@ def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(with_command(argv))
     expr = " ".join(getattr(args, "filter", []) or [])
-    keep = compile_filter(expr)
+    keep = with_unix(expr, getattr(args, "unix", False))
     if args.command in record_commands.COMMANDS:
         return record_commands.run_command(args, expr, keep)
     args.cfg = load_config(args.config, args.set) if args.command != "demo" else None

@@ -20,7 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from collectors.model import FLAG_KINDS, SEVERITY_RANK, SK_DROPS, STATE_NAMES, Sock
+from collectors.model import (
+    FLAG_KINDS,
+    SEVERITY_RANK,
+    SK_DROPS,
+    STATE_NAMES,
+    UNIX_TYPES,
+    Sock,
+    UnixSock,
+)
 
 Predicate = Callable[[Sock], bool]
 
@@ -97,6 +105,7 @@ _STATE_LIST = ", ".join(dict.fromkeys(name.lower() for name in STATE_NAMES.value
 _FAMILIES = {
     **dict.fromkeys(("inet", "4", "ipv4"), "inet"),
     **dict.fromkeys(("inet6", "6", "ipv6"), "inet6"),
+    "unix": "unix",
 }
 
 _CACHE_LIMIT = 65536  # per compiled term; cleared when reached, so memory stays bounded
@@ -155,8 +164,8 @@ def _address_test(value: str) -> Callable[[str], bool]:
 
 def _proto(value: str) -> Predicate:
     proto = value.lower()
-    if proto not in ("tcp", "udp"):
-        raise _BadValue(f"unknown protocol {value!r} (tcp or udp)")
+    if proto not in ("tcp", "udp", "unix"):
+        raise _BadValue(f"unknown protocol {value!r} (tcp, udp or unix)")
     return lambda s: s.proto == proto
 
 
@@ -243,8 +252,30 @@ def _flag(value: str) -> Predicate:
 def _family(value: str) -> Predicate:
     family = _FAMILIES.get(value.lower())
     if family is None:
-        raise _BadValue(f"unknown family {value!r} (inet, inet6, 4 or 6)")
+        raise _BadValue(f"unknown family {value!r} (inet, inet6, 4, 6 or unix)")
     return lambda s: s.family == family
+
+
+def _path(value: str) -> Predicate:
+    """A glob over a UNIX socket's path or its peer's (abstract names start with @)."""
+    match = _Memo(lambda path: bool(path) and fnmatchcase(path, value)).__getitem__
+    return lambda s: isinstance(s, UnixSock) and (match(s.local_addr) or match(s.peer_addr))
+
+
+def _type(value: str) -> Predicate:
+    kind = value.lower()
+    if kind not in UNIX_TYPES.values():
+        raise _BadValue(f"unknown socket type {value!r} ({', '.join(UNIX_TYPES.values())})")
+    return lambda s: isinstance(s, UnixSock) and s.sock_type == kind
+
+
+def _peer(value: str) -> Predicate:
+    """The process on the other end of a UNIX socket (its name contains `value`)."""
+    needle = value.lower()
+    return lambda s: (
+        isinstance(s, UnixSock) and s.peer_process is not None
+        and needle in s.peer_process.comm.lower()
+    )  # fmt: skip
 
 
 def _tcp_rtt(s: Sock) -> int | None:
@@ -266,6 +297,9 @@ _MATCH_FIELDS: dict[str, Callable[[str], Predicate]] = {
     "netns": _netns,
     "flag": _flag,
     "family": _family,
+    "path": _path,
+    "type": _type,
+    "peer": _peer,
 }
 
 # name -> (value getter, None when unknown; units; hint for a bad value)
@@ -437,3 +471,29 @@ def compile_filter(expr: str) -> Predicate:
     if not tokens:
         return _match_all
     return _Parser(tokens).parse()
+
+
+_UNIX_TERMS = ("path:", "type:", "peer:", "proto:unix", "family:unix")
+
+
+def names_unix(expr: str) -> bool:
+    """Whether a filter asks about UNIX sockets (proto:unix, path:, type:, peer:)."""
+    return any(
+        token.kind == "term" and token.text.lower().startswith(_UNIX_TERMS)
+        for token in _tokenize(expr)
+    )
+
+
+def with_unix(expr: str, show_unix: bool = False) -> Predicate:
+    """The filter of `expr`, where UNIX sockets (many, mostly idle) pass only when flagged
+    unless `show_unix` or the filter names them (names_unix)."""
+    keep = compile_filter(expr)
+    if show_unix or names_unix(expr):
+        return keep
+    if keep is _match_all:
+        return _inet_or_flagged
+    return lambda s: (s.proto != "unix" or bool(s.flags)) and keep(s)
+
+
+def _inet_or_flagged(s: Sock) -> bool:
+    return s.proto != "unix" or bool(s.flags)

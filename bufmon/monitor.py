@@ -15,6 +15,7 @@ from collectors.model import Snapshot, SystemFacts
 from collectors.netns import NamespaceSet, entered
 from collectors.procs import ProcessIndex
 from collectors.system import SystemReader
+from collectors.unixdiag import link_peers
 
 # thread-self: a thread that entered another namespace reads that one's files
 PROC_NET = "/proc/thread-self/net"
@@ -36,6 +37,7 @@ class Monitor:
         socks = self.namespaces.dump()
         self.procs.attribute(socks)
         tie_to_listeners(socks)
+        link_peers(self.namespaces.unix)
         notices = list(self.namespaces.notices)
         if self.procs.notice:
             notices.append(self.procs.notice)

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bufmon.present import endpoint, worst_first
+from bufmon.present import worst_first
+from bufmon.unix_ends import ends
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 from collectors.untrusted import printable
 
@@ -60,8 +61,7 @@ def row(sock: Sock) -> tuple[str, ...]:
         state,
         str(sock.recv_q),
         str(sock.send_q),
-        endpoint(sock.local_addr, sock.local_port),
-        endpoint(sock.peer_addr, sock.peer_port),
+        *ends(sock),
         percent(sock.recv_fill()),
         percent(sock.send_fill()),
         process_text(sock),
@@ -97,11 +97,8 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
     for flag in snap.system_flags:
         lines.append(f"  {flag.severity:<8} {flag.kind:<18} system: {flag.reason}")
     for sock in flagged:
-        where = (
-            f"{sock.netns} {sock.proto} {sock.state} "
-            f"{endpoint(sock.local_addr, sock.local_port)} -> "
-            f"{endpoint(sock.peer_addr, sock.peer_port)} {process_text(sock)}"
-        )
+        local, peer = ends(sock)
+        where = f"{sock.netns} {sock.proto} {sock.state} {local} -> {peer} {process_text(sock)}"
         for flag in sock.flags:
             lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
     return [printable(line) for line in lines]

@@ -14,7 +14,7 @@ from collectors.tcpinfo import TcpInfo
 
 SCHEMA_VERSION = 1
 
-__all__ = ["Flag", "Process", "Snapshot", "Sock", "SystemFacts", "TcpInfo"]
+__all__ = ["Flag", "Process", "Snapshot", "Sock", "SystemFacts", "TcpInfo", "UnixSock"]
 
 SKMEM_FIELDS = (
     "rmem_alloc",
@@ -47,6 +47,8 @@ STATE_NAMES = {
     12: "SYN-RECV",  # TCP_NEW_SYN_RECV: request sockets
 }
 
+UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}  # SOCK_* as unix_diag reports them
+
 TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 FLAG_KINDS = frozenset(
@@ -62,6 +64,7 @@ FLAG_KINDS = frozenset(
         "memory_pressure",
         "port_exhaustion",
         "nagle_hint",
+        "dgram_queue_full",
     }
 )
 SEVERITIES = ("info", "warning", "critical")
@@ -321,6 +324,70 @@ class Sock:
         sock.flags = [Flag.from_json(f) for f in doc["flags"]]
         sock.closed = doc["closed"]
         return sock
+
+
+class UnixSock(Sock):
+    """A UNIX domain socket: a path instead of addresses, the peer known by its inode.
+
+    local_addr is the bound path ("" when unbound; abstract names as "@name"), the
+    ports are 0. For a listener, Recv-Q/Send-Q are pending connections and backlog;
+    otherwise the bytes in the receive queue (a datagram socket: the first datagram's
+    length only) and the send buffer memory held by what this socket sent and its peer
+    has not read yet. Data a socket receives is charged to its senders, so r stays 0."""
+
+    __slots__ = ("icons", "peer_inode", "peer_process", "senders_q", "sock_type")
+
+    def __init__(
+        self,
+        state: str,
+        sock_type: str,
+        path: str,
+        peer_inode: int,
+        recv_q: int,
+        send_q: int,
+        skmem: tuple[int, ...] | None,
+        uid: int,
+        inode: int,
+        cookie: int,
+        netns: str = "host",
+        icons: tuple[int, ...] = (),
+    ) -> None:
+        Sock.__init__(
+            self, "unix", "unix", state, path, 0, "", 0, recv_q, send_q, skmem, None,
+            "off", 0, 0, uid, inode, cookie, netns,
+        )  # fmt: skip
+        self.sock_type = sock_type
+        self.peer_inode = peer_inode
+        self.icons = icons  # inodes of the clients waiting in a listener's queue
+        self.peer_process: Process | None = None  # set by unixdiag.link_peers
+        self.senders_q = 0  # Send-Q of the sockets whose peer this one is
+
+    @property
+    def path(self) -> str | None:
+        return self.local_addr or None
+
+    def recv_fill(self) -> float | None:
+        """Only a listener's queue has a limit of its own (the backlog)."""
+        return Sock.recv_fill(self) if self.state == "LISTEN" else None
+
+    def send_fill(self) -> float | None:
+        """wmem_alloc / sndbuf: what the peer has not read yet against the limit."""
+        sk = self.skmem
+        if sk is None or not sk[SK_SNDBUF] or self.state == "LISTEN":
+            return None
+        return sk[SK_WMEM] / sk[SK_SNDBUF]
+
+    def to_json(self) -> dict[str, Any]:
+        out = Sock.to_json(self)
+        out["local_addr"] = self.path
+        out["peer_addr"] = self.peer_addr or None
+        out["type"] = self.sock_type
+        out["path"] = self.path
+        out["peer_inode"] = self.peer_inode
+        out["pending_inodes"] = list(self.icons)
+        out["senders_q"] = self.senders_q
+        out["peer_process"] = None if self.peer_process is None else self.peer_process.to_json()
+        return out
 
 
 @dataclass(slots=True)

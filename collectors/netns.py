@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from collectors.cgroups import container_label
 from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
+from collectors.unixdiag import dump_into as dump_unix
 from collectors.untrusted import decode_name, read_comm
 
 NETNS_RUN_DIR = "/run/netns"
@@ -209,6 +210,7 @@ class NamespaceSet:
         self.own_inode = _ns_inode("/proc/thread-self/ns/net") or -2
         self.namespaces: dict[int, Namespace] = {}
         self._diags: dict[int, SockDiag] = {}
+        self.unix: list[Sock] = []  # the UNIX sockets of the last dump (also in its list)
         self._select()  # fail early on a namespace that does not exist
 
     def _own(self) -> Namespace:
@@ -273,10 +275,13 @@ class NamespaceSet:
                 self._diags.pop(inode).close()
         self.namespaces = current
         out: list[Sock] = []
+        self.unix = []
         for ns in current.values():
             diag = self._diag_for(ns)
             if diag is not None:
                 diag.dump_into(out)
+                dump_unix(diag, self.unix)
+        out += self.unix
         return out
 
     def close(self) -> None:

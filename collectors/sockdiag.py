@@ -7,11 +7,12 @@ these extensions; a struct decoder over a raw netlink socket costs a few us.
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from collectors import tcpinfo
 from collectors.gcpolicy import gc_paused
@@ -111,6 +112,29 @@ def _attributes(data: bytes | memoryview, pos: int, length: int) -> list[Attr]:
     return attrs
 
 
+def attribute_codes(
+    alen: int, item: str, used: int, size: int, length: int, header: str = "HH"
+) -> tuple[str, int]:
+    """Struct codes of one attribute: its header (read, or "4x" to skip it), `item`
+    reading the first `used` bytes of its payload, the rest and the padding skipped
+    (the last attribute of a message may come without its padding). Returns them and
+    the message size covered so far."""
+    padded = (alen + 3) & ~3
+    size += padded
+    skip = min(padded, length - size + padded) - 4 - used
+    return header + item + (f"{skip}x" if skip else ""), size
+
+
+def covering(codes: str, size: int, length: int) -> struct.Struct:
+    """The struct of `codes`, whatever follows `size` skipped, exactly `length` long."""
+    if size < length:
+        codes += f"{length - size}x"
+    layout = struct.Struct("=" + codes)
+    if layout.size != length:
+        raise ValueError("layout does not cover the message")
+    return layout
+
+
 class _Layout:
     """One struct for a whole reply message: header, inet_diag_msg and attributes.
 
@@ -157,17 +181,10 @@ class _Layout:
                     item, count, used, self.segs_in_at = f"{offset}xI", 1, end, index + 2
             check_at += [index, index + 1]  # every header: a malformed one must not pass
             checks += [alen, atype]
-            codes += "HH" + item
             index += 2 + count
-            padded = (alen + 3) & ~3
-            size += padded
-            skip = min(padded, length - size + padded) - 4 - used
-            codes += f"{skip}x" if skip else ""
-        if size < length:
-            codes += f"{length - size}x"
-        self.struct = struct.Struct("=" + codes)
-        if self.struct.size != length:
-            raise ValueError("layout does not cover the message")
+            item_codes, size = attribute_codes(alen, item, used, size, length)
+            codes += item_codes
+        self.struct = covering(codes, size, length)
         self.check_at = operator.itemgetter(*check_at)
         self.checks = tuple(checks)
 
@@ -329,6 +346,10 @@ def decode_messages(
     return False
 
 
+# decode(chunk, proto, netns, out, seq) -> True at the end of the dump
+Decoder = Callable[[memoryview, str, str, list[Sock], int | None], bool]
+
+
 def _error_text(proto: str, err: int) -> str:
     if err in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
         return (
@@ -359,6 +380,7 @@ class SockDiag:
         self._compat_tcp = True  # one TCP dump for both families, until the kernel refuses
         self._extra_ext = 0  # EXT_MEMINFO where the kernel sends no SKMEMINFO
         self._skmem_checked: set[str] = set()
+        self._decode: Decoder = decode_messages  # of the dump in progress
 
     def close(self) -> None:
         self.sock.close()
@@ -393,15 +415,23 @@ class SockDiag:
             self._dump_one(family, PROTOCOLS[proto], ext, proto, out)
 
     def _dump_one(self, family: int, protocol: int, ext: int, proto: str, out: list[Sock]) -> None:
+        request = functools.partial(_request, family, protocol, ext)
+        self.run_dump(request, decode_messages, proto, out)
+
+    def run_dump(
+        self, request: Callable[[int], bytes], decode: Decoder, proto: str, out: list[Sock]
+    ) -> None:
+        """Send request(seq) and decode its replies into `out`: all of them, or none."""
         if self._pending:
             self._drain()
         self._seq += 1
-        self.sock.send(_request(family, protocol, ext, self._seq))
+        self.sock.send(request(self._seq))
         self._pending = True
+        self._decode = decode
         first = len(out)
         try:
             for chunk in self._chunks():
-                if decode_messages(chunk, proto, self.netns, out, self._seq):
+                if decode(chunk, proto, self.netns, out, self._seq):
                     self._pending = False
                     return
         except BaseException:
@@ -416,7 +446,7 @@ class SockDiag:
         self._pending = False
         try:
             for chunk in self._chunks(socket.MSG_DONTWAIT):
-                if decode_messages(chunk, "drain", self.netns, [], self._seq):
+                if self._decode(chunk, "drain", self.netns, [], self._seq):
                     return
         except DiagError:
             return

@@ -27,6 +27,7 @@ SYSCTL_PATHS = {
     "rmem_max": "net/core/rmem_max",
     "wmem_max": "net/core/wmem_max",
     "somaxconn": "net/core/somaxconn",
+    "max_dgram_qlen": "net/unix/max_dgram_qlen",
 }
 
 

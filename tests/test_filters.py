@@ -382,7 +382,7 @@ def test_combinators(expr: str, expected: bool) -> None:
 
 FIELDS = (
     "proto, state, port, sport, dport, addr, src, dst, proc, pid, user, netns, flag, family, "
-    "recvq, sendq, rtt, drops, rfill, sfill"
+    "path, type, peer, recvq, sendq, rtt, drops, rfill, sfill"
 )
 STATES = (
     "estab, syn-sent, syn-recv, fin-wait-1, fin-wait-2, time-wait, unconn, close-wait, "
@@ -402,8 +402,8 @@ PORT_RANGE = "(a number from 0 to 65535)"
         ("proto:tcp tcp", "tcp", 11, BARE),
         ("10.0.0.1", "10.0.0.1", 1, BARE),
         ("state:foo", "state:foo", 1, f"unknown state 'foo' (states: {STATES})"),
-        ("proto:icmp", "proto:icmp", 1, "unknown protocol 'icmp' (tcp or udp)"),
-        ("family:5", "family:5", 1, "unknown family '5' (inet, inet6, 4 or 6)"),
+        ("proto:icmp", "proto:icmp", 1, "unknown protocol 'icmp' (tcp, udp or unix)"),
+        ("family:5", "family:5", 1, "unknown family '5' (inet, inet6, 4, 6 or unix)"),
         ("addr:10.0.0.0/33", "addr:10.0.0.0/33", 1, "bad address or CIDR '10.0.0.0/33'"),
         ("dst:fe80::zz", "dst:fe80::zz", 1, "bad address or CIDR 'fe80::zz'"),
         ("src:host", "src:host", 1, "bad address or CIDR 'host'"),

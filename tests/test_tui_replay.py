@@ -231,7 +231,8 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
 
         # play from the start at 60x runs to the end and stops there
         app.go(0)
-        await pilot.press("x", "x", "space")
+        await pilot.press("greater_than_sign", "greater_than_sign", "greater_than_sign")
+        await pilot.press("less_than_sign", "greater_than_sign", "space")  # 60x: the top
         assert app.playing and "playing 60x" in meters()
         await until(pilot, lambda: not app.playing)
         assert app.replay.index == len(recording) - 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bufmon.filters import FilterError
+from bufmon.filters import FilterError, with_unix
 from tui.columns import GROUP_COLUMNS, SOCKET_COLUMNS
 from tui.state import ListState, accepted_scope, process_scope
 from tui.synthetic import synthetic_snapshot
@@ -91,8 +91,16 @@ def test_drill_ungroups_and_back_restores_the_grouping_then_clears_the_filter() 
     back = deeper.back().back()
     assert back.group_by == "process" and back.scopes == () and back.filter_expr == "state:estab"
     cleared = back.back()
-    assert cleared.filter_expr == "" and cleared.predicate is None
+    assert cleared.filter_expr == "" and cleared.predicate is with_unix("")  # idle UNIX hidden
     assert cleared.back() is cleared
+
+
+def test_x_shows_and_hides_idle_unix_sockets_under_any_filter() -> None:
+    state = ListState().filter("state:listen")
+    shown = state.unix_toggled()
+    assert shown.show_unix and shown.generation == state.generation + 1
+    assert shown.filter("state:estab").show_unix  # a new filter keeps the choice
+    assert shown.unix_toggled().show_unix is False
 
 
 def test_a_states_request_computes_its_view() -> None:

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
-from bufmon.filters import FilterError, Predicate
+from bufmon.filters import FilterError, Predicate, with_unix
 from collectors.model import Snapshot, Sock
 from tui.detail import DetailScreen
 from tui.fmt import one_line
@@ -33,6 +33,7 @@ from tui.messages import Drill, FilterApplied, OpenRow, SortStep
 from tui.socklist import SocketList
 from tui.source import HISTORY_FIELDS, MonitorSource, Series, SockKey, Source
 from tui.state import ListState
+from tui.unix_detail import peer_of
 from tui.view import GroupRow, Summary, View, ViewRequest, compute_view, summarize
 
 if TYPE_CHECKING:
@@ -98,12 +99,13 @@ class BufmonApp(App[int]):
         state: ListState | None = None,
         interval: float = 1.0,
         send_rule: SendQueueFull | None = None,
+        show_unix: bool = False,
     ) -> None:
         super().__init__()
         self.source: Source = source or MonitorSource()
         self.send_rule = send_rule  # the thresholds the flags judge a sender's limit by
         self.title = title
-        self.state = state or ListState()
+        self.state = state or ListState(predicate=with_unix(""))
         self.interval = interval
         self.paused = False
         self.snapshot: Snapshot | None = None
@@ -293,7 +295,7 @@ class BufmonApp(App[int]):
         screen = self._top()
         if isinstance(screen, DetailScreen) and result.detail is not None:
             sock, series = result.detail
-            screen.show(sock)
+            screen.show(sock, peer_of(result.snapshot, sock))
             screen.show_history(series)
 
     def _recompute(self) -> None:
@@ -350,6 +352,9 @@ class BufmonApp(App[int]):
         ids = self.main.socket_list.column_ids(self.state.group_by)
         self.update_state(self.state.sort_step(message.step, ids))
 
+    def on_unix_toggle(self) -> None:
+        self.update_state(self.state.unix_toggled())
+
     def on_reverse(self) -> None:
         self.update_state(self.state.reversed())
 
@@ -365,7 +370,7 @@ class BufmonApp(App[int]):
             self.update_state(self.state.drill(row.scope()), to_top=True)
         else:
             if isinstance(row, Sock):
-                screen = DetailScreen(row, self.send_rule)
+                screen = DetailScreen(row, self.send_rule, peer_of(self.snapshot, row))
                 self.push_screen(screen)
                 self._load_history(screen)
             self.update_state(self.state)
@@ -428,11 +433,12 @@ def run_app(
     filter_expr: str = "",
     keep: Predicate | None = None,
     interval: float = 1.0,
+    show_unix: bool = False,
 ) -> int:
     """Run the view until the user quits; the caller checked the arguments and compiled
     `filter_expr` into `keep`."""
     expr = filter_expr.strip()
-    state = ListState(filter_expr=expr, predicate=keep if expr else None)
+    state = ListState(filter_expr=expr, predicate=keep, show_unix=show_unix)
     app = BufmonApp(
         MonitorSource(netns, config),
         title=title,

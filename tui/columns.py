@@ -14,7 +14,8 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 
-from bufmon.present import endpoint, flags_worst_first
+from bufmon.present import flags_worst_first
+from bufmon.unix_ends import ends
 from collectors.model import SEVERITIES, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, SK_WQUEUED, Sock
 from collectors.untrusted import printable
 from tui.fmt import (
@@ -72,21 +73,22 @@ def gauge(fill: float | None, label: str, width: int) -> Cell:
 
 
 def recv_label(s: Sock) -> str:
-    """Accept queue/backlog for a listener, r/rb when skmem is known, else Recv-Q."""
+    """Accept queue/backlog for a listener, r/rb when skmem is known, else Recv-Q (and
+    always on UNIX sockets, whose received data is charged to the sender: r is 0)."""
     if s.state == "LISTEN":
         return f"{s.recv_q}/{s.send_q}"
-    if s.skmem is None:
+    if s.skmem is None or s.proto == "unix":
         return human_bytes(s.recv_q)
     return f"{human_bytes(s.skmem[SK_RMEM])}/{human_bytes(s.skmem[SK_RCVBUF])}"
 
 
 def send_label(s: Sock) -> str:
-    """w/tb for TCP (t/tb for UDP), nothing for a listener, else Send-Q."""
+    """w/tb for TCP (t/tb for UDP and UNIX), nothing for a listener, else Send-Q."""
     if s.state == "LISTEN":
         return ""
     if s.skmem is None:
         return human_bytes(s.send_q)
-    used = s.skmem[SK_WMEM] if s.proto == "udp" else s.skmem[SK_WQUEUED]
+    used = s.skmem[SK_WMEM] if s.proto in ("udp", "unix") else s.skmem[SK_WQUEUED]
     return f"{human_bytes(used)}/{human_bytes(s.skmem[SK_SNDBUF])}"
 
 
@@ -139,7 +141,7 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
         "LOCAL",
         15,
         0,
-        lambda s, w: _tail(endpoint(s.local_addr, s.local_port), w),
+        lambda s, w: _tail(ends(s)[0], w),
         grow=16,
         grow_first=True,
     ),
@@ -148,7 +150,7 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
         "PEER",
         15,
         5,
-        lambda s, w: _tail(endpoint(s.peer_addr, s.peer_port), w),
+        lambda s, w: _tail(ends(s)[1], w),
         grow=16,
         grow_first=True,
     ),

@@ -9,12 +9,13 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from bufmon.diagnosis.config import SendQueueFull
-from collectors.model import Sock
+from collectors.model import Sock, UnixSock
 from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
 from tui.messages import Drill
 from tui.meters import TextLine
 from tui.source import Series, SockKey
 from tui.state import accepted_scope, process_scope
+from tui.unix_detail import unix_text
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
 HINT = "Esc back  p its process's sockets  a accepted connections (listener)  ? help"
@@ -27,10 +28,13 @@ class DetailScreen(Screen[None]):
         Binding("a", "accepted", "a listener's accepted connections"),
     ]
 
-    def __init__(self, sock: Sock, send_rule: SendQueueFull | None = None) -> None:
+    def __init__(
+        self, sock: Sock, send_rule: SendQueueFull | None = None, peer: UnixSock | None = None
+    ) -> None:
         super().__init__()
         self.sock = sock
         self.send_rule = send_rule
+        self.peer = peer  # a UNIX socket's other end, when it is listed
         self.closed = False
         self.series: dict[str, Series] | None = None
         # kept, not queried: a screen torn down while it mounts has no children to find
@@ -56,11 +60,11 @@ class DetailScreen(Screen[None]):
     def on_resize(self) -> None:
         self._draw()
 
-    def show(self, sock: Sock | None) -> None:
+    def show(self, sock: Sock | None, peer: UnixSock | None = None) -> None:
         """New data for this socket; None when it vanished (the last values stay)."""
         self.closed = sock is None or sock.closed  # closed: a flagged one listed a while
         if sock is not None:
-            self.sock = sock
+            self.sock, self.peer = sock, peer
         self._draw()
 
     def show_history(self, series: dict[str, Series]) -> None:
@@ -76,7 +80,11 @@ class DetailScreen(Screen[None]):
             "flags": flags_text(s),
             "owner": owner_text(s, width),
             "memory": memory_text(s, width),
-            "tcp": tcp_text(s.info, width, self.series, self.send_rule),
+            "tcp": (
+                unix_text(s, self.peer, width)
+                if isinstance(s, UnixSock)
+                else tcp_text(s.info, width, self.series, self.send_rule)
+            ),
             "history": history_text(self.series, width),
         }
         for part, text in texts.items():

@@ -10,6 +10,7 @@ from rich.text import Text
 from bufmon.diagnosis.config import SendQueueFull
 from bufmon.diagnosis.limits import CHRONO_WINDOW, recent, send_limit
 from bufmon.present import endpoint, flags_worst_first
+from bufmon.unix_ends import ends
 from collectors.model import (
     SK_BACKLOG,
     SK_DROPS,
@@ -138,9 +139,10 @@ class Block:
 def title_text(s: Sock, closed: bool) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{s.proto.upper()} {s.state}  ", LABEL)
-    text.append(endpoint(s.local_addr, s.local_port))
+    local, peer = ends(s)
+    text.append(local)
     text.append(" → ", DIM)
-    text.append(endpoint(s.peer_addr, s.peer_port))
+    text.append(peer)
     if closed:  # before the namespace: a long namespace name must not hide it
         text.append("   CLOSED (last seen values)", SEVERITY_STYLES["critical"])
     text.append(f"   netns {printable(s.netns)}", DIM)

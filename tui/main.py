@@ -20,6 +20,7 @@ from tui.messages import (
     ScreenReady,
     ScreenResized,
     SortStep,
+    UnixToggle,
 )
 from tui.meters import TextLine, meter_text, notice_text, status_text
 from tui.socklist import ColumnTitles, SocketList
@@ -89,6 +90,7 @@ class MainScreen(Screen[None]):
         Binding("S", "sort(-1)", "sort by the previous column"),
         Binding("r", "reverse", "reverse the sort order"),
         Binding("v", "group", "group by process, local port, peer host, namespace, none"),
+        Binding("x", "unix", "show or hide idle UNIX sockets (flagged ones always show)"),
         Binding("enter", "open", "socket details, or the members of a group"),
         Binding("escape", "back", "close the prompt, leave a drill-down, clear the filter"),
     ]
@@ -172,6 +174,9 @@ class MainScreen(Screen[None]):
 
     def action_group(self) -> None:
         self._ask(NextGrouping())
+
+    def action_unix(self) -> None:
+        self._ask(UnixToggle())
 
     def action_open(self) -> None:
         listing = self.socket_list

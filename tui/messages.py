@@ -41,6 +41,10 @@ class Reverse(Message):
     """Reverse the sort order."""
 
 
+class UnixToggle(Message):
+    """Show or hide the idle UNIX sockets."""
+
+
 class NextGrouping(Message):
     """Group by the next grouping (none, process, port, peer, namespace)."""
 

@@ -108,7 +108,8 @@ class ReplaySource:
 class ReplayApp(BufmonApp):
     BINDINGS = [
         Binding("space", "pause", "play or pause the replay"),
-        Binding("x", "speed", "play at 1x, 10x or 60x the recorded pace"),
+        Binding("greater_than_sign", "speed(1)", "play faster: 1x, 10x, 60x the recorded pace"),
+        Binding("less_than_sign", "speed(-1)", "play slower"),
         Binding("left_square_bracket", "step(-1)", "one frame back"),
         Binding("right_square_bracket", "step(1)", "one frame forward"),
         Binding("left_curly_bracket", "minute(-1)", "one minute back"),
@@ -283,8 +284,8 @@ class ReplayApp(BufmonApp):
             self._player = self.set_interval(self.interval, self._tick)
         self._show_state()
 
-    def action_speed(self) -> None:
-        self.speed = SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)]
+    def action_speed(self, step: int) -> None:
+        self.speed = SPEEDS[max(0, min(SPEEDS.index(self.speed) + step, len(SPEEDS) - 1))]
         if self.playing:
             self._anchor = (self.replay.time, time.monotonic())
         self._show_state()

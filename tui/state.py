@@ -12,7 +12,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bufmon.filters import Predicate, compile_filter
+from bufmon.filters import Predicate, with_unix
 from collectors.model import Sock
 from tui.view import DEFAULT_SORT, GROUP_ORDER, Scope, ViewRequest, sorts_for
 
@@ -32,6 +32,7 @@ class ListState:
     group_by: str | None = None
     drills: tuple[DrillDown, ...] = ()
     generation: int = 0  # bumped by every transition
+    show_unix: bool = False  # every UNIX socket, not only flagged ones (filters.with_unix)
 
     @property
     def descending(self) -> bool:
@@ -64,7 +65,11 @@ class ListState:
         expr = expr.strip()
         if expr == self.filter_expr:
             return self
-        return self._next(filter_expr=expr, predicate=compile_filter(expr) if expr else None)
+        return self._next(filter_expr=expr, predicate=with_unix(expr, self.show_unix))
+
+    def unix_toggled(self) -> ListState:
+        show = not self.show_unix
+        return self._next(show_unix=show, predicate=with_unix(self.filter_expr, show))
 
     def sorted_by(self, column: str) -> ListState:
         if column not in sorts_for(self.group_by):
@@ -96,7 +101,7 @@ class ListState:
         if self.drills:
             return self._next(drills=self.drills[:-1], group_by=self.drills[-1].group_by)
         if self.filter_expr:
-            return self._next(filter_expr="", predicate=None)
+            return self._next(filter_expr="", predicate=with_unix("", self.show_unix))
         return self
 
 

@@ -88,6 +88,12 @@ class UdpDrops:
 
 
 @dataclass(frozen=True, slots=True)
+class DgramQueueFull:
+    hold: float = 3.0  # seconds a UNIX datagram queue must not drain
+    clear: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryPressure:
     warn: float = _fraction(0.8)  # of tcp_mem's pressure value
     clear: float = 10.0
@@ -126,6 +132,7 @@ class Config:
     accept_queue_full: AcceptQueueFull = field(default_factory=AcceptQueueFull)
     syn_backlog: SynBacklog = field(default_factory=SynBacklog)
     udp_drops: UdpDrops = field(default_factory=UdpDrops)
+    dgram_queue_full: DgramQueueFull = field(default_factory=DgramQueueFull)
     memory_pressure: MemoryPressure = field(default_factory=MemoryPressure)
     port_exhaustion: PortExhaustion = field(default_factory=PortExhaustion)
     nagle_hint: NagleHint = field(default_factory=NagleHint)

@@ -27,7 +27,8 @@ from bufmon.diagnosis.rules import (
 )
 from bufmon.diagnosis.single import evaluate_single
 from bufmon.diagnosis.system_rules import SystemRules
-from collectors.model import SK_DROPS, Snapshot, Sock
+from bufmon.diagnosis.unix_rules import UnixRules
+from collectors.model import SK_DROPS, Snapshot, Sock, UnixSock
 
 Key = tuple[str, int]
 _RECORD_INFO = ("rtt", "snd_wnd", "rcv_wnd", "total_retrans")
@@ -62,6 +63,7 @@ class Diagnoser:
         self.history = History(config.history.window, int(config.history.max_mb * (1 << 20)))
         self.rules = SocketRules(config, self.history)
         self.system_rules = SystemRules(config)
+        self.unix_rules = UnixRules(config)
         self._sigs: dict[str, dict[int, int]] = {}  # sample signature by netns, cookie
         self._tracks: dict[str, dict[int, Track]] = {}
         self._closed: dict[Key, tuple[Sock, float]] = {}  # closed flagged sockets, closed at
@@ -74,6 +76,7 @@ class Diagnoser:
             return
         self._generation += 1
         facts = snap.system
+        self.unix_rules.sysctls = facts.sysctls
         tcp_rmem = facts.sysctls.get("tcp_rmem")
         ctx = Refresh(
             snap.time,
@@ -104,7 +107,7 @@ class Diagnoser:
         olds = self._sigs
         news: dict[str, dict[int, int]] = {}
         all_tracks = self._tracks
-        rules = self.rules
+        rules, unix_rules = self.rules, self.unix_rules
         append = self.history.append
         nagle_floor = self.config.nagle_hint.min_srtt_ms * 1000
         overrun = bool(ctx.loss_events or ctx.prune_events)  # the overrun rule looks at all
@@ -147,7 +150,11 @@ class Diagnoser:
                 tr = tracks[cookie] = Track(now)
                 changed = True  # a new track starts from this sample
             tr.seen = generation
-            if listening:
+            if isinstance(s, UnixSock):
+                flags = unix_rules.evaluate(s, tr, now)
+                if not tr.latches and not rq and not sq:
+                    del tracks[cookie]
+            elif listening:
                 flags = rules.listener(s, tr, ctx)
                 listeners.append((s, tr))
             elif s.proto == "udp":

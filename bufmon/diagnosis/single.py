@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from bufmon.diagnosis.latch import Finding
 from bufmon.diagnosis.rules import HANDSHAKE, Track, udp_finding
 from bufmon.diagnosis.system_rules import memory_finding, port_finding
-from collectors.model import Flag, Snapshot, Sock
+from bufmon.diagnosis.unix_rules import UnixRules
+from collectors.model import Flag, Snapshot, Sock, UnixSock
 
 if TYPE_CHECKING:
     from bufmon.diagnosis.config import Config
@@ -18,8 +19,13 @@ def as_flag(kind: str, finding: Finding | None, now: float) -> Flag | None:
     return None if finding is None else finding.flag(kind, 0.0, now)
 
 
-def socket_flags(s: Sock, config: Config, rules: SocketRules, now: float) -> list[Flag]:
-    if s.state == "LISTEN":
+def socket_flags(
+    s: Sock, config: Config, rules: SocketRules, now: float, unix_rules: UnixRules
+) -> list[Flag]:
+    if isinstance(s, UnixSock):  # one sample shows no drain progress: only the backlog
+        finding = unix_rules.accept_queue(s) if s.is_listener else None
+        flags = [as_flag("accept_queue_full", finding, now)]
+    elif s.state == "LISTEN":
         flags = [as_flag("accept_queue_full", rules.accept_queue(s, 0, 0), now)]
     elif s.proto == "udp":
         cfg = config.udp_drops
@@ -35,8 +41,10 @@ def socket_flags(s: Sock, config: Config, rules: SocketRules, now: float) -> lis
 
 def evaluate_single(snap: Snapshot, config: Config, rules: SocketRules) -> None:
     now = snap.time
+    unix_rules = UnixRules(config)
+    unix_rules.sysctls = snap.system.sysctls
     for s in snap.sockets:
-        s.flags = socket_flags(s, config, rules, now)
+        s.flags = socket_flags(s, config, rules, now, unix_rules)
     facts = snap.system
     finding, _ = memory_finding(config, facts.sockstat, facts.sysctls.get("tcp_mem"), {}, False)
     system = [as_flag("memory_pressure", finding, now)]

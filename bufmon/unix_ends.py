@@ -1,0 +1,27 @@
+"""What a UNIX socket shows where an inet socket shows its two endpoints."""
+
+from __future__ import annotations
+
+from bufmon.present import endpoint
+from collectors.model import Sock, UnixSock
+from collectors.untrusted import printable
+
+
+def unix_ends(s: UnixSock) -> tuple[str, str]:
+    """Its path, and the process on the other end (else the peer's path, else its
+    inode). Paths and names are chosen by other users: shown through printable."""
+    peer = s.peer_process
+    if peer is not None:
+        other = f"{peer.comm}/{peer.pid}"
+    elif s.peer_addr:
+        other = s.peer_addr
+    else:
+        other = f"*:{s.peer_inode}" if s.peer_inode else "*"
+    return printable(s.path or "*"), printable(other)
+
+
+def ends(s: Sock) -> tuple[str, str]:
+    """Local and peer text of any socket: addr:port, or a UNIX socket's unix_ends."""
+    if isinstance(s, UnixSock):
+        return unix_ends(s)
+    return endpoint(s.local_addr, s.local_port), endpoint(s.peer_addr, s.peer_port)
