@@ -12,17 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import AS_NOBODY, Readable
 
 from bufmon.cli import COMMANDS, VALUE_OPTIONS, build_parser, with_command
 
 BUFMON = str(Path(sys.executable).with_name("bufmon"))
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
-def run(*argv: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, BUFMON, *argv], capture_output=True, text=True, timeout=20, cwd="/"
-    )
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BUFMON, *argv], capture_output=True, text=True, timeout=20, cwd="/")
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -60,8 +58,13 @@ def test_netns_path_that_is_one_works() -> None:
 
 
 @pytest.mark.root
-def test_permission_error_is_said_as_such() -> None:
-    line = one_line(run("snapshot", "--netns", str(os.getpid()), prefix=tuple(AS_NOBODY)), 1)
+def test_permission_error_is_said_as_such(readable: Readable) -> None:
+    # as nobody, through a copy nobody can read (the clone may sit in a 0700 directory)
+    argv = ["setpriv", *AS_NOBODY, *readable.bufmon("snapshot", "--netns", str(os.getpid()))]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=20, cwd="/", env=readable.env()
+    )
+    line = one_line(result, 1)
     assert "Permission denied" in line and "no such" not in line
 
 

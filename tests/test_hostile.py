@@ -6,6 +6,7 @@ and show the names escaped in the table, the watch lines and the view."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -13,11 +14,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import Readable
 
 from collectors.untrusted import decode, printable
 
@@ -70,9 +72,9 @@ class Attacker:
 
 
 @contextmanager
-def attacker(name: bytes) -> Iterator[Attacker]:
+def attacker(name: bytes, python: str) -> Iterator[Attacker]:
     proc = subprocess.Popen(
-        ["setpriv", *AS_NOBODY, sys.executable, "-c", ATTACKER, name.hex()],
+        ["setpriv", *AS_NOBODY, python, "-c", ATTACKER, name.hex()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -88,9 +90,19 @@ def attacker(name: bytes) -> Iterator[Attacker]:
         proc.wait()
 
 
+AttackerMaker = Callable[[bytes], AbstractContextManager[Attacker]]
+
+
+@pytest.fixture
+def make_attacker(readable: Readable) -> AttackerMaker:
+    """Attackers run a Python that user nobody can run (the clone may sit in a 0700
+    directory, where nobody cannot reach its .venv)."""
+    return functools.partial(attacker, python=readable.python)
+
+
 @pytest.fixture(params=list(NAMES), ids=list(NAMES))
-def hostile(request: pytest.FixtureRequest) -> Iterator[Attacker]:
-    with attacker(NAMES[request.param]) as found:
+def hostile(request: pytest.FixtureRequest, make_attacker: AttackerMaker) -> Iterator[Attacker]:
+    with make_attacker(NAMES[request.param]) as found:
         yield found
 
 
@@ -117,8 +129,8 @@ def test_json_is_valid_and_exact(hostile: Attacker) -> None:
     assert f"{hostile.comm}/{hostile.pid}" in holders  # its namespace, first seen through it
 
 
-def test_json_keeps_a_carriage_return_a_carriage_return() -> None:
-    with attacker(b"a\rb\nc") as target:
+def test_json_keeps_a_carriage_return_a_carriage_return(make_attacker: AttackerMaker) -> None:
+    with make_attacker(b"a\rb\nc") as target:
         (comm,) = {s["process"]["comm"] for s in snapshot_json(target)["sockets"]}
     assert comm == "a\rb\nc"
 
@@ -177,8 +189,10 @@ def cgroup_named(name: bytes, pid: int) -> Iterator[None]:
 @pytest.mark.parametrize(
     "unit", [b"\x1b]2;PWNED\x07.scope", b"bad\xff\xfe.scope", b"x\r\x1b[2K.service"]
 )
-def test_cgroup_label_is_exact_in_json_and_escaped_in_text(unit: bytes) -> None:
-    with attacker(b"cgtenant") as target, cgroup_named(unit, target.pid):
+def test_cgroup_label_is_exact_in_json_and_escaped_in_text(
+    unit: bytes, make_attacker: AttackerMaker
+) -> None:
+    with make_attacker(b"cgtenant") as target, cgroup_named(unit, target.pid):
         label = "unit:" + decode(unit)
         doc = snapshot_json(target)
         assert {s["netns"] for s in doc["sockets"]} == {label}
@@ -190,12 +204,12 @@ def test_cgroup_label_is_exact_in_json_and_escaped_in_text(unit: bytes) -> None:
         assert sum(line.startswith(printable(label)) for line in out.splitlines()) == 4
 
 
-async def test_view_keeps_the_row_and_escapes_the_name() -> None:
+async def test_view_keeps_the_row_and_escapes_the_name(make_attacker: AttackerMaker) -> None:
     from tui.app import BufmonApp
     from tui.source import MonitorSource
     from tui.state import ListState
 
-    with attacker(NAMES["osc-title"]) as target:
+    with make_attacker(NAMES["osc-title"]) as target:
         state = ListState().filter(f"pid:{target.pid}")
         app = BufmonApp(MonitorSource("all"), state=state, interval=0.5)
         async with app.run_test(size=(160, 30)) as pilot:
@@ -219,8 +233,8 @@ def tmux(*argv: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_tmux_title_unchanged_and_rows_whole() -> None:
-    with attacker(NAMES["osc-title"]) as target:
+def test_tmux_title_unchanged_and_rows_whole(make_attacker: AttackerMaker) -> None:
+    with make_attacker(NAMES["osc-title"]) as target:
         session = f"bufmon-hostile-{os.getpid()}"
         cmd = f"TERM=xterm-256color {BUFMON} --netns all pid:{target.pid}; sleep 30"
         tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
