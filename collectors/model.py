@@ -228,6 +228,9 @@ class Sock:
         # the listener whose accept queue holds this connection (not accepted yet)
         self.listener: Sock | None = None
 
+    # what a UNIX socket adds to these fields (UnixSock.unix_fields); None for others
+    unix_fields: tuple[Any, ...] | None = None
+
     @property
     def key(self) -> tuple[str, int]:
         """Stable identity across refreshes: cookies are unique per namespace."""
@@ -365,6 +368,11 @@ class UnixSock(Sock):
     @property
     def path(self) -> str | None:
         return self.local_addr or None
+
+    @property
+    def unix_fields(self) -> tuple[Any, ...]:  # type: ignore[override]
+        """sock_type, peer_inode, icons, senders_q, peer_process."""
+        return (self.sock_type, self.peer_inode, self.icons, self.senders_q, self.peer_process)
 
     def recv_fill(self) -> float | None:
         """Only a listener's queue has a limit of its own (the backlog)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bufmon.diagnosis import load_config
+from bufmon.filters import with_unix
 from bufmon.monitor import Monitor
 from bufmon.record.format import FRAME, HEAD, HEAD_CRC, VERSION
 from bufmon.record.incidents import incident_line, incidents
@@ -25,7 +27,8 @@ from bufmon.record.scan import scan
 from bufmon.record.writer import Recorder
 from bufmon.scenarios import Churn, Netns, StalledReader, UdpDrops
 from bufmon.textout import json_line, shown, watch_document
-from collectors.model import Snapshot
+from collectors.model import Snapshot, Sock, UnixSock
+from collectors.netns import entered
 
 BUFMON = str(Path(sys.executable).with_name("bufmon"))
 FAST = ["stalled_reader.hold=0.5", "stalled_reader.clear=0.5"]  # flags within a test
@@ -55,8 +58,8 @@ class Conns(Churn):
         self.pairs[(n + 1) % len(self.pairs)][0].send(b"x" * (100 * (n + 1)))
 
 
-def watch_line(snap: Snapshot) -> str:
-    return json_line(watch_document(snap, shown(snap)))
+def watch_line(snap: Snapshot, keep: Callable[[Sock], bool] | None = None) -> str:
+    return json_line(watch_document(snap, shown(snap, keep)))
 
 
 def record(
@@ -64,10 +67,11 @@ def record(
     path: Path,
     frames: int,
     step: Callable[[int], None] | None = None,
+    keep: Callable[[Sock], bool] | None = None,
     **kw: int,
 ) -> list[str]:
-    """Record `frames` refreshes of `ns` (step(n) before refresh n); returns what
-    `watch --json` printed for each."""
+    """Record `frames` refreshes of `ns` (step(n) before refresh n) of the sockets
+    `keep` passes (as `bufmon record` does); returns what `watch --json` printed."""
     monitor = Monitor(ns.name, load_config(os.devnull, FAST))
     recorder = Recorder(str(path), 0.2, **kw)
     recorder.open(monitor.host)
@@ -77,8 +81,8 @@ def record(
             if step is not None:
                 step(n)
             snap = monitor.refresh()
-            lines.append(watch_line(snap))
-            recorder.write(snap, snap.sockets)
+            lines.append(watch_line(snap, keep))
+            recorder.write(snap, shown(snap, keep) if keep else snap.sockets)
             time.sleep(0.2)
     finally:
         recorder.close()
@@ -143,6 +147,48 @@ def test_every_frame_equals_what_watch_json_printed(ns: Netns, tmp: Path) -> Non
     assert "stalled_reader" in kinds  # real trouble was recorded, flags as raised live
     assert rec.flag_times() and rec.flag_times()[0] >= rec.times[0]
     rec.close()
+
+
+def test_a_full_unix_backlog_round_trips_with_its_own_fields(ns: Netns, tmp: Path) -> None:
+    """A UNIX listener nobody accepts from: recorded as the view shows it (UNIX sockets
+    only while flagged), every frame as `watch --json` printed it, the flag an incident."""
+    path, where = tmp / "unix.rec", str(tmp / "api.sock")
+    with entered(f"/run/netns/{ns.name}"):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(where)
+    listener.listen(2)
+    clients: list[socket.socket] = []
+
+    def step(n: int) -> None:
+        if n < 3:  # fills the backlog: 2 + 1 connections wait
+            with entered(f"/run/netns/{ns.name}"):
+                clients.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            clients[-1].connect(where)
+        elif n == 12:  # one accepted: the listener's row changes in a delta
+            listener.accept()[0].close()
+
+    try:
+        printed = record(ns, path, 16, step, keep=with_unix(""), keyframe_every=6)
+    finally:
+        for s in [listener, *clients]:
+            s.close()
+    docs = [json.loads(line) for line in printed]
+    recorded = [[s for s in d["sockets"] if s["proto"] == "unix"] for d in docs]
+    assert not recorded[0], "an unflagged UNIX socket is not recorded"
+    held = [s for socks in recorded for s in socks]
+    assert held and all(s["path"] == where and s["type"] == "stream" for s in held)
+    assert {s["recv_q"] for s in held} >= {3, 2}  # the row changed while recorded
+    assert {f["kind"] for s in held for f in s["flags"]} == {"accept_queue_full"}
+    rec = Recording.open(path)
+    for i in range(len(rec)):
+        assert json_line(rec.document(i)) == printed[i], f"frame {i}"
+    assert any(isinstance(s, UnixSock) for s in rec.snapshot(len(rec) - 1).sockets)
+    assert replay_lines(path) == printed  # the command's default filter is the view's
+    rec.close()
+    out = bufmon("replay", str(path), "--incidents")
+    assert out.returncode == 0, out.stderr
+    line = next(line for line in out.stdout.splitlines() if "accept_queue_full" in line)
+    assert where in line
 
 
 def test_replay_filter_and_time_range(ns: Netns, tmp: Path) -> None:

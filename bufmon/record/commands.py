@@ -159,8 +159,7 @@ def _record_loop(
         for notice in set(snap.notices) - shown_notices:
             print(f"bufmon: {notice}", file=sys.stderr)
             shown_notices.add(notice)
-        # format v1 has no row for UNIX sockets' own fields: they are not recorded yet
-        recorder.write(snap, [s for s in snap.sockets if s.proto != "unix" and keep(s)])
+        recorder.write(snap, [s for s in snap.sockets if keep(s)])
         if ends is not None and time.monotonic() >= ends:
             break
         pause = args.interval - (time.monotonic() - started)

@@ -14,9 +14,9 @@ import struct
 import zlib
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from collectors.model import Flag, Process, Sock
+from collectors.model import Flag, Process, Sock, UnixSock
 
 VERSION = 1
 MAGIC = b"\x89BUFMON\n"  # 8 bytes; the high first byte catches text-mode mangling
@@ -52,18 +52,31 @@ ROW_FIELDS = (
     "process",
     "flags",
     "closed",
+    "unix_fields",
 )
 row_of = attrgetter(*ROW_FIELDS)
 # What a socket's row can change in from one frame to the next (one C call per socket).
 # The key (netns, cookie, closed) first.
 dynamic_of = attrgetter(
-    "netns", "cookie", "closed", "state", "recv_q", "send_q", "skmem", "timer", "process", "flags"
+    "netns",
+    "cookie",
+    "closed",
+    "state",
+    "recv_q",
+    "send_q",
+    "skmem",
+    "timer",
+    "process",
+    "flags",
+    "unix_fields",
 )
-R_SKMEM, R_COOKIE, R_NETNS, R_PROCESS, R_FLAGS, R_CLOSED, R_INFO_LEN = 9, 13, 14, 15, 16, 17, 18
+R_SKMEM, R_COOKIE, R_NETNS, R_PROCESS, R_FLAGS, R_CLOSED = 9, 13, 14, 15, 16, 17
+R_UNIX, R_INFO_LEN = 18, 19
 # The fields a delta stores of a socket that stayed and changed: state, recv_q, send_q,
-# skmem, timer, process, flags, tcp_info length (a socket's other fields never change).
-DYNAMIC_ROW = (2, 7, 8, 9, 10, 15, 16, 18)
+# skmem, timer, process, flags, unix, tcp_info length (the others never change).
+DYNAMIC_ROW = (2, 7, 8, 9, 10, 15, 16, 18, 19)
 Row = tuple[Any, ...]
+S = TypeVar("S", bound=Sock)
 Key = tuple[str, int, bool]  # netns, cookie, closed: a closed copy is a socket of its own
 
 
@@ -141,10 +154,18 @@ def row_json(row: Row) -> list[Any]:
     """A row as JSON values: process as [pid, comm, user], flags as lists."""
     out = list(row)
     proc: Process | None = row[R_PROCESS]
-    out[R_PROCESS] = None if proc is None else [proc.pid, proc.comm, proc.user]
+    out[R_PROCESS] = _process_json(proc)
     flags: Sequence[Flag] = row[R_FLAGS]
     out[R_FLAGS] = [[f.kind, f.severity, f.since, f.reason, f.advice] for f in flags]
+    unix = row[R_UNIX]
+    if unix is not None:
+        sock_type, peer_inode, icons, senders_q, peer = unix
+        out[R_UNIX] = [sock_type, peer_inode, list(icons), senders_q, _process_json(peer)]
     return out
+
+
+def _process_json(proc: Process | None) -> list[Any] | None:
+    return None if proc is None else [proc.pid, proc.comm, proc.user]
 
 
 class Interned:
@@ -186,6 +207,10 @@ def _objects(out: list[Any], interned: Interned) -> Row:
         out[R_SKMEM] = None if skmem is None else tuple(skmem)
         out[R_PROCESS] = interned.process(out[R_PROCESS])
         out[R_FLAGS] = tuple(Flag(*f) for f in out[R_FLAGS])
+        unix = out[R_UNIX]
+        if unix is not None:
+            sock_type, peer_inode, icons, senders_q, peer = unix
+            out[R_UNIX] = (sock_type, peer_inode, tuple(icons), senders_q, interned.process(peer))
     except (TypeError, ValueError):
         raise FormatError("corrupt socket row") from None
     return tuple(out)
@@ -196,6 +221,9 @@ def sock_of(row: Row, info: bytes | None) -> Sock:
 
     (proto, family, state, laddr, lport, paddr, pport, rq, sq, skmem, timer) = row[:11]
     uid, inode, cookie, netns = row[11:15]
+    unix = row[R_UNIX]
+    if unix is not None:
+        return _unix_sock_of(row, unix)
     sock = Sock(
         proto,
         family,
@@ -216,6 +244,21 @@ def sock_of(row: Row, info: bytes | None) -> Sock:
         cookie,
         netns,
     )
+    return _with_row_objects(sock, row)
+
+
+def _unix_sock_of(row: Row, unix: tuple[Any, ...]) -> UnixSock:
+    (_, _, state, path, _, peer_addr, _, rq, sq, skmem, _, uid, inode, cookie, netns) = row[:15]
+    sock_type, peer_inode, icons, senders_q, peer = unix
+    sock = UnixSock(state, sock_type, path, peer_inode, rq, sq, skmem, uid, inode, cookie, netns)
+    sock.icons = icons
+    sock.peer_addr = peer_addr
+    sock.senders_q = senders_q
+    sock.peer_process = peer
+    return _with_row_objects(sock, row)
+
+
+def _with_row_objects(sock: S, row: Row) -> S:
     sock.process = row[R_PROCESS]
     sock.flags = row[R_FLAGS]
     sock.closed = row[R_CLOSED]
