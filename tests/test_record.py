@@ -360,11 +360,12 @@ def _sections(path: Path) -> bytes:
     finally:
         os.close(fd)
     out = b""
-    for ref in found.frames:
-        body = data[ref.offset + FRAME.size : ref.offset + ref.head.size]
-        out += zlib.decompress(body[: ref.head.meta_len])
-        if ref.head.blob_len:
-            out += zlib.decompress(body[ref.head.meta_len :])
+    for i, offset in enumerate(found.frames.offsets):
+        *_, meta_len, blob_len, _ = FRAME.unpack_from(data, offset)
+        body = data[offset + FRAME.size : found.frame_end(i)]
+        out += zlib.decompress(body[:meta_len])
+        if blob_len:
+            out += zlib.decompress(body[meta_len:])
     return out
 
 

@@ -14,7 +14,14 @@ from typing import Any
 
 from bufmon import __version__
 from bufmon.record.codec import Encoder
-from bufmon.record.format import KEYFRAME, FormatError, encode_frame, encode_header
+from bufmon.record.format import (
+    HEAD_CRC,
+    KEYFRAME,
+    FormatError,
+    encode_frame,
+    encode_header,
+)
+from bufmon.record.index import ENTRY, INDEX_HEAD, Frames, IndexWriter, index_name, read_index
 from bufmon.record.scan import scan
 from collectors.model import Snapshot, Sock
 
@@ -31,6 +38,10 @@ class RecorderError(Exception):
 
 def rotated_name(path: str, n: int) -> str:
     return path if n == 0 else f"{path}.{n}"
+
+
+def _index_of_rotated(path: str, n: int) -> str:
+    return index_name(rotated_name(path, n))
 
 
 class Recorder:
@@ -54,6 +65,7 @@ class Recorder:
         self.since_keyframe = 0
         self.written = 0  # frames written by this run
         self.host = ""
+        self.index = IndexWriter(path)
 
     # -- opening ---------------------------------------------------------------------
 
@@ -64,18 +76,18 @@ class Recorder:
         try:
             size = os.fstat(fd).st_size
             if size == 0:
-                header = self._header()
-                self._write_all(fd, header)
-                self.size, self.frames_in_file = len(header), 0
+                self._start_file(fd)
             else:
                 try:
-                    found = scan(fd)
+                    found = scan(fd, read_index(self.path))
                 except FormatError as exc:
                     raise RecorderError(
                         f"{self.path}: {exc}; refusing to append to it", 2
                     ) from None
                 os.ftruncate(fd, found.end)  # drop a torn last frame
                 self.size, self.frames_in_file = found.end, len(found.frames)
+                current = found.indexed == len(found.frames) and self._index_size(found.indexed)
+                self.index.start(found.header_crc, found.frames, current)
         except OSError as exc:
             os.close(fd)
             raise RecorderError(f"{self.path}: cannot write: {exc.strerror}", 1) from None
@@ -84,6 +96,20 @@ class Recorder:
             raise
         self.fd = fd
         self.encoder.reset()
+
+    def _start_file(self, fd: int) -> None:
+        """The header of a new recording file, and a new index for it."""
+        header = self._header()
+        self._write_all(fd, header)
+        self.size, self.frames_in_file = len(header), 0
+        self.index.start(
+            HEAD_CRC.unpack_from(header, len(header) - HEAD_CRC.size)[0], Frames(), False
+        )
+
+    def _index_size(self, entries: int) -> bool:
+        """Does the index on disk hold exactly `entries` whole entries (no torn one)?"""
+        data = read_index(self.path)
+        return data is not None and len(data) == INDEX_HEAD.size + entries * ENTRY.size
 
     def _header(self) -> bytes:
         meta: dict[str, Any] = {
@@ -141,6 +167,8 @@ class Recorder:
                     1,
                 ) from None
             raise RecorderError(f"{self.path}: cannot write: {exc.strerror}", 1) from None
+        kind, bits = frame[4], frame[5]  # as FRAME packs them
+        self.index.add(self.size, snap.time, kind, bits)
         self.size += len(frame)
         self.frames_in_file += 1
         self.written += 1
@@ -186,19 +214,23 @@ class Recorder:
         """FILE.(N-1) -> FILE.N, ..., FILE -> FILE.1, then a new FILE."""
         os.close(self.fd)
         self.fd = -1
+        self.index.close()
         for n in range(self.keep, 0, -1):
-            source = rotated_name(self.path, n - 1)
-            if os.path.lexists(source):
-                os.replace(source, rotated_name(self.path, n))
+            for name in (rotated_name, _index_of_rotated):
+                source, target = name(self.path, n - 1), name(self.path, n)
+                if os.path.lexists(source):
+                    os.replace(source, target)
+                elif name is _index_of_rotated:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(target)  # of the file replaced: no longer its index
         self.fd = self._open_fd(create_new=True)
-        header = self._header()
         try:
-            self._write_all(self.fd, header)
+            self._start_file(self.fd)
         except OSError as exc:
             raise RecorderError(f"{self.path}: cannot write: {exc.strerror}", 1) from None
-        self.size, self.frames_in_file = len(header), 0
 
     def close(self) -> None:
+        self.index.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
