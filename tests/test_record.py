@@ -22,8 +22,9 @@ from bufmon.filters import with_unix
 from bufmon.monitor import Monitor
 from bufmon.record.format import FRAME, HEAD, HEAD_CRC, VERSION
 from bufmon.record.incidents import incident_line, incidents
+from bufmon.record.index import ENTRY, INDEX_HEAD, index_name, read_index
 from bufmon.record.reader import Recording, RecordingError
-from bufmon.record.scan import scan
+from bufmon.record.scan import Scanned, scan
 from bufmon.record.writer import Recorder
 from bufmon.scenarios import Churn, Netns, StalledReader, UdpDrops
 from bufmon.textout import json_line, shown, watch_document
@@ -102,12 +103,17 @@ def replay_lines(path: Path, *args: str) -> list[str]:
     return out.stdout.splitlines()
 
 
-def frame_count(path: Path) -> int:
+def scanned(path: Path) -> Scanned:
+    """The frames of one recording file, as a reader finds them (with its index)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        return len(scan(fd).frames)
+        return scan(fd, read_index(str(path)))
     finally:
         os.close(fd)
+
+
+def frame_count(path: Path) -> int:
+    return len(scanned(path).frames)
 
 
 def start_recorder(path: Path, ns: Netns, *args: str) -> subprocess.Popen[str]:
@@ -326,12 +332,40 @@ def test_rotation_bounds_files_and_replays_as_one_timeline(ns: Netns, tmp: Path)
     assert not (tmp / "rot.rec.3").exists()
     lines = replay_lines(path)
     assert len(lines) == sum(frame_count(p) for p in parts)
+    assert all(scanned(p).indexed == frame_count(p) for p in parts)  # indexes moved along
     times = [json.loads(line)["time"] for line in lines]
     assert times == sorted(times)
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in parts)
 
 
 # -- files --------------------------------------------------------------------------
+
+
+def test_the_index_is_a_checked_cache(ns: Netns, tmp: Path) -> None:
+    """Behind, foreign, garbage or ahead of a torn tail: every complete frame reads back;
+    a recorder restarted on the file rewrites an index that is behind."""
+    path, index = tmp / "i.rec", Path(index_name(str(tmp / "i.rec")))
+    printed = record(ns, path, 6)
+    assert index.stat().st_mode & 0o777 == 0o600
+    whole = index.read_bytes()
+    assert scanned(path).indexed == len(scanned(path).frames) == 6
+    index.write_bytes(whole[: INDEX_HEAD.size + 2 * ENTRY.size + 5])  # behind, torn entry
+    assert (scanned(path).indexed, frame_count(path)) == (2, 6)
+    assert replay_lines(path) == printed
+    record(ns, tmp / "other.rec", 1)
+    index.write_bytes(Path(index_name(str(tmp / "other.rec"))).read_bytes())  # foreign
+    assert (scanned(path).indexed, frame_count(path)) == (0, 6)
+    index.write_bytes(whole[: INDEX_HEAD.size] + bytes(reversed(whole[INDEX_HEAD.size :])))
+    assert (scanned(path).indexed, frame_count(path)) == (0, 6)  # garbage entries
+    index.write_bytes(whole)
+    with open(path, "r+b") as f:  # the index lists a frame the file lost the end of
+        f.truncate(path.stat().st_size - 3)
+    assert (scanned(path).indexed, frame_count(path)) == (5, 5)
+    assert replay_lines(path) == printed[:5]
+    appended = record(ns, path, 2)
+    assert scanned(path).indexed == frame_count(path) == 7
+    assert index.stat().st_size == INDEX_HEAD.size + 7 * ENTRY.size
+    assert replay_lines(path) == printed[:5] + appended
 
 
 def test_file_is_0600_and_a_planted_symlink_is_not_followed(ns: Netns, tmp: Path) -> None:
