@@ -382,7 +382,7 @@ def _infos(
     same = [k for k in order if k not in infos]
     old = [prev.infos.get(k) or EMPTY for k in same]
     parts = (
-        split_by(add(diff, _time_parts(old)), [time_part_len(len(o)) for o in old])
+        split_by(add(diff, _time_parts(old)), list(map(time_part_len, map(len, old))))
         if diff
         else [EMPTY] * len(old)
     )
@@ -405,7 +405,7 @@ def _apply_rows(
     prev: State, meta: dict[str, Any], interned: Interned
 ) -> tuple[list[Key], dict[Key, Row], set[Key], list[Key]]:
     gone = set(meta.get("gone", []))
-    stayed = [k for i, k in enumerate(prev.order) if i not in gone]
+    stayed = [k for i, k in enumerate(prev.order) if i not in gone] if gone else prev.order
     row_map = dict(prev.rows)
     flagged = set(prev.flagged)
     for i in gone:
@@ -426,15 +426,7 @@ def _apply_rows(
         placed[pos] = key
         row_map[key] = row
         updates.append((pos, []))
-    order: list[Key] = []
-    it = iter(stayed)
-    for pos in range(len(stayed) + len(placed)):
-        found = placed.get(pos) or next(it, None)
-        if found is None:
-            raise FormatError("corrupt delta frame")
-        order.append(found)
-    if next(it, None) is not None:
-        raise FormatError("corrupt delta frame")
+    order = _inserted(stayed, placed)
     changed = []
     for pos, values in updates:
         if not 0 <= pos < len(order):
@@ -448,6 +440,16 @@ def _apply_rows(
         else:
             flagged.discard(key)
     return order, row_map, flagged, changed
+
+
+def _inserted(stayed: list[Key], placed: dict[int, Key]) -> list[Key]:
+    """`stayed` (in order) with each new socket put at its position in the new frame."""
+    order = list(stayed)
+    for pos in sorted(placed):
+        if not 0 <= pos <= len(order):
+            raise FormatError("corrupt delta frame")
+        order.insert(pos, placed[pos])
+    return order
 
 
 def _apply_system(state: State, prev: State | None, meta: dict[str, Any]) -> None:
