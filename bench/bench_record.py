@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python bench/bench_record.py                 # all three parts
     sudo .venv/bin/python bench/bench_record.py --skip cpu      # size and seek only
+    ... --skip cpu --keep DIR, later --skip cpu --reuse DIR      # measure again, same files
 
 (a) size: 500 long-lived loopback connections (1,000 sockets) in a namespace of their
     own, with churn every simulated second: `--churn` connections closed (with a reset:
@@ -42,6 +43,7 @@ from pathlib import Path
 from conn_farm import Farm
 
 from bufmon.monitor import Monitor
+from bufmon.record.index import index_name
 from bufmon.record.writer import Recorder
 from bufmon.scenarios import Churn, Netns
 from collectors.netns import entered
@@ -125,14 +127,36 @@ def record_simulated(
         return seconds, len(snap.sockets), time.perf_counter() - started
 
 
+def recorded(path: str, seconds: int, args: argparse.Namespace, refresh_every: int = 1) -> str:
+    """How the recording at `path` came to be: simulated now, or (--reuse) one an
+    earlier run simulated, opened by the recorder once (which brings its index up to
+    date, as a recorder restarted on the file does)."""
+    if args.reuse is None:
+        frames, sockets, wall = record_simulated(path, seconds, args, refresh_every)
+        return f"{frames} frames, {sockets} sockets, simulated in {wall:.0f} s"
+    recorder = Recorder(path, 1.0)
+    recorder.open("reused")
+    frames = recorder.frames_in_file
+    recorder.close()
+    return f"{frames} frames of an earlier run (--reuse)"
+
+
+def disk(path: str) -> tuple[int, int]:
+    """Bytes of the recording file and of its index."""
+    index = index_name(path)
+    return os.path.getsize(path), os.path.getsize(index) if os.path.exists(index) else 0
+
+
 def part_size(args: argparse.Namespace, tmp: str) -> str:
     path = os.path.join(tmp, "hour.rec")
-    frames, sockets, wall = record_simulated(path, 3600, args)
-    size = os.path.getsize(path)
-    print("\n(a) one simulated hour at 1 s\n")
-    print("| frames | sockets (last frame) | file size | target | simulated in |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {frames} | {sockets} | {size / 1e6:.1f} MB | <= 20 MB | {wall:.0f} s |")
+    how = recorded(path, 3600, args)
+    size, index = disk(path)
+    print(f"\n(a) one simulated hour at 1 s ({how})\n")
+    print("| file | index | total | target |")
+    print("|---:|---:|---:|---:|")
+    print(
+        f"| {size / 1e6:.2f} MB | {index / 1e6:.2f} MB | {(size + index) / 1e6:.2f} MB | <= 20 MB |"
+    )
     return path
 
 
@@ -186,14 +210,14 @@ def _python(script: str, path: str) -> list[str]:
 
 def part_seek(args: argparse.Namespace, tmp: str, hour: str | None) -> None:
     path = os.path.join(tmp, "day.rec")
-    frames, sockets, wall = record_simulated(path, 86400, args, args.refresh_every)
-    size = os.path.getsize(path)
+    how = recorded(path, 86400, args, args.refresh_every)
+    size, index = disk(path)
     times = []
     for _ in range(3):
         out = _python(SEEK_SCRIPT, path)
         times.append((float(out[2]), float(out[3])))
-    print(f"\n(c) seek into the middle of 24 h at 1 s ({frames} frames, {sockets} sockets,")
-    print(f"    {size / 1e6:.0f} MB, written in {wall:.0f} s); fresh process, 3 runs\n")
+    print(f"\n(c) seek into the middle of 24 h at 1 s ({how},")
+    print(f"    {size / 1e6:.0f} MB + index {index / 1e6:.1f} MB); fresh process, 3 runs\n")
     print("| run | Recording.open() | snapshot(middle) | total |")
     print("|---:|---:|---:|---:|")
     for n, (opened, built) in enumerate(times, 1):
@@ -213,8 +237,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="seconds before the window")
     parser.add_argument("--refresh-every", type=int, default=60, help="(c): real refresh period")
     parser.add_argument("--skip", action="append", default=[], choices=["size", "cpu", "seek"])
+    parser.add_argument(
+        "--reuse",
+        metavar="DIR",
+        help="(a), (c): measure DIR/hour.rec and DIR/day.rec that an earlier run kept",
+    )
+    parser.add_argument("--keep", metavar="DIR", help="write the recordings to DIR and keep them")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bufmon-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = (
+            args.reuse
+            or args.keep
+            or stack.enter_context(tempfile.TemporaryDirectory(prefix="bufmon-bench-"))
+        )
         hour = None if "size" in args.skip else part_size(args, tmp)
         if "cpu" not in args.skip:
             part_cpu(args, tmp)
