@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from collectors.tcpinfo import TcpInfo
 
@@ -302,7 +302,9 @@ class Sock:
     def from_json(cls, doc: dict[str, Any]) -> Sock:
         """The socket a to_json() document describes; its to_json() gives `doc` back.
         Fields the document does not hold (timer expiry, retransmits) are 0."""
-        skmem, info, proc = doc["skmem"], doc["tcp_info"], doc["process"]
+        if doc["proto"] == "unix":
+            return UnixSock.from_json(doc)
+        skmem, info = doc["skmem"], doc["tcp_info"]
         sock = cls(
             doc["proto"],
             doc["family"],
@@ -323,10 +325,15 @@ class Sock:
             doc["cookie"],
             doc["netns"],
         )
-        sock.process = None if proc is None else Process.from_json(proc)
-        sock.flags = [Flag.from_json(f) for f in doc["flags"]]
-        sock.closed = doc["closed"]
-        return sock
+        return sock.with_json_objects(doc)
+
+    def with_json_objects(self, doc: dict[str, Any]) -> Self:
+        """This socket with the process, flags and closed mark of its document."""
+        proc = doc["process"]
+        self.process = None if proc is None else Process.from_json(proc)
+        self.flags = [Flag.from_json(f) for f in doc["flags"]]
+        self.closed = doc["closed"]
+        return self
 
 
 class UnixSock(Sock):
@@ -384,6 +391,28 @@ class UnixSock(Sock):
         if sk is None or not sk[SK_SNDBUF] or self.state == "LISTEN":
             return None
         return sk[SK_WMEM] / sk[SK_SNDBUF]
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> UnixSock:
+        skmem, peer = doc["skmem"], doc["peer_process"]
+        sock = cls(
+            doc["state"],
+            doc["type"],
+            doc["path"] or "",
+            doc["peer_inode"],
+            doc["recv_q"],
+            doc["send_q"],
+            None if skmem is None else tuple(skmem[name] for name in SKMEM_FIELDS),
+            doc["uid"],
+            doc["inode"],
+            doc["cookie"],
+            doc["netns"],
+            tuple(doc["pending_inodes"]),
+        )
+        sock.peer_addr = doc["peer_addr"] or ""
+        sock.senders_q = doc["senders_q"]
+        sock.peer_process = None if peer is None else Process.from_json(peer)
+        return sock.with_json_objects(doc)
 
     def to_json(self) -> dict[str, Any]:
         out = Sock.to_json(self)

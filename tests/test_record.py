@@ -188,6 +188,7 @@ def test_a_full_unix_backlog_round_trips_with_its_own_fields(ns: Netns, tmp: Pat
     rec = Recording.open(path)
     for i in range(len(rec)):
         assert json_line(rec.document(i)) == printed[i], f"frame {i}"
+        assert json_line(Snapshot.from_json(rec.document(i)).to_json()) == printed[i]
     assert any(isinstance(s, UnixSock) for s in rec.snapshot(len(rec) - 1).sockets)
     assert replay_lines(path) == printed  # the command's default filter is the view's
     rec.close()
