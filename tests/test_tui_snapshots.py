@@ -12,6 +12,7 @@ import pytest
 from textual.pilot import Pilot
 
 from tui.app import BufmonApp
+from tui.detail import DetailScreen
 from tui.synthetic import StaticSource, synthetic_snapshot
 
 SIZES = [(80, 24), (160, 50)]
@@ -53,6 +54,9 @@ def test_detail_screen(snap_compare, size: tuple[int, int]) -> None:
     async def open_worst(pilot: Pilot[int]) -> None:
         await loaded(pilot)
         await pilot.press("enter")
+        # the detail screen opens once the app handled the key, then loads its history
+        while not isinstance(pilot.app.screen, DetailScreen) or pilot.app.screen.series is None:
+            await pilot.pause(0.01)
         await loaded(pilot)
 
     assert snap_compare(make_app(), terminal_size=size, run_before=open_worst)
