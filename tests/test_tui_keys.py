@@ -173,3 +173,42 @@ async def test_key_mashing_keeps_the_app_alive(farm: tuple[Netns, LoopbackFarm])
         assert app.error is None
         listing = app.main.socket_list
         assert listing.view is not None and listing.view.request.sort == app.state.sort
+
+
+async def open_first_socket_then(pilot: Pilot[int], app: BufmonApp, *keys: str) -> Any:
+    """Enter on the first socket and `keys` typed at once, the list's View still coming."""
+    await until(pilot, started(app))
+    await pilot.press("r", "r")  # a View is being computed: the Enter and keys wait
+    first = app.main.socket_list.rows[0]
+    await pilot.press("enter", *keys)
+    return first
+
+
+@pytest.mark.usefixtures("slow_views")
+async def test_enter_then_p_at_once_drills_to_the_sockets_process(
+    farm: tuple[Netns, LoopbackFarm],
+) -> None:
+    ns, _ = farm
+    app = BufmonApp(MonitorSource(ns.name), interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        first = await open_first_socket_then(pilot, app, "p")
+        await until(pilot, lambda: bool(app.state.drills) and app.main.socket_list.current)
+        assert isinstance(app.screen, MainScreen)
+        (drill,) = app.state.drills
+        assert drill.scope.label.startswith("process ")
+        assert first.key in app.main.socket_list.view.index  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("slow_views")
+async def test_enter_then_escape_at_once_ends_on_the_list(
+    farm: tuple[Netns, LoopbackFarm],
+) -> None:
+    ns, _ = farm
+    app = BufmonApp(MonitorSource(ns.name), interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_first_socket_then(pilot, app, "escape", "j")
+        await until(pilot, lambda: app.main.socket_list.current)
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, MainScreen) and len(app.screen_stack) == 1
+        assert not app.state.drills and app.state.filter_expr == ""
+        assert app.main.socket_list.cursor == 1

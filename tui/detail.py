@@ -16,6 +16,7 @@ from tui.meters import TextLine
 from tui.source import Series, SockKey
 from tui.state import accepted_scope, process_scope
 from tui.unix_detail import unix_text
+from tui.view import Scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
 HINT = "Esc back  p its process's sockets  a accepted connections (listener)  ? help"
@@ -23,7 +24,7 @@ HINT = "Esc back  p its process's sockets  a accepted connections (listener)  ? 
 
 class DetailScreen(Screen[None]):
     BINDINGS = [
-        Binding("escape", "dismiss", "back to the list"),
+        Binding("escape", "back", "back to the list"),
         Binding("p", "process", "all sockets of this socket's process"),
         Binding("a", "accepted", "a listener's accepted connections"),
     ]
@@ -90,16 +91,19 @@ class DetailScreen(Screen[None]):
         for part, text in texts.items():
             self.parts[part].update(text)
 
-    def action_process(self) -> None:
-        scope = process_scope(self.sock)
-        if scope is None:
-            self.notify("no process is known for this socket", severity="warning")
-        else:
-            self.post_message(Drill(scope))
+    def action_back(self) -> None:
+        self.dismiss()  # not awaited: keys typed after it run on the list
 
-    def action_accepted(self) -> None:
-        scope = accepted_scope(self.sock)
+    # the drill-downs return whether they asked the app (keys typed after wait for it)
+
+    def action_process(self) -> bool:
+        return self._drill(process_scope(self.sock), "no process is known for this socket")
+
+    def action_accepted(self) -> bool:
+        return self._drill(accepted_scope(self.sock), "only a listener has accepted connections")
+
+    def _drill(self, scope: Scope | None, missing: str) -> bool:
         if scope is None:
-            self.notify("only a listener has accepted connections", severity="warning")
-        else:
-            self.post_message(Drill(scope))
+            self.notify(missing, severity="warning")
+            return False
+        return self.post_message(Drill(scope))

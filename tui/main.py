@@ -180,7 +180,9 @@ class MainScreen(Screen[None]):
 
     def action_open(self) -> None:
         listing = self.socket_list
-        listing.when_current(lambda: self.post_message(OpenRow(listing.cursor_row)), asks_app=True)
+        listing.when_current(
+            lambda: self.post_message(OpenRow(listing.cursor_row)), asks_app=True, holds_keys=True
+        )
 
     def action_back(self) -> None:
         if self.filter_bar.display:

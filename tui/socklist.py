@@ -4,17 +4,21 @@ A new View swaps in with O(visible rows) work on the UI thread; rendered lines s
 an LRU cache until the next View, and only lines whose text changed are redrawn.
 The cursor stays on its row key; at the top row it follows the top (worst first).
 Keys run in order, each once the View of the state before it has arrived: keys typed
-ahead (a filter, then Enter) act on the rows they were meant for.
+ahead (a filter, then Enter) act on the rows they were meant for. Keys typed after an
+Enter are held until the app has handled it, then run on the screen then on top (the
+details it opened, or the list).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable
+from inspect import isawaitable
 from typing import Any
 
 from rich.style import Style
 from textual import events
+from textual.actions import parse as parse_action
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -22,6 +26,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
+from textual.widgets import Input
 
 from tui.columns import SOCKET_COLUMNS, Layout, columns_for, fit, render_row, render_titles
 from tui.view import View
@@ -60,8 +65,11 @@ class SocketList(ScrollView, can_focus=True):
         self._width = 0
         self._styles: tuple[Style, Style] | None = None  # (base, cursor); costly to compute
         self.expected = 0  # the generation of the state the app is in
-        self._waiting: deque[tuple[Callable[[], object], bool]] = deque()  # (action, asks app)
+        # (action, asks app, holds the keys after it)
+        self._waiting: deque[tuple[Callable[[], object], bool, bool]] = deque()
         self._asking = False  # a request to the app is not handled yet
+        self._asked_holds = False  # that request holds the keys after it
+        self._releasing = False  # a held key runs: the action it queues runs first
 
     @property
     def rows(self) -> list[Any]:
@@ -110,21 +118,68 @@ class SocketList(ScrollView, can_focus=True):
     def current(self) -> bool:
         return self.view is not None and self.view.request.generation == self.expected
 
-    def when_current(self, action: Callable[[], object], asks_app: bool = False) -> None:
+    def when_current(
+        self, action: Callable[[], object], asks_app: bool = False, holds_keys: bool = False
+    ) -> None:
         """Run `action` once the list shows the current state and earlier actions ran.
 
         `asks_app`: the action posts a request to the app; later actions wait until the
-        app has handled it (`expect`) and its View has arrived.
+        app has handled it (`expect`) and its View has arrived. `holds_keys`: keys typed
+        after it wait as keys, to run on the screen on top once it ran (an Enter may
+        open a detail screen).
         """
-        self._waiting.append((action, asks_app))
+        entry = (action, asks_app, holds_keys)
+        if self._releasing:
+            self._waiting.appendleft(entry)
+        else:
+            self._waiting.append(entry)
         if len(self._waiting) > MAX_WAITING:
             self._waiting.popleft()
         self._run_waiting()
 
     def _run_waiting(self) -> None:
         while self._waiting and self.current and not self._asking:
-            action, self._asking = self._waiting.popleft()
+            action, self._asking, self._asked_holds = self._waiting.popleft()
             action()
+
+    @property
+    def _holding(self) -> bool:
+        return (self._asking and self._asked_holds) or any(e[2] for e in self._waiting)
+
+    def on_key(self, event: events.Key) -> None:
+        """The list's keys run here, in the order typed (Textual would run a binding only
+        once the key has bubbled up to the app, after a key typed next was held)."""
+        event.stop()
+        event.prevent_default()
+        key, character = event.key, event.character
+        if self._holding:
+            self.when_current(lambda: self._release(key, character), holds_keys=True)
+        else:
+            self._press(key, character)
+
+    def _release(self, key: str, character: str | None) -> None:
+        """A held key runs on the screen now on top; an action returning True (a detail
+        screen's drill-down) asked the app, and the keys after it wait for the answer."""
+        self._releasing = True
+        try:
+            self._asking = self._press(key, character) is True
+        finally:
+            self._releasing = False
+
+    def _press(self, key: str, character: str | None) -> object:
+        """Run `key`'s binding on the screen on top at once, as Textual would."""
+        app = self.app
+        active = app.screen.active_bindings.get(key)
+        if active is None or not active.enabled:
+            if isinstance(app.focused, Input) and character and character.isprintable():
+                app.focused.insert_text_at_cursor(character)  # typed into the filter prompt
+            return None
+        target, name, params = parse_action(active.binding.action)
+        node = {"app": app, "screen": app.screen}.get(target, active.node)
+        result = getattr(node, f"action_{name}")(*params)
+        if isawaitable(result):
+            app.call_next(lambda: result)
+        return result
 
     def column_ids(self, group_by: str | None) -> list[str]:
         """Ids of the columns that fit on screen in a list grouped by `group_by`."""
