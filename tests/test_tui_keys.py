@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 import tui.app
 from bufmon.scenarios import Netns, Scenario
@@ -175,40 +176,39 @@ async def test_key_mashing_keeps_the_app_alive(farm: tuple[Netns, LoopbackFarm])
         assert listing.view is not None and listing.view.request.sort == app.state.sort
 
 
-async def open_first_socket_then(pilot: Pilot[int], app: BufmonApp, *keys: str) -> Any:
-    """Enter on the first socket and `keys` typed at once, the list's View still coming."""
-    await until(pilot, started(app))
-    await pilot.press("r", "r")  # a View is being computed: the Enter and keys wait
-    first = app.main.socket_list.rows[0]
-    await pilot.press("enter", *keys)
-    return first
+async def enter_then_at_once(
+    ns: Netns, keys: list[str], done: Callable[[BufmonApp], bool]
+) -> tuple[BufmonApp, Any, Screen[Any]]:
+    """Enter on the first socket and `keys` typed at once, while the list's View is
+    still coming: (the app, that socket's row, the screen on top once `done`)."""
+    app = BufmonApp(MonitorSource(ns.name), interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, started(app))
+        await pilot.press("r", "r")  # a View is being computed: the Enter and keys wait
+        first = app.main.socket_list.rows[0]
+        await pilot.press("enter", *keys)
+        await until(pilot, lambda: done(app) and app.main.socket_list.current)
+        await pilot.pause(0.5)  # nothing more happens
+        return app, first, app.screen
 
 
 @pytest.mark.usefixtures("slow_views")
 async def test_enter_then_p_at_once_drills_to_the_sockets_process(
     farm: tuple[Netns, LoopbackFarm],
 ) -> None:
-    ns, _ = farm
-    app = BufmonApp(MonitorSource(ns.name), interval=3600)
-    async with app.run_test(size=(80, 24)) as pilot:
-        first = await open_first_socket_then(pilot, app, "p")
-        await until(pilot, lambda: bool(app.state.drills) and app.main.socket_list.current)
-        assert isinstance(app.screen, MainScreen)
-        (drill,) = app.state.drills
-        assert drill.scope.label.startswith("process ")
-        assert first.key in app.main.socket_list.view.index  # type: ignore[union-attr]
+    app, first, top = await enter_then_at_once(farm[0], ["p"], lambda app: bool(app.state.drills))
+    assert isinstance(top, MainScreen)
+    (drill,) = app.state.drills
+    assert drill.scope.label.startswith("process ")
+    assert first.key in app.main.socket_list.view.index  # type: ignore[union-attr]
 
 
 @pytest.mark.usefixtures("slow_views")
-async def test_enter_then_escape_at_once_ends_on_the_list(
+async def test_enter_then_escape_at_once_goes_back_to_the_list(
     farm: tuple[Netns, LoopbackFarm],
 ) -> None:
-    ns, _ = farm
-    app = BufmonApp(MonitorSource(ns.name), interval=3600)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await open_first_socket_then(pilot, app, "escape", "j")
-        await until(pilot, lambda: app.main.socket_list.current)
-        await pilot.pause(0.5)
-        assert isinstance(app.screen, MainScreen) and len(app.screen_stack) == 1
-        assert not app.state.drills and app.state.filter_expr == ""
-        assert app.main.socket_list.cursor == 1
+    app, _, top = await enter_then_at_once(
+        farm[0], ["escape", "j"], lambda app: app.main.socket_list.cursor == 1
+    )
+    assert isinstance(top, MainScreen)
+    assert not app.state.drills and app.state.filter_expr == ""
