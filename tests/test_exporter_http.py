@@ -5,7 +5,6 @@ basic auth; process command lines never leave the host."""
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import ssl
 import subprocess
@@ -212,7 +211,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+@pytest.mark.root
 def test_command_lines_are_never_exported() -> None:
     marker = "bufmon-secret-token-4711"
     with Netns("exportcmd") as ns:

@@ -4,7 +4,6 @@ what was cut, and a flag's onset is counted once."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -17,10 +16,7 @@ from bufmon.exporter.refresher import Refresher
 from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns, Scenario, StalledReader
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ promtool checks the exposition and the rules, and runs the rules' unit tests."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -32,7 +31,6 @@ PROMTOOL = shutil.which("promtool")
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(
         PROMETHEUS is None or PROMTOOL is None,
         reason="needs Debian's prometheus package (scripts/setup test installs it)",

@@ -34,10 +34,7 @@ from collectors.netns import entered
 BUFMON = str(Path(sys.executable).with_name("bufmon"))
 FAST = ["stalled_reader.hold=0.5", "stalled_reader.clear=0.5"]  # flags within a test
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture

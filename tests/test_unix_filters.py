@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 
@@ -73,7 +72,6 @@ def test_idle_unix_sockets_show_only_when_asked() -> None:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_cli_lists_unix_sockets_when_asked() -> None:
     with Netns("unixcli") as ns, tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/app.sock"

@@ -9,7 +9,6 @@ bytes decode to text.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import tempfile
@@ -35,10 +34,7 @@ from collectors.sockdiag import (
 )
 from collectors.unixdiag import UNIX_MSG, decode_messages, decode_path
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

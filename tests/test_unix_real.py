@@ -31,7 +31,6 @@ from collectors.netns import entered
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat (scripts/setup test)"),
 ]
 

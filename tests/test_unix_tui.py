@@ -19,10 +19,7 @@ from tui.app import BufmonApp
 from tui.detail import DetailScreen
 from tui.source import MonitorSource
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture

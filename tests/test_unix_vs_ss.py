@@ -25,7 +25,6 @@ from collectors.netns import entered
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("ss") is None, reason="needs iproute2 ss"),
 ]
 
