@@ -16,6 +16,8 @@ from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
 from bufmon.filters import FilterError, with_unix
+from bufmon.kill import KillError, cmd_kill
+from bufmon.kill import add_parser as add_kill_parser
 from bufmon.record import commands as record_commands
 from bufmon.textout import flagged_lines, json_line, shown, table, watch_document
 from collectors.model import Sock
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long (default: until Ctrl-C)",
     )
     _sources(add_export_parser(sub))
+    add_kill_parser(sub, _common)
     record_commands.add_parsers(sub, _common, _count)
     return parser
 
@@ -227,7 +230,7 @@ def _sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = ("tui", "snapshot", "watch", "demo", "export", *record_commands.COMMANDS)
+COMMANDS = ("tui", "snapshot", "watch", "demo", "export", "kill", *record_commands.COMMANDS)
 # Options that take the next word as their value (without `=`): skipped when looking for
 # the command, so `bufmon --netns current snapshot` means snapshot.
 VALUE_OPTIONS = (
@@ -271,6 +274,8 @@ def run(argv: list[str]) -> int:
         return cmd_demo(args)
     if args.command == "export":
         return cmd_export(args)
+    if args.command == "kill":
+        return cmd_kill(args, expr, keep)
     return cmd_tui(args, keep, expr)
 
 
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except record_commands.RecorderError as exc:
+    except (record_commands.RecorderError, KillError) as exc:
         _say(exc)
         return exc.code
     except (

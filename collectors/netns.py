@@ -245,6 +245,13 @@ class NamespaceSet:
         (ns,) = self.namespaces.values()
         return None if ns.inode == self.own_inode else ns
 
+    def path_of(self, label: str) -> str | None:
+        """What to enter to act in the namespace labelled `label` (None: our own)."""
+        for ns in self.namespaces.values():
+            if ns.label == label:
+                return None if ns.inode == self.own_inode else ns.path
+        raise NetnsError(f"namespace {label} is gone")
+
     def _diag_for(self, ns: Namespace) -> SockDiag | None:
         diag = self._diags.get(ns.inode)
         if diag is not None:
