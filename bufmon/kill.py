@@ -72,7 +72,8 @@ def cmd_kill(args: argparse.Namespace, expr: str, keep: Callable[[Sock], bool]) 
         snap = monitor.refresh(single_sample=True)
         targets = closable(shown(snap, keep))
         if not targets:
-            raise KillError(f"no TCP or UDP socket matches {expr!r}; nothing was closed", EXIT_RUNTIME)
+            no_match = f"no TCP or UDP socket matches {expr!r}; nothing was closed"
+            raise KillError(no_match, EXIT_RUNTIME)
         print(table(targets), flush=True)
         if args.dry_run:
             print(f"dry run: {len(targets)} matching, nothing was closed")
