@@ -65,9 +65,8 @@ def _sockid(sock: Sock) -> bytes:
     family = FAMILIES[sock.family]
     src = socket.inet_pton(family, sock.local_addr).ljust(16, b"\0")
     dst = socket.inet_pton(family, sock.peer_addr).ljust(16, b"\0")
-    return struct.pack(
-        "!HH16s16s", sock.local_port, sock.peer_port, src, dst
-    ) + struct.pack("=III", 0, sock.cookie & 0xFFFFFFFF, sock.cookie >> 32)
+    ends = struct.pack("!HH16s16s", sock.local_port, sock.peer_port, src, dst)
+    return ends + struct.pack("=III", 0, sock.cookie & 0xFFFFFFFF, sock.cookie >> 32)
 
 
 def request(sock: Sock, seq: int = 1) -> bytes:
