@@ -44,6 +44,14 @@ def close_all(namespaces: NamespaceSet, socks: list[Sock]) -> list[tuple[Sock, O
     return done
 
 
+def tally(done: list[tuple[Sock, Outcome]]) -> str:
+    """ "2 closed, 1 gone already", with the reason of each kind of refusal."""
+    counts: dict[str, int] = {}
+    for _sock, outcome in done:
+        counts[str(outcome)] = counts.get(str(outcome), 0) + 1
+    return ", ".join(f"{n} {what}" for what, n in counts.items()) or "nothing was closed"
+
+
 def describe(sock: Sock) -> str:
     """One line: namespace, protocol, state, both ends, process, queues, fullness, flags."""
     netns, proto, state, recv_q, send_q, local, peer, rx, tx, process, flags = row(sock)

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bufmon.actions import closable, close_all, describe
+from bufmon.actions import closable, close_all, describe, tally
 from bufmon.textout import shown, table
-from collectors.destroy import CLOSED, GONE, REFUSED, may_destroy
+from collectors.destroy import REFUSED, may_destroy
 from collectors.model import Sock
 
 EXAMPLES = """examples:
@@ -86,6 +86,5 @@ def cmd_kill(args: argparse.Namespace, expr: str, keep: Callable[[Sock], bool]) 
         monitor.close()
     for sock, outcome in done:
         print(f"{outcome}: {describe(sock)}")
-    counts = {kind: sum(o.result == kind for _, o in done) for kind in (CLOSED, GONE, REFUSED)}
-    print(", ".join(f"{n} {kind}" for kind, n in counts.items() if n), flush=True)
-    return 0 if counts[REFUSED] == 0 else EXIT_RUNTIME
+    print(tally(done), flush=True)
+    return EXIT_RUNTIME if any(o.result == REFUSED for _, o in done) else 0

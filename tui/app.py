@@ -25,11 +25,12 @@ from textual.widgets import Static
 
 from bufmon.filters import FilterError, Predicate, with_unix
 from collectors.model import Snapshot, Sock
+from tui.actions import Actions
 from tui.detail import DetailScreen
 from tui.fmt import one_line
 from tui.help import HelpScreen, Section
 from tui.main import MainScreen
-from tui.messages import Drill, FilterApplied, OpenRow, SortStep
+from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked, FilterApplied, OpenRow, SortStep
 from tui.socklist import SocketList
 from tui.source import HISTORY_FIELDS, MonitorSource, Series, SockKey, Source
 from tui.state import ListState
@@ -111,7 +112,7 @@ class BufmonApp(App[int]):
         self.snapshot: Snapshot | None = None
         self.summary: Summary | None = None
         self.error: str | None = None
-        self._source_lock = threading.Lock()
+        self.source_lock = threading.Lock()
         self._collecting = False
         self._collect_again = False  # refresh_now() came while a refresh was running
         self._viewing = False
@@ -120,6 +121,7 @@ class BufmonApp(App[int]):
         self._signals: dict[int, Any] = {}  # signal -> the handler to restore
         self.main = MainScreen()
         self.main.socket_list.expect(self.state.generation)
+        self.actions = Actions(self)
 
     # --- screens -----------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class BufmonApp(App[int]):
         """Worker thread: collect, then filter/sort/group, then hand over to the UI."""
         result = Collected(time.monotonic())
         try:
-            with self._source_lock:
+            with self.source_lock:
                 snapshot = self.source.refresh()
                 result.detail = self._find(snapshot, detail_key)
             result.summary = summarize(snapshot)
@@ -227,7 +229,7 @@ class BufmonApp(App[int]):
             result.snapshot = snapshot
         except Exception as exc:  # a refresh error is a notice; the app keeps running
             result.error = one_line(exc)
-        self._hand_over(self._collected, result)
+        self.hand_over(self._collected, result)
 
     def _find(
         self,
@@ -248,13 +250,13 @@ class BufmonApp(App[int]):
         """A freshly opened detail screen gets its history without waiting for a refresh."""
 
         def fetch() -> None:
-            with self._source_lock:
+            with self.source_lock:
                 series = self._series(screen.key)
-            self._hand_over(screen.show_history, series)
+            self.hand_over(screen.show_history, series)
 
         self.run_worker(fetch, thread=True, group="history", exit_on_error=False)
 
-    def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
+    def hand_over(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the app closed meanwhile
             self.call_from_thread(callback, *args)
 
@@ -316,7 +318,7 @@ class BufmonApp(App[int]):
             view: View | None = compute_view(snapshot, request)
         except Exception as exc:  # shown as a notice; the previous view stays
             view, self.error = None, one_line(exc)
-        self._hand_over(self._computed, view)
+        self.hand_over(self._computed, view)
 
     def _computed(self, view: View | None) -> None:
         self._viewing = False
@@ -381,6 +383,20 @@ class BufmonApp(App[int]):
             self.pop_screen()
         self.update_state(self.state.drill(message.scope), to_top=True)
 
+    # --- acting on sockets: close, copy, export (tui/actions.py) -----------------------------
+
+    def on_close_asked(self, message: CloseAsked) -> None:
+        self.actions.close(message.socks)
+        self.update_state(self.state)
+
+    def on_copy_asked(self, message: CopyAsked) -> None:
+        self.actions.copy(message.sock)
+        self.update_state(self.state)
+
+    def on_export_asked(self, message: ExportAsked) -> None:
+        self.actions.export(message.sock)
+        self.update_state(self.state)
+
     # --- pause and interval ---------------------------------------------------------------
 
     def action_pause(self) -> None:
@@ -422,7 +438,7 @@ class BufmonApp(App[int]):
 
     def on_unmount(self) -> None:
         self._restore_signals()
-        with self._source_lock:  # a collect worker may be mid-dump on the same sockets
+        with self.source_lock:  # a collect worker may be mid-dump on the same sockets
             self.source.close()
 
 

@@ -11,7 +11,7 @@ from textual.widgets import Static
 from bufmon.diagnosis.config import SendQueueFull
 from collectors.model import Sock, UnixSock
 from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
-from tui.messages import Drill
+from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked
 from tui.meters import TextLine
 from tui.source import Series, SockKey
 from tui.state import accepted_scope, process_scope
@@ -19,7 +19,7 @@ from tui.unix_detail import unix_text
 from tui.view import Scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
-HINT = "Esc back  p its process's sockets  a accepted connections (listener)  ? help"
+HINT = "Esc back  p process's sockets  a accepted  K close  c copy  e export  ? help"
 
 
 class DetailScreen(Screen[None]):
@@ -27,6 +27,9 @@ class DetailScreen(Screen[None]):
         Binding("escape", "back", "back to the list"),
         Binding("p", "process", "all sockets of this socket's process"),
         Binding("a", "accepted", "a listener's accepted connections"),
+        Binding("K", "close", "close this socket (asks first; needs root)"),
+        Binding("c", "copy", "copy it: text, ss command or JSON (OSC 52, else a file)"),
+        Binding("e", "export", "export these details as JSON or CSV to a new file"),
     ]
 
     def __init__(
@@ -107,3 +110,14 @@ class DetailScreen(Screen[None]):
             self.notify(missing, severity="warning")
             return False
         return self.post_message(Drill(scope))
+
+    # the actions return whether they asked the app, as the drill-downs do
+
+    def action_close(self) -> bool:
+        return self.post_message(CloseAsked([self.sock]))
+
+    def action_copy(self) -> bool:
+        return self.post_message(CopyAsked(self.sock))
+
+    def action_export(self) -> bool:
+        return self.post_message(ExportAsked(self.sock))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -10,9 +12,12 @@ from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from bufmon.filters import FilterError, compile_filter
-from collectors.model import Snapshot
+from collectors.model import Snapshot, Sock
 from tui.messages import (
     Back,
+    CloseAsked,
+    CopyAsked,
+    ExportAsked,
     FilterApplied,
     NextGrouping,
     OpenRow,
@@ -93,6 +98,10 @@ class MainScreen(Screen[None]):
         Binding("x", "unix", "show or hide idle UNIX sockets (flagged ones always show)"),
         Binding("enter", "open", "socket details, or the members of a group"),
         Binding("escape", "back", "close the prompt, leave a drill-down, clear the filter"),
+        Binding("m", "mark", "mark or unmark the socket (K closes the marked ones)"),
+        Binding("K", "close", "close the marked sockets, else this one (asks first; root)"),
+        Binding("c", "copy", "copy the socket: text, ss command or JSON (OSC 52, else a file)"),
+        Binding("e", "export", "export the list as JSON or CSV to a new file"),
     ]
 
     def __init__(self) -> None:
@@ -191,3 +200,33 @@ class MainScreen(Screen[None]):
             self.socket_list.focus()
         else:
             self._ask(Back())
+
+    # --- actions on sockets: the app asks, then acts --------------------------------------
+
+    def action_mark(self) -> None:
+        listing = self.socket_list
+        listing.when_current(listing.toggle_mark)
+
+    def action_close(self) -> None:
+        self._ask_question(lambda: CloseAsked(self._marked_or_cursor()))
+
+    def action_copy(self) -> None:
+        self._ask_question(lambda: CopyAsked(self.socket_list.cursor_row))
+
+    def action_export(self) -> None:
+        self._ask_question(lambda: ExportAsked(None))
+
+    def _marked_or_cursor(self) -> list[Sock]:
+        """The marked sockets still listed, else the one under the cursor."""
+        listing = self.socket_list
+        if listing.view is not None and listing.marked:
+            return [s for s in listing.view.snapshot.sockets if s.key in listing.marked]
+        row = listing.cursor_row
+        return [row] if isinstance(row, Sock) else []
+
+    def _ask_question(self, request: Callable[[], Message]) -> None:
+        """Post a request, built on the rows it is meant for, that opens a question:
+        keys typed after it answer the question."""
+        self.socket_list.when_current(
+            lambda: self.post_message(request()), asks_app=True, holds_keys=True
+        )

@@ -67,3 +67,27 @@ class Drill(Message):
     def __init__(self, scope: Scope) -> None:
         super().__init__()
         self.scope = scope
+
+
+class CloseAsked(Message):
+    """Close these sockets, once the user confirms."""
+
+    def __init__(self, socks: list[Any]) -> None:
+        super().__init__()
+        self.socks = socks
+
+
+class CopyAsked(Message):
+    """Copy this socket, in a format the user picks."""
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self.sock = sock
+
+
+class ExportAsked(Message):
+    """Write a file of what is on screen: one socket's details, or (None) the list."""
+
+    def __init__(self, sock: Any | None) -> None:
+        super().__init__()
+        self.sock = sock

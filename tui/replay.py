@@ -182,7 +182,7 @@ class ReplayApp(BufmonApp):
     def _read_flags(self) -> None:
         """Worker thread: when flags rose, for the timeline and n / N."""
         flag_times = sorted(self.replay.recording.flag_times())
-        self._hand_over(self._flags_read, flag_times)
+        self.hand_over(self._flags_read, flag_times)
 
     def _flags_read(self, flag_times: list[float]) -> None:
         times = self.replay.times
@@ -263,7 +263,7 @@ class ReplayApp(BufmonApp):
                 recording.close()
         except RecordingError as exc:
             found = f"cannot read the incidents: {exc}"
-        self._hand_over(self._incidents_read, found)
+        self.hand_over(self._incidents_read, found)
 
     def _incidents_read(self, found: list[tuple[float, str]] | str) -> None:
         self.incidents = found

@@ -29,7 +29,7 @@ from textual.widget import Widget
 from textual.widgets import Input
 
 from tui.columns import SOCKET_COLUMNS, Layout, columns_for, fit, render_row, render_titles
-from tui.view import View
+from tui.view import GroupRow, View
 
 MAX_WAITING = 1000  # actions kept while the current View is computed
 
@@ -43,7 +43,7 @@ class SocketList(ScrollView, can_focus=True):
         Binding("g,home", "jump(0)", "first row"),
         Binding("G,end", "jump(-1)", "last row"),
     ]
-    COMPONENT_CLASSES = {"socket-list--cursor"}
+    COMPONENT_CLASSES = {"socket-list--cursor", "socket-list--marked"}
 
     class Moved(Message):
         """The cursor moved (the status line tells whether the order is held)."""
@@ -60,10 +60,12 @@ class SocketList(ScrollView, can_focus=True):
         self.cursor = 0
         self.column_layout: Layout = ()
         self._columns = SOCKET_COLUMNS
-        self._cache: LRUCache[tuple[int, bool], Strip] = LRUCache(1024)
+        self._cache: LRUCache[tuple[int, bool, bool], Strip] = LRUCache(1024)
         self._shown: dict[int, Strip] = {}  # screen line -> strip last painted there
         self._width = 0
-        self._styles: tuple[Style, Style] | None = None  # (base, cursor); costly to compute
+        # (base, cursor, marked); costly to compute
+        self._styles: tuple[Style, Style, Style] | None = None
+        self.marked: set[Hashable] = set()  # keys of the sockets marked for an action
         self.expected = 0  # the generation of the state the app is in
         # (action, asks app, holds the keys after it)
         self._waiting: deque[tuple[Callable[[], object], bool, bool]] = deque()
@@ -208,18 +210,29 @@ class SocketList(ScrollView, can_focus=True):
     def _line(self, index: int) -> Strip:
         if self._styles is None:
             cursor = self.get_component_rich_style("socket-list--cursor")
-            self._styles = (self.rich_style, cursor)
-        base, cursor = self._styles
+            mark = self.get_component_rich_style("socket-list--marked")
+            self._styles = (self.rich_style, cursor, mark)
+        base, cursor, mark = self._styles
         rows, width = self.rows, self._width
         if index >= len(rows):
             return Strip.blank(width, base)
         selected = index == self.cursor
-        strip = self._cache.get((index, selected))
+        marked = bool(self.marked) and rows[index].key in self.marked
+        strip = self._cache.get((index, selected, marked))
         if strip is None:
             strip = Strip(render_row(rows[index], self.column_layout, width), width)
-            strip = strip.apply_style(base + cursor if selected else base)
-            self._cache[(index, selected)] = strip
+            style = base + mark if marked else base
+            strip = strip.apply_style(style + cursor if selected else style)
+            self._cache[(index, selected, marked)] = strip
         return strip
+
+    def toggle_mark(self) -> None:
+        """Mark the socket under the cursor, or unmark it (groups are not marked)."""
+        row = self.cursor_row
+        if row is None or isinstance(row, GroupRow):
+            return
+        self.marked ^= {row.key}
+        self.refresh_line(self.cursor)
 
     def render_line(self, y: int) -> Strip:
         strip = self._line(self.scroll_offset.y + y)

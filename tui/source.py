@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from bufmon.actions import close_all
 from bufmon.diagnosis.limits import CHRONO_FIELDS
-from collectors.model import Snapshot
+from collectors.destroy import Outcome
+from collectors.model import Snapshot, Sock
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -55,6 +57,13 @@ class MonitorSource:
         if self._monitor is None:
             return []
         return self._monitor.diagnoser.history.series(key, field)
+
+    def close_sockets(self, socks: list[Sock]) -> list[tuple[Sock, Outcome]]:
+        """Close `socks` (SOCK_DESTROY), each in its namespace; from a worker thread
+        holding the source lock."""
+        if self._monitor is None:
+            raise RuntimeError("nothing was read yet")
+        return close_all(self._monitor.namespaces, socks)
 
     def close(self) -> None:
         self._closed = True
