@@ -100,7 +100,7 @@ class MainScreen(Screen[None]):
         Binding("escape", "back", "close the prompt, leave a drill-down, clear the filter"),
         Binding("m", "mark", "mark or unmark the socket (K closes the marked ones)"),
         Binding("K", "close", "close the marked sockets, else this one (asks first; root)"),
-        Binding("c", "copy", "copy the socket: text, ss command or JSON (OSC 52, else a file)"),
+        Binding("c", "copy", "copy as text, ss command or JSON (OSC 52, else to a file)"),
         Binding("e", "export", "export the list as JSON or CSV to a new file"),
     ]
 
