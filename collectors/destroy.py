@@ -11,6 +11,7 @@ import errno
 import os
 import socket
 import struct
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from collectors.model import Sock
@@ -60,18 +61,20 @@ def may_destroy() -> bool:
     return os.geteuid() == 0
 
 
-def _sockid(sock: Sock) -> bytes:
-    """struct inet_diag_sockid: ports big-endian, addresses raw, no interface, the cookie."""
+def _sockid(sock: Sock, ifindex: int) -> bytes:
+    """struct inet_diag_sockid: ports big-endian, addresses raw, interface, the cookie."""
     family = FAMILIES[sock.family]
     src = socket.inet_pton(family, sock.local_addr).ljust(16, b"\0")
     dst = socket.inet_pton(family, sock.peer_addr).ljust(16, b"\0")
     ends = struct.pack("!HH16s16s", sock.local_port, sock.peer_port, src, dst)
-    return ends + struct.pack("=III", 0, sock.cookie & 0xFFFFFFFF, sock.cookie >> 32)
+    return ends + struct.pack("=III", ifindex, sock.cookie & 0xFFFFFFFF, sock.cookie >> 32)
 
 
-def request(sock: Sock, seq: int = 1) -> bytes:
-    """The SOCK_DESTROY message for `sock` (TCP or UDP, IPv4 or IPv6)."""
-    body = REQ_V2.pack(FAMILIES[sock.family], PROTOCOLS[sock.proto], 0, 0, 0, _sockid(sock))
+def request(sock: Sock, seq: int = 1, ifindex: int = 0) -> bytes:
+    """The SOCK_DESTROY message for `sock` (TCP or UDP, IPv4 or IPv6); `ifindex` names
+    the interface a socket is bound to (SO_BINDTODEVICE), 0 for none."""
+    family, proto = FAMILIES[sock.family], PROTOCOLS[sock.proto]
+    body = REQ_V2.pack(family, proto, 0, 0, 0, _sockid(sock, ifindex))
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DESTROY, NLM_F_REQUEST_ACK, seq, 0) + body
 
 
@@ -114,14 +117,19 @@ def destroy(sock: Sock, netns_path: str | None = None) -> Outcome:
     Raises DiagError (and NetnsError) when the question cannot even be asked."""
     if sock.proto not in PROTOCOLS or sock.family not in FAMILIES:
         return Outcome(REFUSED, f"a {sock.proto} socket cannot be closed from outside")
-    if netns_path is None:
+    with nullcontext() if netns_path is None else entered(netns_path):
         link = open_diag_socket()
-    else:
-        with entered(netns_path):
-            link = open_diag_socket()
+        interfaces = [index for index, _name in socket.if_nameindex()]
     with link:
-        try:
-            link.send(request(sock))
-        except OSError as exc:
-            raise DiagError(f"cannot send the close request: {exc.strerror}") from exc
-        return outcome_of(_answer(link, 1))
+        # A socket bound to an interface is found only under that interface's index,
+        # which sock_diag's list does not keep: not found, try each (the cookie still
+        # names the one socket).
+        for seq, ifindex in enumerate([0, *interfaces], 1):
+            try:
+                link.send(request(sock, seq, ifindex))
+            except OSError as exc:
+                raise DiagError(f"cannot send the close request: {exc.strerror}") from exc
+            err = _answer(link, seq)
+            if err != errno.ENOENT:
+                break
+        return outcome_of(err)

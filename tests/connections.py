@@ -46,9 +46,11 @@ class Connection:
         self.server.close()
 
 
-def _connect(host: str) -> Connection:
+def _connect(host: str, device: str | None) -> Connection:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.create_server((host, 0), family=family) as listener:
+        if device is not None:  # accepted sockets inherit the listener's binding
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
         port = listener.getsockname()[1]
         client = socket.create_connection((host, port), timeout=TIMEOUT)
         server, _ = listener.accept()
@@ -57,9 +59,12 @@ def _connect(host: str) -> Connection:
 
 
 @contextmanager
-def connections(ns: Netns, count: int = 1, host: str = "127.0.0.1") -> Iterator[list[Connection]]:
-    """`count` connections to `host` made inside `ns`, closed on exit."""
-    made = [ns.run(_connect, host) for _ in range(count)]
+def connections(
+    ns: Netns, count: int = 1, host: str = "127.0.0.1", device: str | None = None
+) -> Iterator[list[Connection]]:
+    """`count` connections to `host` made inside `ns`, closed on exit; `device`: the
+    accepted end is bound to that interface (SO_BINDTODEVICE)."""
+    made = [ns.run(_connect, host, device) for _ in range(count)]
     try:
         yield made
     finally:

@@ -160,9 +160,13 @@ def test_the_kernel_refuses_without_cap_net_admin(readable: Readable) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize(("family", "host"), [("inet", "127.0.0.1"), ("inet6", "::1")])
-def test_destroy_answers_closed_then_gone(family: str, host: str) -> None:
-    with connections(Netns.current(), host=host) as (conn,):
+@pytest.mark.parametrize(
+    ("family", "host", "device"),
+    [("inet", "127.0.0.1", None), ("inet6", "::1", None), ("inet", "127.0.0.1", "lo")],
+)
+def test_destroy_answers_closed_then_gone(family: str, host: str, device: str | None) -> None:
+    """IPv4, IPv6, and a socket bound to an interface (found under its index)."""
+    with connections(Netns.current(), host=host, device=device) as (conn,):
         diag = SockDiag()
         try:
             (sock,) = [s for s in diag.dump(("tcp",)) if s.local_port == conn.port and s.peer_port]
