@@ -16,6 +16,7 @@ import pytest
 from conftest import AS_NOBODY, Readable
 from connections import connections
 from factories import make_sock
+from test_bad_input import one_line
 
 from bufmon.scenarios import Netns
 from collectors.destroy import CLOSED, GONE, REFUSED, destroy, outcome_of, request
@@ -28,13 +29,6 @@ def kill(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [BUFMON, "kill", *args], capture_output=True, text=True, input=stdin, timeout=60
     )
-
-
-def one_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
-    assert proc.returncode == code, (proc.stdout, proc.stderr)
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bufmon: "), proc.stderr
-    return lines[0]
 
 
 @pytest.fixture
