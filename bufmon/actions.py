@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bufmon.present import WILDCARDS, endpoint
 from bufmon.textout import COLUMNS, json_line, row, watch_document
-from collectors.destroy import GONE, Outcome, destroy
+from collectors.destroy import GONE, Closer, Outcome
 from collectors.model import Snapshot, Sock, UnixSock
 from collectors.netns import NETNS_RUN_DIR, NamespaceSet, NetnsError
 
@@ -31,16 +31,26 @@ def close_all(namespaces: NamespaceSet, socks: list[Sock]) -> list[tuple[Sock, O
     """Close each socket in its own namespace, in order; stops at the first refusal
     that every other socket would get too (no right, no kernel support)."""
     done = []
-    for sock in socks:
-        try:
-            path = namespaces.path_of(sock.netns)
-        except NetnsError:
-            outcome = Outcome(GONE, "its network namespace is gone")
-        else:
-            outcome = destroy(sock, path)
-        done.append((sock, outcome))
-        if outcome.final:
-            break
+    closers: dict[str, Closer | None] = {}  # by namespace label; None: it is gone
+    try:
+        for sock in socks:
+            if sock.netns not in closers:
+                try:
+                    closers[sock.netns] = Closer(namespaces.path_of(sock.netns))
+                except NetnsError:
+                    closers[sock.netns] = None
+            closer = closers[sock.netns]
+            if closer is None:
+                outcome = Outcome(GONE, "its network namespace is gone")
+            else:
+                outcome = closer.destroy(sock)
+            done.append((sock, outcome))
+            if outcome.final:
+                break
+    finally:
+        for closer in closers.values():
+            if closer is not None:
+                closer.close()
     return done
 
 

@@ -111,25 +111,43 @@ def _answer(link: socket.socket, seq: int) -> int:
             pos += (length + 3) & ~3
 
 
-def destroy(sock: Sock, netns_path: str | None = None) -> Outcome:
-    """Close `sock`; `netns_path` enters its namespace (None: the one we run in).
+class Closer:
+    """A netlink socket in one namespace, reused for every socket closed there."""
 
-    Raises DiagError (and NetnsError) when the question cannot even be asked."""
-    if sock.proto not in PROTOCOLS or sock.family not in FAMILIES:
-        return Outcome(REFUSED, f"a {sock.proto} socket cannot be closed from outside")
-    with nullcontext() if netns_path is None else entered(netns_path):
-        link = open_diag_socket()
-        interfaces = [index for index, _name in socket.if_nameindex()]
-    with link:
+    def __init__(self, netns_path: str | None = None) -> None:
+        """`netns_path` enters the namespace (None: the one we run in). Raises DiagError
+        or NetnsError when it cannot be opened."""
+        with nullcontext() if netns_path is None else entered(netns_path):
+            self.link = open_diag_socket()
+            self.interfaces = [index for index, _name in socket.if_nameindex()]
+        self._seq = 0
+
+    def destroy(self, sock: Sock) -> Outcome:
+        """Close `sock`; raises DiagError when the question cannot even be asked."""
+        if sock.proto not in PROTOCOLS or sock.family not in FAMILIES:
+            return Outcome(REFUSED, f"a {sock.proto} socket cannot be closed from outside")
         # A socket bound to an interface is found only under that interface's index,
         # which sock_diag's list does not keep: not found, try each (the cookie still
         # names the one socket).
-        for seq, ifindex in enumerate([0, *interfaces], 1):
+        for ifindex in (0, *self.interfaces):
+            self._seq += 1
             try:
-                link.send(request(sock, seq, ifindex))
+                self.link.send(request(sock, self._seq, ifindex))
             except OSError as exc:
                 raise DiagError(f"cannot send the close request: {exc.strerror}") from exc
-            err = _answer(link, seq)
+            err = _answer(self.link, self._seq)
             if err != errno.ENOENT:
                 break
         return outcome_of(err)
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def destroy(sock: Sock, netns_path: str | None = None) -> Outcome:
+    """Close one socket through a Closer of its own."""
+    closer = Closer(netns_path)
+    try:
+        return closer.destroy(sock)
+    finally:
+        closer.close()
