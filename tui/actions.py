@@ -10,9 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from textual.notifications import SeverityLevel
+
 from bufmon.actions import COPY_FORMATS, EXPORT_FORMATS, closable, tally, write_new
 from collectors.destroy import REFUSED, Outcome
 from collectors.model import Sock
+from collectors.untrusted import printable
 from tui import clipboard
 from tui.ask import ConfirmClose, CopyAs, ExportAs
 from tui.fmt import one_line
@@ -30,18 +33,24 @@ class Actions:
     def __init__(self, app: BufmonApp) -> None:
         self.app = app
 
+    def _say(
+        self, message: str, severity: SeverityLevel = "information", timeout: float = 5
+    ) -> None:
+        """A notification; it may quote paths and names others chose: no markup."""
+        self.app.notify(printable(message), severity=severity, timeout=timeout, markup=False)
+
     # --- close ------------------------------------------------------------------------
 
     def close(self, socks: list[Sock]) -> None:
         app = self.app
         source = app.source
         if not isinstance(source, MonitorSource):
-            app.notify("only the live view closes sockets", severity="warning")
+            self._say("only the live view closes sockets", severity="warning")
             return
         targets = closable(socks)
         if not targets:
             what = "UNIX sockets cannot be closed" if socks else "no socket under the cursor"
-            app.notify(what, severity="warning")
+            self._say(what, severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -66,11 +75,11 @@ class Actions:
         self.app.hand_over(self._closed, done)
 
     def _failed(self, reason: str) -> None:
-        self.app.notify(f"nothing was closed: {reason}", severity="error", timeout=10)
+        self._say(f"nothing was closed: {reason}", severity="error", timeout=10)
 
     def _closed(self, done: list[tuple[Sock, Outcome]]) -> None:
         refused = any(outcome.result == REFUSED for _, outcome in done)
-        self.app.notify(tally(done), severity="error" if refused else "information", timeout=10)
+        self._say(tally(done), severity="error" if refused else "information", timeout=10)
         listing = self.app.main.socket_list
         listing.marked -= {sock.key for sock, o in done if o.result != REFUSED}
         self.app.refresh_now()
@@ -79,7 +88,7 @@ class Actions:
 
     def copy(self, row: Any) -> None:
         if not isinstance(row, Sock):
-            self.app.notify("put the cursor on a socket (not a group) first", severity="warning")
+            self._say("put the cursor on a socket (not a group) first", severity="warning")
             return
 
         def chosen(form: str | None) -> None:
@@ -93,21 +102,21 @@ class Actions:
         blocked = clipboard.blocked_by()
         if blocked is None:
             app.copy_to_clipboard(text)
-            app.notify(f"copied as {COPY_NAMES[form]} (OSC 52)")
+            self._say(f"copied as {COPY_NAMES[form]} (OSC 52)")
             return
         try:
             path = write_new(Path.cwd(), "bufmon-copy", COPY_SUFFIXES[form], text + "\n")
         except OSError as exc:
-            app.notify(f"{blocked}, and no file either: {exc.strerror}", severity="error")
+            self._say(f"{blocked}, and no file either: {exc.strerror}", severity="error")
             return
-        app.notify(f"{blocked}: wrote {COPY_NAMES[form]} to {path}", timeout=15)
+        self._say(f"{blocked}: wrote {COPY_NAMES[form]} to {path}", timeout=15)
 
     # --- export -----------------------------------------------------------------------
 
     def export(self, sock: Sock | None) -> None:
         snapshot = self.app.snapshot
         if snapshot is None:
-            self.app.notify("nothing to export yet", severity="warning")
+            self._say("nothing to export yet", severity="warning")
             return
         socks = [sock] if sock is not None else self._listed()
 
@@ -119,10 +128,10 @@ class Actions:
             try:
                 path = write_new(Path.cwd(), stem, form, text)
             except OSError as exc:
-                self.app.notify(f"cannot export: {exc.strerror}", severity="error")
+                self._say(f"cannot export: {exc.strerror}", severity="error")
                 return
             count = f"{len(socks)} socket{'' if len(socks) == 1 else 's'}"
-            self.app.notify(f"wrote {count} to {path}", timeout=15)
+            self._say(f"wrote {count} to {path}", timeout=15)
 
         self.app.push_screen(ExportAs(), chosen)
 

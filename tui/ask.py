@@ -34,7 +34,7 @@ class ConfirmClose(ModalScreen[bool]):
         what = "this socket" if count == 1 else f"these {count} sockets"
         with VerticalScroll(classes="ask-box"):
             yield Static(Text(f"Close {what}? The peer sees a reset.", KEY_STYLE))
-            yield Static("\n".join(describe(s) for s in self.socks), id="ask-list")
+            yield Static(Text("\n".join(describe(s) for s in self.socks)), id="ask-list")
             yield Static("y closes   n or Esc keeps them", classes="ask-hint")
 
 
