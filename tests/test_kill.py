@@ -101,6 +101,19 @@ def test_mismatched_and_empty_filters_are_refused(ns: Netns) -> None:
         line = one_line(kill("--yes", "--netns", ns.name), 2)
         assert line.startswith("bufmon: refusing to close every socket")
         assert "bad filter term" in one_line(kill("--yes", "sport:x"), 2)
+        left, right = ns.run(socket.socketpair)  # UNIX sockets the filter does match
+        with left, right:
+            listed = kill("--dry-run", "--unix", "--netns", ns.name, "proto:unix")
+            assert listed.returncode == 1 and listed.stdout == ""  # never UNIX ones
+            assert listed.stderr.startswith("bufmon: no TCP or UDP socket matches")
+            snap = subprocess.run(
+                [BUFMON, "snapshot", "--netns", ns.name, "proto:unix"],
+                capture_output=True,
+                text=True,
+            )
+            assert "unix" in snap.stdout  # bufmon sees them; kill leaves them alone
+            left.send(b"x")
+            assert right.recv(1) == b"x"
         assert conn.alive()
 
 
