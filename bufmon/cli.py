@@ -20,6 +20,7 @@ from bufmon.kill import KillError, cmd_kill
 from bufmon.kill import add_parser as add_kill_parser
 from bufmon.record import commands as record_commands
 from bufmon.textout import flagged_lines, json_line, shown, table, watch_document
+from bufmon.viewconfig import THEMES
 from collectors.model import Sock
 from collectors.netns import NamespaceSet, NetnsError
 from collectors.sockdiag import DiagError
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="refresh interval (default 1)",
+    )
+    tui.add_argument(
+        "--theme",
+        choices=THEMES,
+        help="colours for a dark or a light terminal (default: the config file's [view] theme)",
     )
     _common(tui)
     snap = sub.add_parser("snapshot", help="print one snapshot (table or --json)")
@@ -215,6 +221,8 @@ def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -
         keep=keep,
         interval=args.interval,
         show_unix=args.unix,
+        config_file=args.config,
+        theme=args.theme,
     )
 
 
@@ -235,7 +243,7 @@ COMMANDS = ("tui", "snapshot", "watch", "demo", "export", "kill", *record_comman
 # the command, so `bufmon --netns current snapshot` means snapshot.
 VALUE_OPTIONS = (
     "--netns", "--config", "--set", "--interval", "--count", "--duration",
-    "--listen", "--max-sockets", "--tls-cert", "--tls-key", "--basic-auth-file",
+    "--theme", "--listen", "--max-sockets", "--tls-cert", "--tls-key", "--basic-auth-file",
     *record_commands.VALUE_OPTIONS,
 )  # fmt: skip
 

@@ -229,10 +229,11 @@ def _user(value: str) -> Predicate:
 
 
 def _netns(value: str) -> Predicate:
+    """The namespace's label ("docker:0123456789ab") or its container's name ("docker:web")."""
     if not any(char in value for char in "*?["):
-        return lambda s: s.netns == value
+        return lambda s: s.netns == value or s.netns_name == value
     match = _Memo(lambda label: fnmatchcase(label, value)).__getitem__
-    return lambda s: match(s.netns)
+    return lambda s: match(s.netns) or (s.netns_name is not None and match(s.netns_name))
 
 
 def _flag(value: str) -> Predicate:

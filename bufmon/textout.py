@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bufmon.present import worst_first
+from bufmon.present import netns_text, worst_first
 from bufmon.unix_ends import ends
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 from collectors.untrusted import printable
@@ -56,7 +56,7 @@ def flag_tags(flags: Iterable[Flag]) -> str:
 def row(sock: Sock) -> tuple[str, ...]:
     state = sock.state + (" (closed)" if sock.closed else "")
     cells = (
-        sock.netns,
+        netns_text(sock),
         sock.proto,
         state,
         str(sock.recv_q),
@@ -98,7 +98,9 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
         lines.append(f"  {flag.severity:<8} {flag.kind:<18} system: {flag.reason}")
     for sock in flagged:
         local, peer = ends(sock)
-        where = f"{sock.netns} {sock.proto} {sock.state} {local} -> {peer} {process_text(sock)}"
+        where = (
+            f"{netns_text(sock)} {sock.proto} {sock.state} {local} -> {peer} {process_text(sock)}"
+        )
         for flag in sock.flags:
             lines.append(f"  {flag.severity:<8} {flag.kind:<18} {where}: {flag.reason}")
     return [printable(line) for line in lines]

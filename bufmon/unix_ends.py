@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bufmon.present import endpoint
+from bufmon.services import service_name
 from collectors.model import Sock, UnixSock
 from collectors.untrusted import printable
 
@@ -20,8 +21,14 @@ def unix_ends(s: UnixSock) -> tuple[str, str]:
     return printable(s.path or "*"), printable(other)
 
 
-def ends(s: Sock) -> tuple[str, str]:
-    """Local and peer text of any socket: addr:port, or a UNIX socket's unix_ends."""
+def ends(s: Sock, services: bool = False) -> tuple[str, str]:
+    """Local and peer text of any socket: addr:port, or a UNIX socket's unix_ends;
+    `services`: a port /etc/services names shows that name ("10.0.0.1:https")."""
     if isinstance(s, UnixSock):
         return unix_ends(s)
+    if services:
+        return (
+            endpoint(s.local_addr, s.local_port, service_name(s.proto, s.local_port)),
+            endpoint(s.peer_addr, s.peer_port, service_name(s.proto, s.peer_port)),
+        )
     return endpoint(s.local_addr, s.local_port), endpoint(s.peer_addr, s.peer_port)

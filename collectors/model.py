@@ -173,6 +173,7 @@ class Sock:
         "inode",
         "cookie",
         "netns",
+        "netns_name",
         "process",
         "flags",
         "closed",
@@ -220,6 +221,7 @@ class Sock:
         self.inode = inode
         self.cookie = cookie
         self.netns = netns
+        self.netns_name: str | None = None  # "docker:web" (Snapshot names it); not in JSON
         # tcp_info segs_in, decoded up front by the collector: the change signal
         self.segs_in = segs_in if segs_in is not None or info is None else info.get("segs_in")
         self.process: Process | None = None
@@ -451,6 +453,15 @@ class SystemFacts:
         return cls(doc["counters"], doc["deltas"], doc["interval"], doc["sockstat"], doc["sysctls"])
 
 
+def netns_shown(ns: dict[str, Any]) -> str | None:
+    """A namespace's name as shown: its label's kind with the runtime's name
+    ("docker:web", "pod:default/nginx"), None when the runtime gave no name."""
+    name = ns.get("name")  # recordings made before names existed have none
+    if not name:
+        return None
+    return f"{str(ns['label']).partition(':')[0]}:{name}"
+
+
 @dataclass(slots=True)
 class Snapshot:
     time: float
@@ -459,7 +470,14 @@ class Snapshot:
     system: SystemFacts
     system_flags: list[Flag] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # e.g. "not root: ..."
-    namespaces: list[dict[str, Any]] = field(default_factory=list)  # label, inode, holder
+    namespaces: list[dict[str, Any]] = field(default_factory=list)  # label, inode, holder, name
+
+    def __post_init__(self) -> None:
+        """Each socket of a named container or pod namespace gets that name to show."""
+        names = {ns["label"]: shown for ns in self.namespaces if (shown := netns_shown(ns))}
+        if names:
+            for s in self.sockets:
+                s.netns_name = names.get(s.netns)
 
     def to_json(self, sockets: list[Sock] | None = None) -> dict[str, Any]:
         """The JSON document; `sockets` replaces the full list (e.g. a filtered one)."""

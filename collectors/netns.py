@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from collectors.cgroups import container_label
+from collectors.cgroups import container_owner
 from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
 from collectors.unixdiag import dump_into as dump_unix
@@ -38,9 +38,10 @@ class Namespace:
     label: str
     path: str  # what to open to enter it
     holder: str  # "comm/pid" of the first process in it, or "" for named ones
+    name: str | None = None  # the container's or pod's name, when its runtime gives one
 
     def to_json(self) -> dict[str, object]:
-        return {"label": self.label, "inode": self.inode, "holder": self.holder}
+        return {"label": self.label, "inode": self.inode, "holder": self.holder, "name": self.name}
 
 
 def _link_inode(path: str) -> int | None:
@@ -127,8 +128,8 @@ def discover(host_inode: int, known: dict[int, Namespace]) -> dict[int, Namespac
         if seen is not None and seen.path == path:
             found[inode] = seen
             continue
-        label = container_label(pid) or f"net:[{inode}]"
-        found[inode] = Namespace(inode, label, path, f"{_comm(pid)}/{pid}")
+        label, name = container_owner(pid) or (f"net:[{inode}]", None)
+        found[inode] = Namespace(inode, label, path, f"{_comm(pid)}/{pid}", name)
     return found
 
 
@@ -235,8 +236,9 @@ class NamespaceSet:
         inode = _link_inode(path) or _checked_inode(path, what)
         if inode == self.host_inode:
             return {inode: Namespace(inode, "host", path, "")}
-        label = container_label(sel) if _is_pid(sel) else decode_name(sel)
-        return {inode: Namespace(inode, label or f"net:[{inode}]", path, "")}
+        owner = container_owner(sel) if _is_pid(sel) else (decode_name(sel), None)
+        label, name = owner if owner and owner[0] else (f"net:[{inode}]", None)
+        return {inode: Namespace(inode, label, path, "", name)}
 
     def foreign(self) -> Namespace | None:
         """The one selected namespace when it is not bufmon's own (its facts differ)."""

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from textual.app import App, ComposeResult
@@ -23,14 +23,27 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
+from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
+from bufmon.viewconfig import ViewSettings, load_view, save_view, settings_path
 from collectors.model import Snapshot, Sock
 from tui.actions import Actions
+from tui.arrange import COLUMN_IDS
+from tui.chooser import ColumnChooser
 from tui.detail import DetailScreen
 from tui.fmt import one_line
-from tui.help import HelpScreen, Section
+from tui.help import HelpScreen, Section, remapped
 from tui.main import MainScreen
-from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked, FilterApplied, OpenRow, SortStep
+from tui.messages import (
+    CloseAsked,
+    CopyAsked,
+    Drill,
+    ExportAsked,
+    FilterApplied,
+    OpenRow,
+    SortBy,
+    SortStep,
+)
 from tui.socklist import SocketList
 from tui.source import HISTORY_FIELDS, MonitorSource, Series, SockKey, Source
 from tui.state import ListState
@@ -45,6 +58,7 @@ MIN_WIDTH, MIN_HEIGHT = 60, 15
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the next
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)  # HUP: the SSH session dropped
+THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
 
 
 @dataclass(slots=True)
@@ -84,12 +98,24 @@ class BufmonApp(App[int]):
     CSS_PATH = "bufmon.tcss"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
-        Binding("q", "quit", "quit"),
-        Binding("question_mark", "help", "this help"),
-        Binding("space", "pause", "pause or resume (the cursor stays on its socket)"),
-        Binding("plus,equals_sign", "interval(1)", "refresh less often (longer interval)"),
-        Binding("minus", "interval(-1)", "refresh more often (shorter interval)"),
-        Binding("ctrl+s", "screenshot(None, '.')", "save a screenshot (SVG) in this directory"),
+        Binding("q", "quit", "quit", id="quit"),
+        Binding("question_mark", "help", "this help", id="help"),
+        Binding("space", "pause", "pause or resume (the cursor stays on its socket)", id="pause"),
+        Binding(
+            "plus,equals_sign", "interval(1)", "refresh less often (longer interval)", id="slower"
+        ),
+        Binding("minus", "interval(-1)", "refresh more often (shorter interval)", id="faster"),
+        Binding(
+            "ctrl+s",
+            "screenshot(None, '.')",
+            "save a screenshot (SVG) in this directory",
+            id="screenshot",
+        ),
+        Binding("C", "columns", "choose the columns and their order (saved)", id="columns"),
+        Binding(
+            "R", "services", "ports as service names from /etc/services (saved)", id="services"
+        ),
+        Binding("T", "theme", "light or dark colours (saved)", id="theme"),
     ]
 
     def __init__(
@@ -101,8 +127,12 @@ class BufmonApp(App[int]):
         interval: float = 1.0,
         send_rule: SendQueueFull | None = None,
         show_unix: bool = False,
+        settings: ViewSettings | None = None,
+        settings_file: str | None = None,
     ) -> None:
         super().__init__()
+        self.settings = settings or ViewSettings()
+        self.settings_file = settings_file  # where column, name and theme choices are saved
         self.source: Source = source or MonitorSource()
         self.send_rule = send_rule  # the thresholds the flags judge a sender's limit by
         self.title = title
@@ -122,6 +152,9 @@ class BufmonApp(App[int]):
         self.main = MainScreen()
         self.main.socket_list.expect(self.state.generation)
         self.actions = Actions(self)
+        self.main.socket_list.settings = self.settings
+        self.set_keymap(dict(self.settings.keys))
+        self.theme = THEMES[self.settings.theme]
 
     # --- screens -----------------------------------------------------------------------
 
@@ -168,10 +201,14 @@ class BufmonApp(App[int]):
             self.pop_screen()
 
     def help_sections(self) -> list[Section]:
+        """Every screen's keys, as the [keys] table of the config file remapped them."""
         return [
-            ("Everywhere", BufmonApp.BINDINGS),
-            ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
-            ("Socket details", DetailScreen.BINDINGS),
+            (title, remapped(bindings, self.settings.keys))
+            for title, bindings in (
+                ("Everywhere", BufmonApp.BINDINGS),
+                ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
+                ("Socket details", DetailScreen.BINDINGS),
+            )
         ]
 
     def action_help(self) -> None:
@@ -397,6 +434,41 @@ class BufmonApp(App[int]):
         self.actions.export(message.sock)
         self.update_state(self.state)
 
+    def on_sort_by(self, message: SortBy) -> None:
+        if message.column == self.state.sort:
+            self.update_state(self.state.reversed())
+        else:
+            self.update_state(self.state.sorted_by(message.column))
+
+    # --- the user's columns, names and theme, kept in the config file ------------------
+
+    def action_columns(self) -> None:
+        shown = self.settings.columns or COLUMN_IDS
+        self.push_screen(ColumnChooser(shown), self._chosen)
+
+    def _chosen(self, columns: tuple[str, ...] | None) -> None:
+        if columns is not None:
+            self.use_settings(replace(self.settings, columns=columns))
+
+    def action_services(self) -> None:
+        self.use_settings(replace(self.settings, services=not self.settings.services))
+
+    def action_theme(self) -> None:
+        theme = "light" if self.settings.theme == "dark" else "dark"
+        self.use_settings(replace(self.settings, theme=theme))
+
+    def use_settings(self, settings: ViewSettings) -> None:
+        """Show `settings` now and save them in the config file's [view] table."""
+        self.settings = settings
+        self.theme = THEMES[settings.theme]
+        self.main.socket_list.use_settings(settings)
+        if self.settings_file is not None:
+            try:
+                save_view(self.settings_file, settings)
+            except (ConfigError, OSError) as exc:
+                self.error = f"settings not saved: {one_line(exc)}"
+        self._show_state()
+
     # --- pause and interval ---------------------------------------------------------------
 
     def action_pause(self) -> None:
@@ -442,6 +514,18 @@ class BufmonApp(App[int]):
             self.source.close()
 
 
+KEY_ACTIONS = frozenset(
+    b.id
+    for b in (
+        *BufmonApp.BINDINGS,
+        *MainScreen.BINDINGS,
+        *SocketList.BINDINGS,
+        *DetailScreen.BINDINGS,
+    )
+    if isinstance(b, Binding) and b.id is not None
+)  # what the config file's [keys] table may remap
+
+
 def run_app(
     netns: str = "auto",
     title: str = "bufmon",
@@ -450,9 +534,16 @@ def run_app(
     keep: Predicate | None = None,
     interval: float = 1.0,
     show_unix: bool = False,
+    config_file: str | None = None,
+    theme: str | None = None,
 ) -> int:
     """Run the view until the user quits; the caller checked the arguments and compiled
-    `filter_expr` into `keep`."""
+    `filter_expr` into `keep`. The view's settings come from `config_file` (else the
+    default config file); `theme` overrides theirs. Raises ConfigError before starting."""
+    settings_file = settings_path(config_file)
+    settings = load_view(settings_file, COLUMN_IDS, KEY_ACTIONS)
+    if theme is not None:
+        settings = replace(settings, theme=theme)
     expr = filter_expr.strip()
     state = ListState(filter_expr=expr, predicate=keep, show_unix=show_unix)
     app = BufmonApp(
@@ -461,6 +552,8 @@ def run_app(
         state=state,
         interval=interval,
         send_rule=config.send_queue_full if config else None,
+        settings=settings,
+        settings_file=settings_file,
     )
     app.run()
     return app.return_code or 0

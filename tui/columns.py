@@ -14,7 +14,7 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 
-from bufmon.present import flags_worst_first
+from bufmon.present import flags_worst_first, netns_text
 from bufmon.unix_ends import ends
 from collectors.model import SEVERITIES, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, SK_WQUEUED, Sock
 from collectors.untrusted import printable
@@ -60,6 +60,11 @@ def _tail(text: str, width: int) -> Cell:
     if len(text) > width:
         text = "…" + text[len(text) - width + 1 :]
     return [Segment(text)]
+
+
+def end_cell(side: int, services: bool = False) -> Callable[[Any, int], Cell]:
+    """The local (side 0) or peer (1) endpoint; `services`: ports by service name."""
+    return lambda s, w: _tail(ends(s, services)[side], w)
 
 
 def gauge(fill: float | None, label: str, width: int) -> Cell:
@@ -133,27 +138,11 @@ def _group_flags(g: GroupRow, width: int) -> Cell:
 
 
 SOCKET_COLUMNS: tuple[Column, ...] = (
-    Column("netns", "NETNS", 8, 9, lambda s, w: _text(s.netns, w), grow=8),
+    Column("netns", "NETNS", 8, 9, lambda s, w: _text(netns_text(s), w), grow=8),
     Column("proto", "PROTO", 5, 8, lambda s, w: _text(s.proto, w)),
     Column("state", "STATE", 10, 4, lambda s, w: _text(s.state, w)),
-    Column(
-        "local",
-        "LOCAL",
-        15,
-        0,
-        lambda s, w: _tail(ends(s)[0], w),
-        grow=16,
-        grow_first=True,
-    ),
-    Column(
-        "peer",
-        "PEER",
-        15,
-        5,
-        lambda s, w: _tail(ends(s)[1], w),
-        grow=16,
-        grow_first=True,
-    ),
+    Column("local", "LOCAL", 15, 0, end_cell(0), grow=16, grow_first=True),
+    Column("peer", "PEER", 15, 5, end_cell(1), grow=16, grow_first=True),
     Column("process", "PROCESS", 12, 6, _process, grow=12),
     Column(
         "recvq",

@@ -24,12 +24,12 @@ HINT = "Esc back  p process's sockets  a accepted  K close  c copy  e export  ? 
 
 class DetailScreen(Screen[None]):
     BINDINGS = [
-        Binding("escape", "back", "back to the list"),
-        Binding("p", "process", "all sockets of this socket's process"),
-        Binding("a", "accepted", "a listener's accepted connections"),
-        Binding("K", "close", "close this socket (asks first; needs root)"),
-        Binding("c", "copy", "copy it: text, ss command or JSON (OSC 52, else a file)"),
-        Binding("e", "export", "export these details as JSON or CSV to a new file"),
+        Binding("escape", "back", "back to the list", id="back"),
+        Binding("p", "process", "all sockets of this socket's process", id="process"),
+        Binding("a", "accepted", "a listener's accepted connections", id="accepted"),
+        Binding("K", "close", "close this socket (asks first; needs root)", id="close"),
+        Binding("c", "copy", "copy it: text, ss command or JSON (OSC 52, else a file)", id="copy"),
+        Binding("e", "export", "export these details as JSON or CSV to a new file", id="export"),
     ]
 
     def __init__(

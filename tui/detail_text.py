@@ -9,7 +9,7 @@ from rich.text import Text
 
 from bufmon.diagnosis.config import SendQueueFull
 from bufmon.diagnosis.limits import CHRONO_WINDOW, recent, send_limit
-from bufmon.present import endpoint, flags_worst_first
+from bufmon.present import endpoint, flags_worst_first, netns_text
 from bufmon.unix_ends import ends
 from collectors.model import (
     SK_BACKLOG,
@@ -145,7 +145,8 @@ def title_text(s: Sock, closed: bool) -> Text:
     text.append(peer)
     if closed:  # before the namespace: a long namespace name must not hide it
         text.append("   CLOSED (last seen values)", SEVERITY_STYLES["critical"])
-    text.append(f"   netns {printable(s.netns)}", DIM)
+    named = f" ({s.netns})" if s.netns_name else ""
+    text.append(f"   netns {printable(netns_text(s) + named)}", DIM)
     return text
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from rich.style import Style
 from rich.text import Text
@@ -39,6 +40,15 @@ def key_label(keys: str) -> str:
 
 
 Section = tuple[str, Sequence[BindingType]]  # a heading and the keys under it
+
+
+def remapped(bindings: Sequence[BindingType], keymap: Mapping[str, str]) -> list[BindingType]:
+    """`bindings` with the keys `keymap` (binding id -> keys) gives them instead."""
+    out: list[BindingType] = []
+    for b in bindings:
+        key = keymap.get(b.id) if isinstance(b, Binding) and b.id else None
+        out.append(b if key is None else replace(b, key=key))  # type: ignore[type-var]
+    return out
 
 
 def help_text(sections: list[Section]) -> Text:

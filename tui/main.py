@@ -24,6 +24,7 @@ from tui.messages import (
     Reverse,
     ScreenReady,
     ScreenResized,
+    SortBy,
     SortStep,
     UnixToggle,
 )
@@ -90,18 +91,28 @@ class FilterBar(Vertical):
 
 class MainScreen(Screen[None]):
     BINDINGS = [
-        Binding("slash", "filter", "filter, in the language of `bufmon snapshot`"),
-        Binding("s", "sort(1)", "sort by the next column (arrow marks it)"),
-        Binding("S", "sort(-1)", "sort by the previous column"),
-        Binding("r", "reverse", "reverse the sort order"),
-        Binding("v", "group", "group by process, local port, peer host, namespace, none"),
-        Binding("x", "unix", "show or hide idle UNIX sockets (flagged ones always show)"),
-        Binding("enter", "open", "socket details, or the members of a group"),
-        Binding("escape", "back", "close the prompt, leave a drill-down, clear the filter"),
-        Binding("m", "mark", "mark or unmark the socket (K closes the marked ones)"),
-        Binding("K", "close", "close the marked sockets, else this one (asks first; root)"),
-        Binding("c", "copy", "copy as text, ss command or JSON (OSC 52, else to a file)"),
-        Binding("e", "export", "export the list as JSON or CSV to a new file"),
+        Binding("slash", "filter", "filter, in the language of `bufmon snapshot`", id="filter"),
+        Binding("s", "sort(1)", "sort by the next column (or click its title)", id="sort-next"),
+        Binding("S", "sort(-1)", "sort by the previous column", id="sort-previous"),
+        Binding("r", "reverse", "reverse the sort order", id="reverse"),
+        Binding(
+            "v", "group", "group by process, local port, peer host, namespace, none", id="group"
+        ),
+        Binding(
+            "x", "unix", "show or hide idle UNIX sockets (flagged ones always show)", id="unix"
+        ),
+        Binding("enter", "open", "socket details, or the members of a group", id="open"),
+        Binding(
+            "escape", "back", "close the prompt, leave a drill-down, clear the filter", id="back"
+        ),
+        Binding("m", "mark", "mark or unmark the socket (K closes the marked ones)", id="mark"),
+        Binding(
+            "K", "close", "close the marked sockets, else this one (asks first; root)", id="close"
+        ),
+        Binding(
+            "c", "copy", "copy as text, ss command or JSON (OSC 52, else to a file)", id="copy"
+        ),
+        Binding("e", "export", "export the list as JSON or CSV to a new file", id="export"),
     ]
 
     def __init__(self) -> None:
@@ -177,6 +188,9 @@ class MainScreen(Screen[None]):
 
     def action_sort(self, step: int) -> None:
         self._ask(SortStep(step))
+
+    def on_column_titles_clicked(self, event: ColumnTitles.Clicked) -> None:
+        self._ask(SortBy(event.column))
 
     def action_reverse(self) -> None:
         self._ask(Reverse())

@@ -37,6 +37,14 @@ class SortStep(Message):
         self.step = step
 
 
+class SortBy(Message):
+    """Sort by `column` (a click on its title); the sorted column reverses instead."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__()
+        self.column = column
+
+
 class Reverse(Message):
     """Reverse the sort order."""
 

@@ -28,7 +28,9 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input
 
-from tui.columns import SOCKET_COLUMNS, Layout, columns_for, fit, render_row, render_titles
+from bufmon.viewconfig import ViewSettings
+from tui.arrange import arranged
+from tui.columns import Layout, fit, render_row, render_titles
 from tui.view import GroupRow, View
 
 MAX_WAITING = 1000  # actions kept while the current View is computed
@@ -36,12 +38,12 @@ MAX_WAITING = 1000  # actions kept while the current View is computed
 
 class SocketList(ScrollView, can_focus=True):
     BINDINGS = [
-        Binding("j,down", "move(1)", "next row"),
-        Binding("k,up", "move(-1)", "previous row"),
-        Binding("pagedown,ctrl+f", "page(1)", "page down"),
-        Binding("pageup,ctrl+b", "page(-1)", "page up"),
-        Binding("g,home", "jump(0)", "first row"),
-        Binding("G,end", "jump(-1)", "last row"),
+        Binding("j,down", "move(1)", "next row", id="down"),
+        Binding("k,up", "move(-1)", "previous row", id="up"),
+        Binding("pagedown,ctrl+f", "page(1)", "page down", id="page-down"),
+        Binding("pageup,ctrl+b", "page(-1)", "page up", id="page-up"),
+        Binding("g,home", "jump(0)", "first row", id="top"),
+        Binding("G,end", "jump(-1)", "last row", id="bottom"),
     ]
     COMPONENT_CLASSES = {"socket-list--cursor", "socket-list--marked"}
 
@@ -59,7 +61,9 @@ class SocketList(ScrollView, can_focus=True):
         self.view: View | None = None
         self.cursor = 0
         self.column_layout: Layout = ()
-        self._columns = SOCKET_COLUMNS
+        self.settings = ViewSettings()  # the user's columns (tui.arrange)
+        self._group_by: str | None = None
+        self._columns = arranged(None, self.settings)
         self._cache: LRUCache[tuple[int, bool, bool], Strip] = LRUCache(1024)
         self._shown: dict[int, Strip] = {}  # screen line -> strip last painted there
         self._width = 0
@@ -92,9 +96,9 @@ class SocketList(ScrollView, can_focus=True):
         key, screen_line = self.cursor_key, self.cursor - self.scroll_offset.y
         following_top = self.cursor == 0
         self.view = view
-        columns = columns_for(view.request.group_by)
-        if columns is not self._columns:
-            self._columns = columns
+        if view.request.group_by != self._group_by:
+            self._group_by = view.request.group_by
+            self._columns = arranged(self._group_by, self.settings)
             self._relayout()
         count = len(view.rows)
         found = None if following_top else view.index.get(key)
@@ -185,7 +189,13 @@ class SocketList(ScrollView, can_focus=True):
 
     def column_ids(self, group_by: str | None) -> list[str]:
         """Ids of the columns that fit on screen in a list grouped by `group_by`."""
-        return [column.id for column, _ in fit(columns_for(group_by), self._width)]
+        return [column.id for column, _ in fit(arranged(group_by, self.settings), self._width)]
+
+    def use_settings(self, settings: ViewSettings) -> None:
+        """Show the columns `settings` choose (and ports as names if they say so)."""
+        self.settings = settings
+        self._columns = arranged(self._group_by, settings)
+        self._relayout()
 
     # --- drawing -------------------------------------------------------------------
 
@@ -292,6 +302,11 @@ class ColumnTitles(Widget):
 
     DEFAULT_CSS = "ColumnTitles { height: 1; }"
 
+    class Clicked(Message):
+        def __init__(self, column: str) -> None:
+            super().__init__()
+            self.column = column
+
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self.column_layout: Layout = ()
@@ -315,6 +330,15 @@ class ColumnTitles(Widget):
         if descending is not None:
             self.descending = descending
         self.refresh()
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a title sorts by that column (on the sorted one: reverses it)."""
+        x = 0
+        for column, width in self.column_layout:
+            if x <= event.x < x + width:
+                self.post_message(self.Clicked(column.id))
+                return
+            x += width + 1
 
     def render_line(self, y: int) -> Strip:
         segments = render_titles(self.column_layout, self.line_width, self.sort, self.descending)

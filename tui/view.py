@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bufmon.filters import Predicate
-from bufmon.present import worst_key
+from bufmon.present import netns_text, worst_key
 from collectors.model import SEVERITIES, SEVERITY_RANK, Snapshot, Sock
 
 PAGE_SIZE = resource.getpagesize()
@@ -63,7 +63,7 @@ GROUPINGS: dict[str, Grouping] = {
     "process": Grouping("process", _process_value, _process_label),
     "port": Grouping("local port", lambda s: (s.proto, s.local_port), lambda v: f"{v[0]}/{v[1]}"),
     "peer": Grouping("peer host", lambda s: s.peer_addr, str),
-    "netns": Grouping("namespace", lambda s: s.netns, str),
+    "netns": Grouping("namespace", netns_text, str),
 }
 GROUP_ORDER = (None, "process", "port", "peer", "netns")
 
@@ -120,7 +120,7 @@ Row = Sock | GroupRow
 
 # column id -> (sort key, descending by default). Worst first = severity, then fullness.
 SOCKET_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
-    "netns": (lambda s: s.netns, False),
+    "netns": (netns_text, False),
     "proto": (lambda s: s.proto, False),
     "state": (lambda s: s.state, False),
     "local": (lambda s: (s.local_addr, s.local_port), False),

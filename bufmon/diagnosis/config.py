@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+FRONT_END_SECTIONS = ("view", "keys")  # the interactive view's, read by bufmon.viewconfig
 MAX_VALUE = 1e9  # no threshold or hold time is sensibly larger
 MAX_FILE_BYTES = 1 << 20
 
@@ -150,7 +151,8 @@ def load_config(path: str | None, overrides: list[str]) -> Config:
     if path is None and os.path.exists(default_path()):
         path = default_path()
     if path is not None:
-        config = _apply(config, _read_toml(path), path)
+        data = {k: v for k, v in read_toml(path).items() if k not in FRONT_END_SECTIONS}
+        config = _apply(config, data, path)
     for text in overrides:
         config = _apply(config, _parse_override(text), "--set")
     return config
@@ -180,7 +182,7 @@ def _read_file(path: str) -> bytes:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _parse_toml(text: str) -> dict[str, Any]:
+def parse_toml(text: str) -> dict[str, Any]:
     """tomllib.loads, with input nested past Python's recursion limit as a TOMLDecodeError."""
     try:
         return tomllib.loads(text)
@@ -188,14 +190,14 @@ def _parse_toml(text: str) -> dict[str, Any]:
         raise tomllib.TOMLDecodeError("nested too deeply") from None
 
 
-def _read_toml(path: str) -> dict[str, Any]:
+def read_toml(path: str) -> dict[str, Any]:
     data = _read_file(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (at byte offset {exc.start})") from None
     try:
-        return _parse_toml(text)
+        return parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_LINE.search(message)
@@ -211,7 +213,7 @@ def _parse_override(text: str) -> dict[str, Any]:
     if not sep or not dot or not section or not key:
         raise ConfigError(f"--set: {text!r}: expected section.key=value")
     try:
-        value = _parse_toml(f"v = {raw.strip()}")["v"]
+        value = parse_toml(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # not a TOML value: keep the text so the error can quote it
     return {section: {key: value}}
