@@ -16,6 +16,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"cri-containerd-" + _ID), "containerd"),
     (re.compile(r"crio-" + _ID), "crio"),
     (re.compile(r"containerd[-/]" + _ID), "containerd"),
+    (re.compile(r"nerdctl-" + _ID), "containerd"),
     (re.compile(r"/([^/]+\.(?:service|scope))$"), "unit"),
 )
 _POD_CONTAINER = re.compile(r"(?:^|[-/])" + _ID + r"(?:\.scope)?$")  # cgroupfs: .../pod<uid>/<id>
