@@ -30,10 +30,22 @@ CGROUPS = dict(
     ("runtime", "label", "name"),
     [
         ("docker", "docker:3f4e5a6b7c8d", "web"),
-        ("k8s-containerd", "pod:5b7c9d1e-2f3a-4b5c-8d6e-7f8091a2b3c4", "default/nginx-7c5ddbdf54-x2x9q"),
-        ("k8s-crio", "pod:8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3", "kube-system/coredns-76f75df574-8mz2q"),
+        (
+            "k8s-containerd",
+            "pod:5b7c9d1e-2f3a-4b5c-8d6e-7f8091a2b3c4",
+            "default/nginx-7c5ddbdf54-x2x9q",
+        ),
+        (
+            "k8s-crio",
+            "pod:8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3",
+            "kube-system/coredns-76f75df574-8mz2q",
+        ),
         ("nerdctl", "containerd:5e6f708192a3", "cache"),
-        ("k8s-cgroupfs", "pod:5b7c9d1e-2f3a-4b5c-8d6e-7f8091a2b3c4", "default/nginx-7c5ddbdf54-x2x9q"),
+        (
+            "k8s-cgroupfs",
+            "pod:5b7c9d1e-2f3a-4b5c-8d6e-7f8091a2b3c4",
+            "default/nginx-7c5ddbdf54-x2x9q",
+        ),
     ],
 )
 def test_names_from_runtime_files(runtime: str, label: str, name: str) -> None:

@@ -63,7 +63,6 @@ class SocketList(ScrollView, can_focus=True):
         self.column_layout: Layout = ()
         self.settings = ViewSettings()  # the user's columns (tui.arrange)
         self._group_by: str | None = None
-        self._columns = arranged(None, self.settings)
         self._cache: LRUCache[tuple[int, bool, bool], Strip] = LRUCache(1024)
         self._shown: dict[int, Strip] = {}  # screen line -> strip last painted there
         self._width = 0
@@ -98,7 +97,6 @@ class SocketList(ScrollView, can_focus=True):
         self.view = view
         if view.request.group_by != self._group_by:
             self._group_by = view.request.group_by
-            self._columns = arranged(self._group_by, self.settings)
             self._relayout()
         count = len(view.rows)
         found = None if following_top else view.index.get(key)
@@ -194,7 +192,6 @@ class SocketList(ScrollView, can_focus=True):
     def use_settings(self, settings: ViewSettings) -> None:
         """Show the columns `settings` choose (and ports as names if they say so)."""
         self.settings = settings
-        self._columns = arranged(self._group_by, settings)
         self._relayout()
 
     # --- drawing -------------------------------------------------------------------
@@ -210,7 +207,7 @@ class SocketList(ScrollView, can_focus=True):
 
     def _relayout(self) -> None:
         width = self._width = self.scrollable_content_region.width
-        self.column_layout = fit(self._columns, width)
+        self.column_layout = fit(arranged(self._group_by, self.settings), width)
         self.virtual_size = Size(width, len(self.rows))
         self._cache.clear()
         self._shown.clear()

@@ -1,0 +1,170 @@
+"""The view's own settings in the config file: column choice, service names, theme and
+key remapping survive a restart; the user's other settings are kept as written.
+Pilot drives the real app on a real listener in a namespace the test makes."""
+
+from __future__ import annotations
+
+import socket
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from bufmon.diagnosis import load_config
+from bufmon.diagnosis.config import ConfigError
+from bufmon.scenarios import Netns
+from bufmon.services import parse_services
+from bufmon.viewconfig import ViewSettings, load_view, save_view
+from collectors.model import Sock
+from tui.app import KEY_ACTIONS, BufmonApp
+from tui.arrange import COLUMN_IDS
+from tui.chooser import ColumnChooser
+from tui.columns import render_row
+from tui.socklist import ColumnTitles
+from tui.source import MonitorSource
+
+USER_CONFIG = """\
+# my thresholds
+[stalled_reader]
+hold = 4.0  # slower to flag
+
+[keys]
+filter = "f"
+"""
+SSH_PORT = 22  # /etc/services names it "ssh" on every Linux
+
+
+@pytest.fixture
+def listener() -> Iterator[Netns]:
+    with Netns("view") as ns:
+        server = ns.run(_listen)
+        try:
+            yield ns
+        finally:
+            server.close()
+
+
+def _listen() -> socket.socket:
+    server = socket.socket()
+    server.bind(("127.0.0.1", SSH_PORT))
+    server.listen()
+    return server
+
+
+async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.05)
+
+
+def shown_ids(app: BufmonApp) -> list[str]:
+    return [column.id for column, _ in app.main.socket_list.column_layout]
+
+
+def start(ns: Netns, path: Path) -> BufmonApp:
+    """The app as `bufmon --config PATH` builds it (run_app, without app.run)."""
+    settings = load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
+    return BufmonApp(MonitorSource(ns.name), settings=settings, settings_file=str(path))
+
+
+@pytest.mark.root
+async def test_choices_survive_a_restart(listener: Netns, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(USER_CONFIG)
+    app = start(listener, path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        listing = app.main.socket_list
+        await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
+        assert shown_ids(app)[:3] == ["netns", "proto", "state"]
+        await pilot.press("C")
+        assert isinstance(app.screen, ColumnChooser)
+        await pilot.press("space", "j", "J", "enter")  # hide NETNS, move PROTO after STATE
+        assert shown_ids(app)[:3] == ["state", "proto", "local"]
+        row = next(r for r in listing.rows if r.local_port == SSH_PORT)
+        text = lambda: "".join(s.text for s in render_row(row, listing.column_layout, 120))  # noqa: E731
+        assert "127.0.0.1:22 " in text()
+        await pilot.press("R")
+        assert "127.0.0.1:ssh " in text()
+        await pilot.press("T")
+        assert app.theme == "textual-light"
+        await pilot.press("f")  # the remapped filter key
+        assert app.main.filter_bar.display
+    saved = path.read_text()
+    assert saved.startswith(USER_CONFIG)  # the user's lines, comments and all, unchanged
+    doc = tomllib.loads(saved)
+    assert doc["view"] == {
+        "columns": ["state", "proto", *COLUMN_IDS[3:]],
+        "services": True,
+        "theme": "light",
+    }
+    assert load_config(str(path), []).stalled_reader.hold == 4.0
+
+    again = start(listener, path)  # a restart reads it back
+    async with again.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: bool(again.main.socket_list.column_layout))
+        assert shown_ids(again)[:3] == ["state", "proto", "local"]
+        assert again.theme == "textual-light"
+        await pilot.press("f")
+        assert again.main.filter_bar.display
+
+
+@pytest.mark.root
+async def test_click_a_title_to_sort(listener: Netns) -> None:
+    app = BufmonApp(MonitorSource(listener.name))
+    async with app.run_test(size=(120, 30)) as pilot:
+        titles = app.main.query_one(ColumnTitles)
+        await until(pilot, lambda: bool(titles.column_layout) and app.main.socket_list.current)
+        x = 0
+        for column, width in titles.column_layout:
+            if column.id == "state":
+                break
+            x += width + 1
+        await pilot.click(ColumnTitles, offset=(x + 1, 0))
+        await until(pilot, lambda: app.state.sort == "state")
+        assert not app.state.reverse
+        await pilot.click(ColumnTitles, offset=(x + 1, 0))
+        await until(pilot, lambda: app.state.reverse)
+
+
+def test_save_refuses_to_change_other_settings(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    text = 'view.theme = "dark"\n[stalled_reader]\nhold = 4.0\n'  # [view] not as a table
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="not saved"):
+        save_view(str(path), ViewSettings(theme="light"))
+    assert path.read_text() == text
+
+
+def test_save_creates_the_file_and_replaces_its_view(tmp_path: Path) -> None:
+    path = tmp_path / "bufmon" / "config.toml"
+    save_view(str(path), ViewSettings(columns=("proto", "local")))
+    save_view(str(path), ViewSettings(columns=("local",), services=True))
+    assert tomllib.loads(path.read_text()) == {
+        "view": {"columns": ["local"], "services": True, "theme": "dark"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[view]\ncolumns = ["nope"]\n', "view.columns: unknown column 'nope'"),
+        ('[view]\ntheme = "blue"\n', "view.theme: expected one of dark, light"),
+        ("[view]\nservices = 1\n", "view.services: expected true or false"),
+        ('[keys]\nfly = "f"\n', "keys.fly: unknown action"),
+        ('[keys]\nfilter = ""\n', "keys.filter: expected a key"),
+    ],
+)
+def test_bad_view_settings_are_one_line(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
+
+
+def test_services_file_parsed() -> None:
+    text = "# comment\nssh\t\t22/tcp\t\t# SSH\nhttp 80/tcp www\nhttp-alt 80/tcp\nbad x/tcp\n"
+    assert parse_services(text) == {("tcp", 22): "ssh", ("tcp", 80): "http"}
