@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factories import make_sock
 
 from bufmon.filters import compile_filter
 from collectors.cgroups import label_from_cgroup, owner_from_cgroup
 from collectors.model import Snapshot, SystemFacts
 from collectors.runtimes import container_name
-from factories import make_sock
 
 RUNTIMES = Path(__file__).resolve().parent / "data" / "runtimes"
 CGROUPS = dict(
