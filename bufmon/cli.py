@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from bufmon import __version__
+from bufmon.clidoc import add_examples
+from bufmon.completion import SHELLS, completion_script
 from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
@@ -147,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sources(add_export_parser(sub))
     add_kill_parser(sub, _common)
     record_commands.add_parsers(sub, _common, _count)
+    done = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    done.add_argument("shell", choices=SHELLS, help="the shell to complete bufmon in")
+    add_examples(parser)
     return parser
 
 
@@ -238,7 +243,9 @@ def _sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = ("tui", "snapshot", "watch", "demo", "export", "kill", *record_commands.COMMANDS)
+COMMANDS = (
+    "tui", "snapshot", "watch", "demo", "export", "kill", *record_commands.COMMANDS, "completion",
+)  # fmt: skip
 # Options that take the next word as their value (without `=`): skipped when looking for
 # the command, so `bufmon --netns current snapshot` means snapshot.
 VALUE_OPTIONS = (
@@ -271,6 +278,9 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(with_command(argv))
     expr = " ".join(getattr(args, "filter", []) or [])
     keep = with_unix(expr, getattr(args, "unix", False))
+    if args.command == "completion":
+        _write(completion_script(args.shell, parser).rstrip("\n"))
+        return EXIT_OK
     if args.command in record_commands.COMMANDS:
         return record_commands.run_command(args, expr, keep)
     args.cfg = load_config(args.config, args.set) if args.command != "demo" else None

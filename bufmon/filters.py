@@ -100,7 +100,8 @@ _STATES = {
     for name in STATE_NAMES.values()
     for spelling in (name, name.replace("-", ""), name.replace("-", "_"))
 } | {"established": "ESTAB", "tw": "TIME-WAIT"}
-_STATE_LIST = ", ".join(dict.fromkeys(name.lower() for name in STATE_NAMES.values()))
+_STATE_NAMES = tuple(dict.fromkeys(name.lower() for name in STATE_NAMES.values()))
+_STATE_LIST = ", ".join(_STATE_NAMES)
 
 _FAMILIES = {
     **dict.fromkeys(("inet", "4", "ipv4"), "inet"),
@@ -313,7 +314,17 @@ _COMPARE_FIELDS: dict[str, tuple[Callable[[Sock], float | None], dict[str, float
     "sfill": (Sock.send_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
 }
 
-_FIELD_LIST = ", ".join([*_MATCH_FIELDS, *_COMPARE_FIELDS])
+MATCH_FIELDS = tuple(_MATCH_FIELDS)  # "field:value" terms
+COMPARE_FIELDS = tuple(_COMPARE_FIELDS)  # "field>number" terms (any operator)
+_FIELD_LIST = ", ".join([*MATCH_FIELDS, *COMPARE_FIELDS])
+# the values a match field knows, as shell completion offers them
+FIELD_VALUES: dict[str, tuple[str, ...]] = {
+    "proto": ("tcp", "udp", "unix"),
+    "state": _STATE_NAMES,
+    "family": ("inet", "inet6", "unix"),
+    "flag": ("any", *SEVERITY_RANK, *sorted(FLAG_KINDS)),
+    "type": tuple(UNIX_TYPES.values()),
+}
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,

@@ -1,0 +1,131 @@
+"""What `bufmon --help`, the man page and the shell completions say, from one source:
+the argparse parser (commands, options, their help) plus the examples below.
+
+`add_examples` puts each command's examples under its --help; `command_docs` walks the
+parser for bufmon.manpage and bufmon.completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from bufmon.exporter.command import DEFAULT_LISTEN, DEFAULT_PORT
+
+# command ("" for bufmon itself) -> (command line, what it does)
+EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "": (
+        ("bufmon", "the interactive view of every namespace (as root)"),
+        ("bufmon 'state:estab recvq>64k'", "the view, only connections with over 64 KiB unread"),
+        ("bufmon snapshot --json flag:any", "every flagged socket once, as JSON"),
+        ("bufmon watch flag:warning", "a line per warning or worse until Ctrl-C"),
+    ),
+    "tui": (
+        ("bufmon tui --interval 0.5 proto:tcp", "TCP sockets, refreshed twice a second"),
+        ("bufmon --netns current --theme light", "this namespace only, on a light terminal"),
+    ),
+    "snapshot": (
+        ("bufmon snapshot 'port:443 recvq>0'", "a table of port 443 sockets with data queued"),
+        ("bufmon snapshot --json netns:docker:web", "the sockets of container web, as JSON"),
+    ),
+    "watch": (
+        ("bufmon watch", "flagged sockets, refreshed every second"),
+        ("bufmon watch --json --interval 5 --count 12 > minute.jsonl", "a minute of JSON lines"),
+    ),
+    "demo": (
+        ("bufmon demo", "make live socket trouble in a namespace and look at it"),
+        ("bufmon demo --headless --duration 60", "keep the cases up for a minute, no view"),
+    ),
+    "export": (
+        ("bufmon export", f"Prometheus metrics on http://{DEFAULT_LISTEN}/metrics"),
+        (
+            f"bufmon export --listen :{DEFAULT_PORT} --basic-auth-file /etc/bufmon/users",
+            "on every IPv4 address, behind a password",
+        ),
+    ),
+    "record": (
+        ("bufmon record night.rec --duration 8h flag:any", "record the night's flagged sockets"),
+        ("bufmon record /var/tmp/bufmon.rec --max-size 100M", "rotating at 100 MB, 2 kept"),
+    ),
+    "replay": (
+        ("bufmon replay night.rec --at 03:12", "the view as it was at 03:12"),
+        ("bufmon replay night.rec --incidents", "one line per flag raised"),
+        ("bufmon replay night.rec --json --from -10m", "the last ten minutes as JSON lines"),
+    ),
+    "completion": (
+        ("source <(bufmon completion bash)", "complete bufmon in this bash"),
+        ("bufmon completion zsh > ~/.zfunc/_bufmon", "for zsh (with ~/.zfunc in $fpath)"),
+    ),
+}
+
+
+def examples_text(command: str) -> str:
+    lines = ["examples:"]
+    for line, what in EXAMPLES.get(command, ()):
+        lines.append(f"  {line}")
+        lines.append(f"      {what}")
+    return "\n".join(lines)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def add_examples(parser: argparse.ArgumentParser) -> None:
+    """Each command's examples at the end of its --help (and bufmon's under bufmon's)."""
+    for name, command in [("", parser), *subcommands(parser).items()]:
+        command.epilog = examples_text(name)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+@dataclass(frozen=True, slots=True)
+class OptionDoc:
+    flags: tuple[str, ...]
+    metavar: str | None  # None: a switch, it takes no value
+    choices: tuple[str, ...]
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDoc:
+    name: str  # "" for bufmon itself
+    summary: str
+    usage: str  # "bufmon snapshot [-h] [--json] ..."
+    options: tuple[OptionDoc, ...]
+    positionals: tuple[OptionDoc, ...]
+    examples: tuple[tuple[str, str], ...]
+
+
+def _option(action: argparse.Action) -> OptionDoc:
+    takes = action.nargs != 0
+    metavar = action.metavar or (action.dest.upper() if takes else None)
+    choices = tuple(str(c) for c in action.choices or ())
+    if choices and action.metavar is None:
+        metavar = "{" + ",".join(choices) + "}"
+    return OptionDoc(tuple(action.option_strings), str(metavar) if takes else None, choices,
+                     action.help or "")  # fmt: skip
+
+
+def command_docs(parser: argparse.ArgumentParser) -> list[CommandDoc]:
+    """bufmon itself, then every command in the order --help lists them."""
+    helps = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+    docs = []
+    for name, command in [("", parser), *subcommands(parser).items()]:
+        actions = [a for a in command._actions if not isinstance(a, argparse._SubParsersAction)]
+        docs.append(
+            CommandDoc(
+                name,
+                parser.description or "" if not name else helps.get(name, ""),
+                " ".join(command.format_usage().split())[len("usage: ") :],
+                tuple(_option(a) for a in actions if a.option_strings),
+                tuple(_option(a) for a in actions if not a.option_strings),
+                EXAMPLES.get(name, ()),
+            )
+        )
+    return docs
