@@ -173,7 +173,8 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
         f"    [[ $cmd == ({'|'.join(with_files) or 'none'}) ]] && _files",
         "}",
         "",
-        '_bufmon "$@"',
+        "# as a file in $fpath (autoloaded) complete now; sourced, register the function",
+        'if [[ $funcstack[1] == _bufmon ]]; then _bufmon "$@"; else compdef _bufmon bufmon; fi',
     ]
     return "\n".join(out) + "\n"
 
