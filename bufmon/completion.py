@@ -47,7 +47,8 @@ def _takes_filter(doc: CommandDoc) -> bool:
 
 def _bash_values(options: list[OptionDoc]) -> list[str]:
     """`case "$prev"` arms: the value of an option that takes one."""
-    arms, free = [], []
+    arms: list[str] = []
+    free: list[str] = []
     for option in options:
         if option.metavar is None:
             continue

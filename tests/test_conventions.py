@@ -4,6 +4,7 @@ the parser and the filter language, driven here in the real shells."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,10 +50,12 @@ def test_examples_parse() -> None:
     parser = build_parser()
     for command, examples in EXAMPLES.items():
         for line, _ in examples:
-            words = line.split(">")[0].split()
+            words = shlex.split(line)
             if words[0] != "bufmon":  # `source <(bufmon completion bash)`
                 continue
-            args = parser.parse_args(with_command([w.strip("'") for w in words[1:]]))
+            if ">" in words:  # `... > file`
+                words = words[: words.index(">")]
+            args = parser.parse_args(with_command(words[1:]))
             assert args.command == (command or args.command)
             compile_filter(" ".join(getattr(args, "filter", [])))  # raises on a typo
 
@@ -67,7 +70,7 @@ def test_man_page_is_the_parsers_and_renders() -> None:
         assert f"bufmon {command}" in text
     for field in (*MATCH_FIELDS, *COMPARE_FIELDS):
         assert field in text
-    assert "--theme" in text.replace("‐", "-")  # groff may hyphenate with U+2010
+    assert "--theme" in text.replace("\u2010", "-")  # groff may write a hyphen as U+2010
 
 
 def test_man_page_installed_with_the_package() -> None:
@@ -131,7 +134,13 @@ def test_bash_completion_offers_no_word_for_a_number(tmp_path: Path) -> None:
 ZSH_DRIVER = r"""
 zmodload zsh/zpty
 zpty z zsh -f -i
-zpty -w z "PS1='' PROMPT='' RPROMPT=''; autoload -U compinit && compinit -u -d $2/zcompdump; source $1; compadd () { local -a __hits; builtin compadd -O __hits \"\$@\"; (( \$#__hits )) && print -r -- \"<<\${(j: :)__hits}>>\"; builtin compadd \"\$@\" }; print RE''ADY"
+zpty -w z "PS1='' PROMPT='' RPROMPT=''"
+zpty -w z "autoload -U compinit && compinit -u -d $2/zcompdump; source $1"
+zpty -w z 'compadd () {
+    local -a hits; builtin compadd -O hits "$@"
+    (( $#hits )) && print -r -- "<<${(j: :)hits}>>"; builtin compadd "$@"
+}'
+zpty -w z "print RE''ADY"
 zpty -r z out '*READY*'
 zpty -n -w z "bufmon $3"$'\t'
 zpty -r z out '*<<*>>*'
