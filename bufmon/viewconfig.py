@@ -142,7 +142,9 @@ def save_view(path: str, settings: ViewSettings) -> None:
 
     Checked before anything is written: the new text must read back as the old
     settings outside `[view]` plus exactly `settings`; else ConfigError, file untouched.
-    The write is atomic (a temporary file renamed over it) and keeps the file's mode."""
+    The write is atomic (a temporary file renamed over it) and keeps the file's mode;
+    a symlinked file (dotfiles) is written where the link points, the link kept."""
+    path = os.path.realpath(path)
     old = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:

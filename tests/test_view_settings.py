@@ -4,7 +4,11 @@ Pilot drives the real app on a real listener in a namespace the test makes."""
 
 from __future__ import annotations
 
+import os
+import pty
 import socket
+import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -34,6 +38,8 @@ hold = 4.0  # slower to flag
 [keys]
 filter = "f"
 """
+BUFMON = str(Path(sys.executable).with_name("bufmon"))
+KNOWN = ", ".join(COLUMN_IDS)
 SSH_PORT = 22  # /etc/services names it "ssh" on every Linux
 
 
@@ -139,6 +145,17 @@ def test_save_refuses_to_change_other_settings(tmp_path: Path) -> None:
     assert path.read_text() == text
 
 
+def test_save_keeps_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "dotfiles" / "bufmon.toml"
+    target.parent.mkdir()
+    target.write_text("[stalled_reader]\nhold = 4.0\n")
+    link = tmp_path / "config.toml"
+    link.symlink_to(target)
+    save_view(str(link), ViewSettings(services=True))
+    assert link.is_symlink()
+    assert tomllib.loads(target.read_text())["view"]["services"] is True
+
+
 def test_save_creates_the_file_and_replaces_its_view(tmp_path: Path) -> None:
     path = tmp_path / "bufmon" / "config.toml"
     save_view(str(path), ViewSettings(columns=("proto", "local")))
@@ -163,6 +180,22 @@ def test_bad_view_settings_are_one_line(tmp_path: Path, text: str, error: str) -
     path.write_text(text)
     with pytest.raises(ConfigError, match=error):
         load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
+
+
+def test_the_view_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[view]\ncolumns = ["nope"]\n')
+    leader, follower = pty.openpty()  # a terminal: only the bad setting may stop it
+    try:
+        proc = subprocess.run(
+            [BUFMON, "--config", str(path), "--netns", "current"],
+            stdin=follower, stdout=follower, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert proc.returncode == 2
+    assert proc.stderr == f"bufmon: {path}: view.columns: unknown column 'nope' (known: {KNOWN})\n"
 
 
 def test_services_file_parsed() -> None:
