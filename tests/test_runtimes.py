@@ -17,6 +17,7 @@ from bufmon.filters import compile_filter
 from collectors.cgroups import label_from_cgroup, owner_from_cgroup
 from collectors.model import Snapshot, SystemFacts
 from collectors.runtimes import container_name
+from tui.columns import SOCKET_COLUMNS, fit, render_row
 
 RUNTIMES = Path(__file__).resolve().parent / "data" / "runtimes"
 CGROUPS = dict(
@@ -87,6 +88,8 @@ def test_sockets_carry_the_name_and_the_filter_finds_it() -> None:
     assert (web.netns_name, other.netns_name) == ("docker:web", None)
     assert "name" in snap.to_json()["namespaces"][0]
     assert web.to_json()["netns"] == "docker:3f4e5a6b7c8d"  # JSON keeps the id
+    wide = fit(SOCKET_COLUMNS, 200)
+    assert "docker:web " in "".join(seg.text for seg in render_row(web, wide, 200))
     for expr in ("netns:docker:web", "netns:docker:w*", "netns:docker:3f4e5a6b7c8d"):
         keep = compile_filter(expr)
         assert [keep(s) for s in (web, other)] == [True, False], expr
