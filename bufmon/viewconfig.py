@@ -168,10 +168,13 @@ def save_view(path: str, settings: ViewSettings) -> None:
 
 def _check_same_rest(old: str, new: str, path: str) -> None:
     try:
-        before, after = parse_toml(old), parse_toml(new)
+        before = parse_toml(old)
     except ValueError as exc:
         raise ConfigError(f"{path}: not saved, the file does not parse: {exc}") from None
+    try:
+        after = parse_toml(new)
+    except ValueError:
+        after = None
     before.pop("view", None)
-    after.pop("view", None)
-    if before != after:
+    if after is None or {k: v for k, v in after.items() if k != "view"} != before:
         raise ConfigError(f"{path}: not saved: [view] is not a plain table here; edit it by hand")

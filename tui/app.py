@@ -27,6 +27,7 @@ from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
 from bufmon.viewconfig import ViewSettings, load_view, save_view, settings_path
 from collectors.model import Snapshot, Sock
+from collectors.untrusted import printable
 from tui.actions import Actions
 from tui.arrange import COLUMN_IDS
 from tui.chooser import ColumnChooser
@@ -466,8 +467,10 @@ class BufmonApp(App[int]):
             try:
                 save_view(self.settings_file, settings)
             except (ConfigError, OSError) as exc:
-                self.error = f"settings not saved: {one_line(exc)}"
-        self._show_state()
+                reason = printable(str(exc))
+                self.notify(reason, title="settings not saved", severity="error", markup=False)
+            else:
+                self.notify(f"saved in {printable(self.settings_file)}", timeout=2, markup=False)
 
     # --- pause and interval ---------------------------------------------------------------
 
