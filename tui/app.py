@@ -529,6 +529,14 @@ KEY_ACTIONS = frozenset(
 )  # what the config file's [keys] table may remap
 
 
+def view_settings(config_file: str | None, theme: str | None = None) -> tuple[ViewSettings, str]:
+    """The view's settings from `config_file` (else the default config file) and where
+    to save them; `theme` overrides the file's. Raises ConfigError."""
+    path = settings_path(config_file)
+    settings = load_view(path, COLUMN_IDS, KEY_ACTIONS)
+    return (settings if theme is None else replace(settings, theme=theme)), path
+
+
 def run_app(
     netns: str = "auto",
     title: str = "bufmon",
@@ -541,12 +549,8 @@ def run_app(
     theme: str | None = None,
 ) -> int:
     """Run the view until the user quits; the caller checked the arguments and compiled
-    `filter_expr` into `keep`. The view's settings come from `config_file` (else the
-    default config file); `theme` overrides theirs. Raises ConfigError before starting."""
-    settings_file = settings_path(config_file)
-    settings = load_view(settings_file, COLUMN_IDS, KEY_ACTIONS)
-    if theme is not None:
-        settings = replace(settings, theme=theme)
+    `filter_expr` into `keep`. Raises ConfigError (view_settings) before starting."""
+    settings, settings_file = view_settings(config_file, theme)
     expr = filter_expr.strip()
     state = ListState(filter_expr=expr, predicate=keep, show_unix=show_unix)
     app = BufmonApp(

@@ -22,8 +22,9 @@ from bufmon.diagnosis.history import History
 from bufmon.record.incidents import incident_line, incidents
 from bufmon.record.reader import Recording, RecordingError
 from bufmon.record.times import clock_text, parse_time
+from bufmon.viewconfig import ViewSettings
 from collectors.model import Snapshot
-from tui.app import BufmonApp
+from tui.app import BufmonApp, view_settings
 from tui.detail import DetailScreen
 from tui.fmt import human_duration
 from tui.help import Section
@@ -120,8 +121,16 @@ class ReplayApp(BufmonApp):
         Binding("i", "incidents", "every flag raised in the recording, one line each"),
     ]
 
-    def __init__(self, source: ReplaySource, state: ListState | None = None) -> None:
-        super().__init__(source, title="replay", state=state)
+    def __init__(
+        self,
+        source: ReplaySource,
+        state: ListState | None = None,
+        settings: ViewSettings | None = None,
+        settings_file: str | None = None,
+    ) -> None:
+        super().__init__(
+            source, title="replay", state=state, settings=settings, settings_file=settings_file
+        )
         self.replay = source
         self.paused = True  # the refresh loop never runs: every move asks for its frame
         self.speed = SPEEDS[0]
@@ -317,6 +326,7 @@ def run_replay(recording: Recording, at: float, filter_expr: str = "") -> int:
     checked the filter and closes the recording."""
     source = ReplaySource(recording)
     source.index = source.index_at(at)
-    app = ReplayApp(source, ListState().filter(filter_expr))
+    settings, settings_file = view_settings(None)  # the live view's columns, keys, theme
+    app = ReplayApp(source, ListState().filter(filter_expr), settings, settings_file)
     app.run()
     return app.return_code or 0
