@@ -331,6 +331,7 @@ class _Decoded(UnixSock):
         self.peer_addr = ""
         self.recv_q, self.send_q, self.skmem = rq, wq, skmem
         self.info = self.segs_in = self.process = self.peer_process = self.listener = None
+        self.netns_name = None
         self.timer = "off"
         self.uid, self.inode, self.cookie, self.netns = uid, inode, ck1 << 32 | ck0, netns
         self.flags = ()
