@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 from bufmon.exporter.command import DEFAULT_LISTEN, DEFAULT_PORT
 
@@ -67,11 +68,13 @@ def examples_text(command: str) -> str:
     return "\n".join(lines)
 
 
+def _commands_action(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[Any]:
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action
+
+
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+    return dict(_commands_action(parser).choices)
 
 
 def add_examples(parser: argparse.ArgumentParser) -> None:
@@ -105,23 +108,21 @@ def _option(action: argparse.Action) -> OptionDoc:
     choices = tuple(str(c) for c in action.choices or ())
     if choices and action.metavar is None:
         metavar = "{" + ",".join(choices) + "}"
-    return OptionDoc(tuple(action.option_strings), str(metavar) if takes else None, choices,
-                     action.help or "")  # fmt: skip
+    shown = str(metavar) if takes else None
+    return OptionDoc(tuple(action.option_strings), shown, choices, action.help or "")
 
 
 def command_docs(parser: argparse.ArgumentParser) -> list[CommandDoc]:
     """bufmon itself, then every command in the order --help lists them."""
-    helps = {}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help or "" for a in action._choices_actions}
+    helps = {a.dest: a.help or "" for a in _commands_action(parser)._choices_actions}
+    helps[""] = parser.description or ""
     docs = []
     for name, command in [("", parser), *subcommands(parser).items()]:
         actions = [a for a in command._actions if not isinstance(a, argparse._SubParsersAction)]
         docs.append(
             CommandDoc(
                 name,
-                parser.description or "" if not name else helps.get(name, ""),
+                helps.get(name, ""),
                 " ".join(command.format_usage().split())[len("usage: ") :],
                 tuple(_option(a) for a in actions if a.option_strings),
                 tuple(_option(a) for a in actions if not a.option_strings),
