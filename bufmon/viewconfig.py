@@ -8,8 +8,8 @@
     [keys]
     filter = "f"             # action = key (the actions are listed by `?` in the view)
 
-The view saves `[view]` when the user changes columns, service names or theme; the rest
-of the file is kept as it was, byte for byte (the save is refused otherwise).
+The view saves `[view]` (at the end of the file) when the user changes columns, service
+names or theme; every other line is kept as it was (the save is refused otherwise).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from bufmon.diagnosis.config import ConfigError, default_path, parse_toml, read_
 THEMES = ("dark", "light")
 _KEY_NAME = re.compile(r"^(?:[a-z0-9_]+\+)*(?:[a-z0-9_]+|.)$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]\s.]+)")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True, slots=True)
