@@ -44,6 +44,11 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
             "on every IPv4 address, behind a password",
         ),
     ),
+    "kill": (
+        ("bufmon kill 'port:8080 state:estab'", "list, ask, then close"),
+        ("bufmon kill --dry-run flag:stalled_reader", "only list what would be closed"),
+        ("bufmon kill --yes 'dst:10.0.0.7 proc:app'", "close without asking (scripts)"),
+    ),
     "record": (
         ("bufmon record night.rec --duration 8h flag:any", "record the night's flagged sockets"),
         ("bufmon record /var/tmp/bufmon.rec --max-size 100M", "rotating at 100 MB, 2 kept"),

@@ -17,10 +17,6 @@ from bufmon.textout import shown, table
 from collectors.destroy import REFUSED, may_destroy
 from collectors.model import Sock
 
-EXAMPLES = """examples:
-  bufmon kill 'port:8080 state:estab'        list, ask, then close
-  bufmon kill --dry-run 'flag:stalled_reader' only list what would be closed
-  bufmon kill --yes 'dst:10.0.0.7 proc:app'   close without asking (scripts)"""
 DESCRIPTION = """Close the TCP and UDP sockets FILTER matches through sock_diag SOCK_DESTROY,
 as `ss -K` does: list them, ask, then close exactly those (the peer sees a reset).
 Needs CAP_NET_ADMIN and a kernel built with CONFIG_INET_DIAG_DESTROY."""
@@ -39,9 +35,7 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     p = sub.add_parser(
         "kill",
         help="close the TCP/UDP sockets a filter matches (asks first; needs root)",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,  # its examples: bufmon.clidoc, like every command's
     )
     p.add_argument("--yes", action="store_true", help="close without asking")
     p.add_argument("--dry-run", action="store_true", help="list what matches, close nothing")
