@@ -317,8 +317,10 @@ def test_rotation_bounds_files_and_replays_as_one_timeline(ns: Netns, tmp: Path)
     try:
         proc = start_recorder(path, ns, "--interval", "0.02", "--max-size", "64K", "--keep", "2")
         deadline = time.monotonic() + 60
+        step = 0
         while not (tmp / "rot.rec.2").exists() and time.monotonic() < deadline:
-            conns.churn(int(time.monotonic() * 10))
+            conns.churn(step % 100)  # bounded: at most 10 kB a send
+            step += 1
             time.sleep(0.05)
         time.sleep(1)
         proc.send_signal(signal.SIGTERM)
