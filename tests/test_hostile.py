@@ -175,6 +175,8 @@ def cgroup_named(name: bytes, pid: int) -> Iterator[None]:
     if root is None:
         pytest.skip("no cgroup hierarchy mounted to make a cgroup in")
     path = os.fsencode(root) + b"/" + name
+    if os.path.isdir(path):
+        os.rmdir(path)  # left by an interrupted run; a cgroup with no process goes
     os.mkdir(path)
     try:
         with open(path + b"/cgroup.procs", "w") as procs:
