@@ -346,7 +346,8 @@ class _Decoded(UnixSock):
         self.info = self.segs_in = self.process = self.peer_process = self.listener = None
         self.netns_name = None
         self.timer = "off"
-        self.uid, self.inode, self.cookie, self.netns = uid, inode, ck1 << 32 | ck0, netns
+        self.uid, self.inode, self.netns = uid, inode, netns
+        self.cookie = ck1 << 32 | ck0
         self.flags = ()
         self.closed = False
         self.sock_type = _TYPES[stype]
