@@ -316,7 +316,9 @@ def decode_messages(
 
 class _Decoded(UnixSock):
     """A UnixSock made straight from one row's raw values: the decoder's hot path, one
-    Python frame per socket (UnixSock.__init__ is the readable constructor)."""
+    Python frame per socket (UnixSock.__init__ is the readable constructor). Its
+    parameters after the namespace come in the order the kernel sends the values, so
+    the row of a connected socket is its arguments as unpacked."""
 
     __slots__ = ()
 
