@@ -7,8 +7,10 @@ For each size: that many UNIX sockets (connected socketpairs, at most 9,000 pair
 Alternating within each round: `ss -xan`, `ss -xanm`, `ss -xanmp` (to /dev/null,
 started inside the namespace), bufmon's UNIX dump alone (unixdiag.dump_into on a
 reused netlink socket: dump and decode), `NamespaceSet(name).dump()` (TCP, UDP and
-UNIX) and a warm `Monitor(netns=name).refresh()` (plus processes, peers, flags).
-Prints a markdown table per size, wall and CPU time (the process's and the `ss` child's:
+UNIX), a warm `Monitor(netns=name).refresh()` (plus processes, peers, flags), and the
+whole commands a user runs, `bufmon snapshot --unix --netns NAME proto:unix` with and
+without `--json` (a new process each: start, imports, one refresh, output to /dev/null).
+Prints a markdown table per size, wall and CPU time (the process's and its children's:
 steadier than wall time on a shared machine). Target: the UNIX dump <= 1.0 x `ss -xanm`.
 """
 
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bench_refresh import ms, ss, time_rounds
 from conn_farm import MAX_PAIRS_PER_CHILD, PR_SET_PDEATHSIG, Farm
@@ -43,6 +46,19 @@ class UnixFarm(Farm):
 
     def command(self, index: int, pairs: int) -> list[str]:
         return [sys.executable, __file__, "--child", str(pairs)]
+
+
+def snapshot(netns: str, *options: str) -> Callable[[], object]:
+    """The whole `bufmon snapshot` command listing the UNIX sockets of `netns`."""
+    bufmon = str(Path(sys.executable).with_name("bufmon"))
+    cmd = [bufmon, "snapshot", "--unix", "--netns", netns, *options, "proto:unix"]
+
+    def run() -> None:  # stderr: its notices each round, or why it failed
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr.strip())
+
+    return run
 
 
 def child(pairs: int) -> None:
@@ -100,6 +116,10 @@ def bench(sockets: int, rounds: int) -> None:
             "bufmon UNIX dump (unixdiag.dump_into)": unix_dump,
             "bufmon collect (NamespaceSet.dump)": nsset.dump,
             "bufmon watch refresh (Monitor.refresh)": monitor.refresh,
+            "`bufmon snapshot --unix proto:unix` (whole command)": snapshot(farm.netns),
+            "`bufmon snapshot --unix --json proto:unix` (whole command)": snapshot(
+                farm.netns, "--json"
+            ),
         }
         cpu: dict[str, list[float]] = {name: [] for name in jobs}
         timed = {name: with_cpu(job, cpu[name]) for name, job in jobs.items()}
@@ -109,14 +129,16 @@ def bench(sockets: int, rounds: int) -> None:
         monitor.close()
     base = statistics.median(times["`ss -xanm`"])
     cpu_base = statistics.median(cpu["`ss -xanm`"])
+    with_p = statistics.median(times["`ss -xanmp`"])  # the whole commands name processes too
     print(f"## {len(seen)} UNIX sockets, {processes} farm processes "
           f"(built in {built:.1f} s); {rounds} rounds, alternating; ms\n")  # fmt: skip
-    print("| what | median | min | x `ss -xanm` | CPU median | CPU x `ss -xanm` |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| what | median | min | x `ss -xanm` | x `ss -xanmp` | CPU median "
+          "| CPU x `ss -xanm` |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, t in times.items():
         med, cpu_med = statistics.median(t), statistics.median(cpu[name])
-        print(f"| {name} | {ms(med)} | {ms(min(t))} | {med / base:.2f} | {ms(cpu_med)} "
-              f"| {cpu_med / cpu_base:.2f} |")  # fmt: skip
+        print(f"| {name} | {ms(med)} | {ms(min(t))} | {med / base:.2f} | {med / with_p:.2f} "
+              f"| {ms(cpu_med)} | {cpu_med / cpu_base:.2f} |")  # fmt: skip
     print("\ntarget: UNIX dump <= 1.0 x `ss -xanm`\n", flush=True)
 
 

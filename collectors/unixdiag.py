@@ -52,6 +52,7 @@ UNIX_DIAG_RQLEN, UNIX_DIAG_MEMINFO, UNIX_DIAG_UID = 4, 5, 7
 SHOW = 0x01 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40  # name, peer, icons, rqlen, meminfo, uid
 MAX_SHAPES = 8  # layouts kept per message length
 MAX_NAMES = 65536  # decoded paths kept; cleared when full
+MAX_SKMEMS = 65536  # skmem tuples kept; cleared when full
 
 _STATES = tuple(STATE_NAMES.get(code, str(code)) for code in range(256))
 _TYPES = tuple(UNIX_TYPES.get(code, str(code)) for code in range(256))
@@ -83,7 +84,21 @@ class _Names(dict[bytes, str]):
 
 _NAMES = _Names()
 
-Fields = tuple[bytes | None, int, tuple[int, ...], int, int, tuple[int, ...] | None, int]
+
+class _Skmems(dict[bytes, tuple[int, ...]]):
+    """skmem tuples by their raw bytes: idle sockets of one kind repeat the same
+    buffer sizes, so most sockets share a tuple instead of making one each."""
+
+    def __missing__(self, raw: bytes) -> tuple[int, ...]:
+        if len(self) >= MAX_SKMEMS:
+            self.clear()
+        skmem = self[raw] = SKMEMINFO.unpack(raw)
+        return skmem
+
+
+_SKMEMS = _Skmems()
+
+Fields = tuple[bytes | None, int, int, int, bytes | None, int, tuple[int, ...]]
 
 
 def _attrs(data: bytes | memoryview, pos: int, length: int) -> list[tuple[int, int, int]]:
@@ -100,7 +115,7 @@ def _attrs(data: bytes | memoryview, pos: int, length: int) -> list[tuple[int, i
 
 
 def _decode_slow(data: bytes | memoryview, pos: int, length: int) -> Fields:
-    """(name, peer, icons, rqueue, wqueue, skmem, uid), one attribute at a time."""
+    """(name, peer, rqueue, wqueue, raw skmem, uid, icons), one attribute at a time."""
     name: bytes | None = None
     peer = rq = wq = uid = 0
     icons: tuple[int, ...] = ()
@@ -116,15 +131,18 @@ def _decode_slow(data: bytes | memoryview, pos: int, length: int) -> Fields:
         elif kind == UNIX_DIAG_RQLEN and plen >= RQLEN.size:
             rq, wq = RQLEN.unpack_from(data, start)
         elif kind == UNIX_DIAG_MEMINFO and plen >= SKMEM_LEN:
-            skmem = SKMEMINFO.unpack_from(data, start)
+            skmem = bytes(data[start : start + SKMEM_LEN])
         elif kind == UNIX_DIAG_UID and plen >= 4:
             uid = U32.unpack_from(data, start)[0]
-    return name, peer, icons, rq, wq, skmem, uid
+    return name, peer, rq, wq, skmem, uid, icons
 
 
 # What a row of a shape without them gets appended before `args` picks: peer, rqueue,
 # wqueue, uid, skmem. A missing name is an empty one, read by a "0s" struct code.
 DEFAULTS = (0, 0, 0, 0, None)
+DEFAULTED = ("peer", "rq", "wq", "uid", "skmem")
+# _Decoded's arguments after the cookie, in the order the kernel sends them
+ATTRIBUTE_ARGS = ("name", "peer", "rq", "wq", "skmem", "uid")
 
 
 class _Layout:
@@ -134,27 +152,31 @@ class _Layout:
     same length but another shape does not pass them. `fixed` are the byte offsets a
     run of messages of this shape repeats: the netlink header, the family and every
     attribute header. `rows` reads only the values a socket needs (headers skipped,
-    checked by `struct` or `fixed`); `args` takes _Decoded's arguments but the
-    namespace from such a row (followed by DEFAULTS unless `complete`): fields, and
-    slices for skmem and the pending inodes."""
+    checked by `struct` or `fixed`; skmem as its raw bytes). The usual shape (every
+    attribute, no pending inodes) reads _Decoded's arguments but the namespace in
+    their order: `args` is None. Otherwise `args` takes them from a row (followed by
+    DEFAULTS unless `complete`): fields, and a slice for the pending inodes."""
 
     __slots__ = ("args", "check_at", "checks", "complete", "fixed", "rows", "struct")
 
     def __init__(self, data: bytes | memoryview, pos: int, length: int) -> None:
+        attrs = _attrs(data, pos, length)
         codes = "IHHII" + UNIX_MSG.format.lstrip("=")
         at = 11  # values so far: 5 header + 6 unix_diag_msg
-        lean, got = "17xBBxIII", 5  # the row: type, state, inode, cookie; then payloads
+        # the row: type, state, inode, cookie; b"" for an unbound socket; payloads
+        named = any(kind == UNIX_DIAG_NAME for _apos, _alen, kind in attrs)
+        lean, got = ("17xBBxIII", 5) if named else ("17xBBxIII0s", 6)
+        found = {} if named else {"name": 5}
         size = MIN_REPLY
         check_at, checks = [1, 2], list(NLMSGHDR.unpack_from(data, pos)[1:3])
-        found: dict[str, int] = {}
         fixed = list(range(NLMSGHDR.size + 1))
-        skmem: int | slice = -1  # absent: the DEFAULTS entry, set below
         icons = slice(0, 0)
-        for apos, alen, kind in _attrs(data, pos, length):
+        for apos, alen, kind in attrs:
             if apos != pos + size:
                 raise ValueError("attributes are not contiguous")
             plen = alen - 4
             item, count, used = "", 0, 0
+            lean_item = ""  # the row's code, when not item
             if kind == UNIX_DIAG_NAME:
                 item, count, used, found["name"] = f"{plen}s", 1, plen, got
             elif kind == UNIX_DIAG_PEER and plen >= 4:
@@ -166,36 +188,29 @@ class _Layout:
                 item, count, used, found["rq"] = "II", 2, RQLEN.size, got
                 found["wq"] = got + 1
             elif kind == UNIX_DIAG_MEMINFO and plen >= SKMEM_LEN:
-                item, count, used, skmem = "9I", 9, SKMEM_LEN, slice(got, got + 9)
+                item, count, used, found["skmem"] = "9I", 9, SKMEM_LEN, got
+                lean_item = f"{SKMEM_LEN}s"
             elif kind == UNIX_DIAG_UID and plen >= 4:
                 item, count, used, found["uid"] = "I", 1, 4, got
             check_at += [at, at + 1]
             checks += [alen, kind]
             fixed += range(apos - pos, apos - pos + 4)
             at += 2 + count
-            got += count
-            lean_codes, _ = attribute_codes(alen, item, used, size, length, "4x")
+            got += 1 if lean_item else count
+            lean_codes, _ = attribute_codes(alen, lean_item or item, used, size, length, "4x")
             item_codes, size = attribute_codes(alen, item, used, size, length)
             codes += item_codes
             lean += lean_codes
-        if "name" not in found:  # unbound: b"", as if the kernel sent an empty name
-            lean += "0s"
-            found["name"] = got
-            got += 1
         self.struct = covering(codes, size, length)
         self.rows = covering(lean, size, length)
         self.check_at = operator.itemgetter(*check_at)
         self.fixed = tuple(fixed)
         self.checks = tuple(checks)
-        default = dict(zip(("peer", "rq", "wq", "uid"), range(got, got + 4), strict=True))
-        self.complete = len(found) == 5 and skmem != -1
-        if skmem == -1:
-            skmem = got + 4
-        peer, rq, wq, uid = (found.get(name, at_) for name, at_ in default.items())
-        # _Decoded(netns, state, type, name, peer, rq, wq, skmem, uid, inode, ck0, ck1, icons)
-        self.args = operator.itemgetter(
-            1, 0, found["name"], peer, rq, wq, skmem, uid, 2, 3, 4, icons
-        )
+        self.complete = len(found) == len(ATTRIBUTE_ARGS)
+        at_ = dict(zip(DEFAULTED, range(got, got + len(DEFAULTS)), strict=True)) | found
+        picks = [*range(5), *(at_[name] for name in ATTRIBUTE_ARGS)]
+        in_order = self.complete and picks == list(range(got)) and icons.start == icons.stop
+        self.args = None if in_order else operator.itemgetter(*picks, icons)
 
 
 _LAYOUTS: dict[int, list[_Layout]] = {}  # by message length, most recent shape first
@@ -205,12 +220,13 @@ def _run_length(data: bytes | memoryview, pos: int, end: int, lay: _Layout, leng
     """How many messages from `pos` on (at least this one) repeat its fixed bytes: one
     byte column per offset, compared in C."""
     count = (end - pos) // length
-    stop = pos + count * length
     for offset in lay.fixed:
-        column = bytes(data[pos + offset : stop : length])
-        count = min(count, len(column) - len(column.lstrip(column[:1])))
-        if count == 1:
-            break
+        column = bytes(data[pos + offset : pos + count * length : length])
+        first = column[:1]
+        if column != first * count:
+            count = len(column) - len(column.lstrip(first))
+            if count == 1:
+                break
     return count
 
 
@@ -236,15 +252,9 @@ def _layout_for(data: bytes | memoryview, pos: int, length: int) -> _Layout | No
     return lay
 
 
-# A message no layout decodes, as a row whose args are its first 12 values
-_SLOW_ARGS = operator.itemgetter(*range(12))
-
-
 def _slow_row(data: bytes | memoryview, pos: int, length: int) -> tuple[Any, ...]:
     """_Decoded's arguments (but the namespace) of one message, attribute by attribute."""
-    _family, stype, state, inode, ck0, ck1 = UNIX_MSG.unpack_from(data, pos + 16)
-    name, peer, icons, rq, wq, skmem, uid = _decode_slow(data, pos, length)
-    return (state, stype, name, peer, rq, wq, skmem, uid, inode, ck0, ck1, icons)
+    return UNIX_MSG.unpack_from(data, pos + 16)[1:] + _decode_slow(data, pos, length)
 
 
 def decode_messages(
@@ -287,7 +297,7 @@ def decode_messages(
         lay = _layout_for(data, pos, length)
         if lay is None:
             rows: Iterable[tuple[Any, ...]] = (_slow_row(data, pos, length),)
-            args, count, complete = _SLOW_ARGS, 1, True
+            args, count, complete = None, 1, True
         elif length & 3:  # padded: rows are not back to back
             rows, count = (lay.rows.unpack_from(data, pos),), 1
             args, complete = lay.args, lay.complete
@@ -297,43 +307,49 @@ def decode_messages(
             args, complete = lay.args, lay.complete
         if not complete:
             rows = map(add, rows, repeat(DEFAULTS))
-        out.extend(starmap(make, map(args, rows)))
+        if args is not None:
+            rows = map(args, rows)
+        out.extend(starmap(make, rows))
         pos += count * stride
     return False
 
 
 class _Decoded(UnixSock):
     """A UnixSock made straight from one row's raw values: the decoder's hot path, one
-    Python frame per socket (UnixSock.__init__ is the readable constructor)."""
+    Python frame per socket (UnixSock.__init__ is the readable constructor). Its
+    parameters after the namespace come in the order the kernel sends the values, so
+    the row of a connected socket is its arguments as unpacked."""
 
     __slots__ = ()
 
     def __init__(
         self,
         netns: str,
-        state: int,
         stype: int,
+        state: int,
+        inode: int,
+        ck0: int,
+        ck1: int,
         name: bytes | None,
         peer: int,
         rq: int,
         wq: int,
-        skmem: tuple[int, ...] | None,
+        skmem: bytes | None,
         uid: int,
-        inode: int,
-        ck0: int,
-        ck1: int,
-        icons: tuple[int, ...],
+        icons: tuple[int, ...] = (),
     ) -> None:
         self.proto = self.family = "unix"
         self.state = _STATES[state]
         self.local_addr = "" if not name else _NAMES[name]
         self.local_port = self.peer_port = self.timer_expires_ms = self.retrans = 0
         self.peer_addr = ""
-        self.recv_q, self.send_q, self.skmem = rq, wq, skmem
+        self.recv_q, self.send_q = rq, wq
+        self.skmem = None if skmem is None else _SKMEMS[skmem]
         self.info = self.segs_in = self.process = self.peer_process = self.listener = None
         self.netns_name = None
         self.timer = "off"
-        self.uid, self.inode, self.cookie, self.netns = uid, inode, ck1 << 32 | ck0, netns
+        self.uid, self.inode, self.netns = uid, inode, netns
+        self.cookie = ck1 << 32 | ck0
         self.flags = ()
         self.closed = False
         self.sock_type = _TYPES[stype]

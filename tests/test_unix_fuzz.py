@@ -143,6 +143,43 @@ def test_the_real_dump_decodes_alike(seed: bytes) -> None:
     assert decoded == reference(seed)
 
 
+def messages_of(data: bytes) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each sock_diag reply in a joined dump."""
+    pos = 0
+    while pos + NLMSGHDR.size <= len(data):
+        length, mtype = NLMSGHDR.unpack_from(data, pos)[:2]
+        if mtype == SOCK_DIAG_BY_FAMILY:
+            yield pos, length
+        pos += (length + 3) & ~3
+
+
+def test_connected_sockets_unpack_straight_into_arguments(seed: bytes) -> None:
+    """The commonest shape (connected: every attribute, no pending inodes) needs no
+    per-socket reordering of its row: the decoder's fast path. Listeners (pending
+    inodes) and unconnected sockets (no peer) take the other one."""
+    connected = 0
+    for pos, length in messages_of(seed):
+        kinds = {kind for _apos, _alen, kind in unixdiag._attrs(seed, pos, length)}
+        layout = unixdiag._layout_for(seed, pos, length)
+        assert layout is not None
+        if unixdiag.UNIX_DIAG_PEER in kinds and unixdiag.UNIX_DIAG_ICONS not in kinds:
+            connected += 1
+            assert layout.args is None
+        else:
+            assert layout.args is not None
+    assert connected >= 6
+
+
+def test_equal_buffers_share_one_skmem_tuple(seed: bytes) -> None:
+    out: list[Sock] = []
+    decode_messages(seed, "unix", "t", out)
+    by_value: dict[tuple[int, ...] | None, set[int]] = {}
+    for sock in out:
+        by_value.setdefault(sock.skmem, set()).add(id(sock.skmem))
+    assert len(by_value) < len(out)  # the scene's idle sockets repeat their buffers
+    assert all(len(ids) == 1 for ids in by_value.values())
+
+
 @FUZZ
 @given(data=st.data())
 def test_mutated_real_dump(seed: bytes, data: st.DataObject) -> None:
