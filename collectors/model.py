@@ -65,6 +65,9 @@ FLAG_KINDS = frozenset(
         "port_exhaustion",
         "nagle_hint",
         "dgram_queue_full",
+        "buffer_limited",
+        "close_wait",
+        "orphan_sockets",
     }
 )
 SEVERITIES = ("info", "warning", "critical")

@@ -28,6 +28,10 @@ SYSCTL_PATHS = {
     "wmem_max": "net/core/wmem_max",
     "somaxconn": "net/core/somaxconn",
     "max_dgram_qlen": "net/unix/max_dgram_qlen",
+    "tcp_moderate_rcvbuf": "net/ipv4/tcp_moderate_rcvbuf",
+    "tcp_max_orphans": "net/ipv4/tcp_max_orphans",
+    "tcp_abort_on_overflow": "net/ipv4/tcp_abort_on_overflow",
+    "tcp_max_syn_backlog": "net/ipv4/tcp_max_syn_backlog",
 }
 
 

@@ -6,6 +6,7 @@ ports, a tbf-limited link...) inside a Netns the test owns.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import socket
@@ -269,3 +270,56 @@ class BulkOverTbf(BulkTransfer):
     ) -> tuple[socket.socket, socket.socket, socket.socket]:
         lst = self.link.receiver_ns.run(self.listener, 16, self.link.receiver_addr, 0, setup)
         return self.accept_client(lst, setup)
+
+
+class BigWrites(BulkTransfer):
+    """A bulk transfer in 256 KB writes (more than one 64 KB loopback segment, so a full
+    send buffer shows in sndbuf_limited); `setup` runs on the listener and client, and
+    `server_setup` on the accepted side."""
+
+    WRITE = b"x" * (256 * 1024)
+
+    def __init__(
+        self,
+        ns: Netns,
+        setup: Callable[[socket.socket], None] | None = None,
+        server_setup: Callable[[socket.socket], None] | None = None,
+    ) -> None:
+        super().__init__(ns)
+        self.setup = setup
+        self.server_setup = server_setup
+
+    def make_pair(
+        self,
+        setup: Callable[[socket.socket], None] | None,
+    ) -> tuple[socket.socket, socket.socket, socket.socket]:
+        lst, client, server = super().make_pair(self.setup)
+        if self.server_setup is not None:
+            self.server_setup(server)
+        return lst, client, server
+
+    def _send(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.client.sendall(self.WRITE)
+
+
+def buffer_option(option: int, size: int) -> Callable[[socket.socket], None]:
+    """A setup that pins SO_RCVBUF or SO_SNDBUF at `size` (the kernel doubles it)."""
+    return lambda sock: sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+class CloseWaitLeak(Scenario):
+    """A server accepts LEAKS connections whose clients close; it never closes its ends,
+    which stay in CLOSE-WAIT (server_port)."""
+
+    LEAKS = 3
+
+    def build(self) -> None:
+        self.listen = self.listener()
+        self.server_port: int = self.listen.getsockname()[1]
+        for _ in range(self.LEAKS):
+            client = socket.socket(FAMILIES[self.family], socket.SOCK_STREAM)
+            client.connect((self.host, self.server_port))
+            server, _ = self.listen.accept()
+            self._sockets.append(server)
+            client.close()

@@ -31,7 +31,7 @@ from collectors.untrusted import printable
 from tui.actions import Actions
 from tui.arrange import COLUMN_IDS
 from tui.chooser import ColumnChooser
-from tui.detail import DetailScreen
+from tui.detail import DetailScreen, other_end
 from tui.fmt import one_line
 from tui.help import HelpScreen, Section, remapped
 from tui.main import MainScreen
@@ -48,7 +48,6 @@ from tui.messages import (
 from tui.socklist import SocketList
 from tui.source import HISTORY_FIELDS, MonitorSource, Series, SockKey, Source
 from tui.state import ListState
-from tui.unix_detail import peer_of
 from tui.view import GroupRow, Summary, View, ViewRequest, compute_view, summarize
 
 if TYPE_CHECKING:
@@ -332,10 +331,10 @@ class BufmonApp(App[int]):
             self._recompute()
 
     def _show_detail(self, result: Collected) -> None:
-        screen = self._top()
-        if isinstance(screen, DetailScreen) and result.detail is not None:
+        screen, snap = self._top(), result.snapshot
+        if isinstance(screen, DetailScreen) and result.detail is not None and snap is not None:
             sock, series = result.detail
-            screen.show(sock, peer_of(result.snapshot, sock))
+            screen.show(sock, other_end(snap, sock), snap.system.sysctls)
             screen.show_history(series)
 
     def _recompute(self) -> None:
@@ -410,7 +409,8 @@ class BufmonApp(App[int]):
             self.update_state(self.state.drill(row.scope()), to_top=True)
         else:
             if isinstance(row, Sock):
-                screen = DetailScreen(row, self.send_rule, peer_of(self.snapshot, row))
+                sysctls = None if self.snapshot is None else self.snapshot.system.sysctls
+                screen = DetailScreen(row, self.send_rule, other_end(self.snapshot, row), sysctls)
                 self.push_screen(screen)
                 self._load_history(screen)
             self.update_state(self.state)

@@ -9,17 +9,27 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from bufmon.diagnosis.config import SendQueueFull
-from collectors.model import Sock, UnixSock
+from bufmon.diagnosis.limits import Sysctls, local_peer
+from collectors.model import Snapshot, Sock, UnixSock
 from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
 from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked
 from tui.meters import TextLine
 from tui.source import Series, SockKey
 from tui.state import accepted_scope, process_scope
-from tui.unix_detail import unix_text
+from tui.unix_detail import peer_of, unix_text
 from tui.view import Scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
 HINT = "Esc back  p process's sockets  a accepted  K close  c copy  e export  ? help"
+
+
+def other_end(snapshot: Snapshot | None, s: Sock | None) -> Sock | None:
+    """The socket on the other end of `s` when it is in the snapshot (UNIX or TCP)."""
+    if snapshot is None or s is None:
+        return None
+    if isinstance(s, UnixSock):
+        return peer_of(snapshot, s)
+    return local_peer(snapshot.sockets, s)
 
 
 class DetailScreen(Screen[None]):
@@ -33,12 +43,17 @@ class DetailScreen(Screen[None]):
     ]
 
     def __init__(
-        self, sock: Sock, send_rule: SendQueueFull | None = None, peer: UnixSock | None = None
+        self,
+        sock: Sock,
+        send_rule: SendQueueFull | None = None,
+        peer: Sock | None = None,
+        sysctls: Sysctls | None = None,
     ) -> None:
         super().__init__()
         self.sock = sock
         self.send_rule = send_rule
-        self.peer = peer  # a UNIX socket's other end, when it is listed
+        self.peer = peer  # the socket's other end, when it is listed
+        self.sysctls = sysctls or {}  # of the snapshot `sock` comes from
         self.closed = False
         self.series: dict[str, Series] | None = None
         # kept, not queried: a screen torn down while it mounts has no children to find
@@ -64,11 +79,14 @@ class DetailScreen(Screen[None]):
     def on_resize(self) -> None:
         self._draw()
 
-    def show(self, sock: Sock | None, peer: UnixSock | None = None) -> None:
+    def show(
+        self, sock: Sock | None, peer: Sock | None = None, sysctls: Sysctls | None = None
+    ) -> None:
         """New data for this socket; None when it vanished (the last values stay)."""
         self.closed = sock is None or sock.closed  # closed: a flagged one listed a while
         if sock is not None:
             self.sock, self.peer = sock, peer
+            self.sysctls = sysctls or self.sysctls
         self._draw()
 
     def show_history(self, series: dict[str, Series]) -> None:
@@ -80,14 +98,15 @@ class DetailScreen(Screen[None]):
         s = self.sock
         self.title_line.show(title_text(s, self.closed))
         width = self.app.size.width - BODY_GUTTER  # known before the body's first layout
+        peer = self.peer
         texts = {
             "flags": flags_text(s),
             "owner": owner_text(s, width),
             "memory": memory_text(s, width),
             "tcp": (
-                unix_text(s, self.peer, width)
+                unix_text(s, peer if isinstance(peer, UnixSock) else None, width)
                 if isinstance(s, UnixSock)
-                else tcp_text(s.info, width, self.series, self.send_rule)
+                else tcp_text(s.info, width, self.series, self.send_rule, s, peer, self.sysctls)
             ),
             "history": history_text(self.series, width),
         }

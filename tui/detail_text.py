@@ -8,7 +8,17 @@ from rich.style import Style
 from rich.text import Text
 
 from bufmon.diagnosis.config import SendQueueFull
-from bufmon.diagnosis.limits import CHRONO_WINDOW, recent, send_limit
+from bufmon.diagnosis.limits import (
+    CHRONO_WINDOW,
+    Limit,
+    Source,
+    Sysctls,
+    buffer_source,
+    reader_behind,
+    receiver_of,
+    recent,
+    send_limit,
+)
 from bufmon.present import endpoint, flags_worst_first, netns_text
 from bufmon.unix_ends import ends
 from collectors.model import (
@@ -42,8 +52,17 @@ SPARKS = "▁▂▃▄▅▆▇█"
 INFINITE_SSTHRESH = 0x7FFFFFFF  # TCP_INFINITE_SSTHRESH: slow start has not ended
 LIMIT_VERDICTS = {
     "peer": ("→ the peer's receive window (the peer reads too slowly)", "warning"),
+    "rcvbuf": ("→ the receiver's buffer (its window; the receiver keeps up)", "warning"),
     "buffer": ("→ our send buffer (SO_SNDBUF / tcp_wmem)", "warning"),
-    "network": ("→ neither: the network (cwnd) or the application", "info"),
+    "application": ("→ the application: little to send", "info"),
+    "network": ("→ neither window nor buffer: the network (cwnd, loss)", "info"),
+}
+SOURCE_NAMES = {
+    "autotuned": "autotuned, below the ceiling",
+    "ceiling": "at the autotuning ceiling",
+    "application": "fixed by the application",
+    "system": "fixed by the system",
+    "unknown": "source unknown",
 }
 
 Formatter = Callable[[int], str]
@@ -209,22 +228,17 @@ def memory_text(s: Sock, width: int) -> Text:
     return block.text
 
 
-def _limits(
-    block: Block, info: TcpInfo, series: dict[str, Series] | None, rule: SendQueueFull | None
-) -> None:
-    """The sender's limit, judged as the send_queue_full rule judges it."""
+def _limits(block: Block, info: TcpInfo, limit: Limit | None) -> None:
+    """The sender's limit, judged as the send_queue_full and buffer_limited rules judge it."""
     block.row("Limited by")
-    window = None
-    if series:
-        latest = max((t for values in series.values() for t, _ in values[-1:]), default=0.0)
-        window = recent(series, latest - CHRONO_WINDOW)
-    limit = send_limit(info, window, rule)
     if limit is None:
         block.add("not reported by this kernel", DIM)
         return
     block.pair("busy", human_usec(limit.busy))
     span = f"last {CHRONO_WINDOW:.0f} s" if limit.recent else "lifetime (no recent history)"
     block.pair("over", span)
+    if limit.busy_share is not None:
+        block.pair("busy share", f"{limit.busy_share:.0%}")
     if not limit.busy:
         block.add("the sender has not been busy", DIM)
         return
@@ -232,6 +246,62 @@ def _limits(
     block.pair("sndbuf_limited", f"{limit.sndbuf_share:.0%}")
     verdict, style = LIMIT_VERDICTS[limit.cause]
     block.add(verdict, SEVERITY_STYLES[style])
+    if limit.buffer is not None and limit.buffer.fixed:
+        block.add(f" ({SOURCE_NAMES[limit.buffer.kind]}: buffer_limited)", SEVERITY_STYLES[style])
+
+
+def _receiving(block: Block, s: Sock) -> None:
+    """Whether this socket's own application keeps up with what it receives."""
+    block.row("Receiving")
+    if reader_behind((f.kind for f in s.flags), s):
+        block.add("→ the application reads too slowly (Recv-Q waits)", SEVERITY_STYLES["warning"])
+    else:
+        block.add("the application keeps up (or receives nothing)", DIM)
+
+
+def _source_row(block: Block, label: str, source: Source) -> None:
+    block.row(label)
+    block.pair("size", human_bytes(source.size))
+    block.add(f"{SOURCE_NAMES[source.kind]}: ", LABEL)
+    for word in source.how.split(" "):
+        block.add(word + " ")
+
+
+def _buffers(block: Block, s: Sock, limit: Limit | None, sysctls: Sysctls) -> None:
+    """Where rb and tb come from, and the bandwidth-delay product against them."""
+    sk = s.skmem
+    if sk is None:
+        return
+    _source_row(block, "Receive buf", buffer_source(sk[SK_RCVBUF], "recv", sysctls))
+    _source_row(block, "Send buf", buffer_source(sk[SK_SNDBUF], "send", sysctls))
+    block.row("BDP")
+    if limit is None or limit.bdp is None:
+        block.add("unknown (no delivery rate or min_rtt yet)", DIM)
+        return
+    block.pair("delivery x min_rtt", human_bytes(limit.bdp))
+    for label, size in (("rb", sk[SK_RCVBUF]), ("tb", sk[SK_SNDBUF])):
+        block.pair(f"{label}/BDP", f"{size / limit.bdp:.1f}x" if limit.bdp else "-")
+
+
+def flow_limit(
+    info: TcpInfo,
+    series: dict[str, Series] | None,
+    rule: SendQueueFull | None,
+    sock: Sock | None = None,
+    peer: Sock | None = None,
+    sysctls: Sysctls | None = None,
+) -> Limit | None:
+    """The rules' judgement from what the detail screen holds: the socket's history
+    (its last CHRONO_WINDOW seconds), the local peer and the sysctls."""
+    window = None
+    if series:
+        latest = max((t for values in series.values() for t, _ in values[-1:]), default=0.0)
+        window = recent(series, latest - CHRONO_WINDOW)
+    receiver = None
+    if info.get("rwnd_limited") and peer is not None and sysctls is not None:
+        receiver = receiver_of(peer, [f.kind for f in peer.flags], sysctls)
+    skmem = None if sock is None else sock.skmem
+    return send_limit(info, window, rule, skmem, sysctls, receiver)
 
 
 def tcp_text(
@@ -239,7 +309,11 @@ def tcp_text(
     width: int,
     series: dict[str, Series] | None = None,
     rule: SendQueueFull | None = None,
+    sock: Sock | None = None,
+    peer: Sock | None = None,
+    sysctls: Sysctls | None = None,
 ) -> Text:
+    """tcp_info by group, what limits the flow and (given `sock`) its buffers' sources."""
     block = Block("tcp_info", width)
     if info is None:
         block.add("  not reported for this socket", DIM)
@@ -249,7 +323,11 @@ def tcp_text(
         for name, label, formatter in fields:
             value = info.get(name)
             block.pair(label, "-" if value is None else formatter(value))
-    _limits(block, info, series, rule)
+    limit = flow_limit(info, series, rule, sock, peer, sysctls)
+    _limits(block, info, limit)
+    if sock is not None:
+        _receiving(block, sock)
+        _buffers(block, sock, limit, sysctls or {})
     return block.text
 
 

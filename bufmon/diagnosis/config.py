@@ -58,7 +58,28 @@ class SendQueueFull:
     fill: float = _fraction(0.9)  # w / tb
     peer_share: float = _fraction(0.8)  # rwnd_limited / busy_time: the peer is the limit
     buffer_share: float = _fraction(0.5)  # sndbuf_limited / busy_time: our buffer is
+    busy_share: float = _fraction(0.5)  # busy_time / window below this: the app is the limit
     clear: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BufferLimited:
+    hold: float = 5.0  # seconds a sender must stay limited by a fixed buffer
+    clear: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWait:
+    hold: float = 30.0  # seconds in CLOSE-WAIT before an info flag
+    warn: float = 300.0  # seconds in CLOSE-WAIT before it becomes a warning
+    clear: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanSockets:
+    warn: float = _fraction(0.5)  # orphans (sockstat TCP orphan) / tcp_max_orphans
+    critical: float = _fraction(0.9)
+    clear: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +150,9 @@ class Config:
     slow_reader: SlowReader = field(default_factory=SlowReader)
     peer_zero_window: PeerZeroWindow = field(default_factory=PeerZeroWindow)
     send_queue_full: SendQueueFull = field(default_factory=SendQueueFull)
+    buffer_limited: BufferLimited = field(default_factory=BufferLimited)
+    close_wait: CloseWait = field(default_factory=CloseWait)
+    orphan_sockets: OrphanSockets = field(default_factory=OrphanSockets)
     rcvbuf_overrun: RcvbufOverrun = field(default_factory=RcvbufOverrun)
     accept_queue_full: AcceptQueueFull = field(default_factory=AcceptQueueFull)
     syn_backlog: SynBacklog = field(default_factory=SynBacklog)

@@ -84,6 +84,9 @@ class Diagnoser:
             rmem_default=tcp_rmem[1] if tcp_rmem and len(tcp_rmem) == 3 else 131072,
             loss_events=counter_events(facts.deltas, "TcpExt", LOSS_COUNTERS),
             prune_events=counter_events(facts.deltas, "TcpExt", PRUNE_COUNTERS),
+            sysctls=facts.sysctls,
+            sockets=snap.sockets,
+            tracks=self._tracks,
         )
         listeners, others = self._sockets(snap.sockets, ctx)
         self._forget_closed(snap.time)
@@ -145,7 +148,7 @@ class Diagnoser:
             listening = s.state == "LISTEN"
             tr = tracks.get(cookie)
             if tr is None:
-                if not (rq or sq or listening or rtt >= nagle_floor):
+                if not (rq or sq or listening or rtt >= nagle_floor or s.state == "CLOSE-WAIT"):
                     continue
                 tr = tracks[cookie] = Track(now)
                 changed = True  # a new track starts from this sample

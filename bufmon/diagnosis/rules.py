@@ -5,13 +5,25 @@ counters behind a sender's limit (bufmon.diagnosis.limits)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bufmon.diagnosis import text
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import FILL_SCALE, History
 from bufmon.diagnosis.latch import Finding, Latches, Since, advance, step
-from bufmon.diagnosis.limits import CHRONO_FIELDS, CHRONO_WINDOW, Limit, recent, send_limit
+from bufmon.diagnosis.limits import (
+    CHRONO_FIELDS,
+    CHRONO_WINDOW,
+    Limit,
+    ends_key,
+    peer_key,
+    receiver_of,
+    recent,
+    send_limit,
+    sysctl,
+)
 from collectors.model import SK_DROPS, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, Flag, Sock
 
 WARNING, CRITICAL, INFO = "warning", "critical", "info"
@@ -64,6 +76,36 @@ class Refresh:
     loss_events: str = ""  # non-empty when TcpExt says received data was thrown away
     prune_events: str = ""  # the kernel collapsed/pruned receive queues (no loss by itself)
     blamed: set[str] = field(default_factory=set)  # kinds pinned on some socket
+    sysctls: Mapping[str, list[int]] = field(default_factory=dict)
+    sockets: Sequence[Sock] = ()  # the whole snapshot, for the lookups below
+    tracks: dict[str, dict[int, Track]] = field(default_factory=dict)  # by netns, cookie
+    _ends: dict[tuple[object, ...], Sock] | None = None
+    _close_waits: Counter[int | None] | None = None
+
+    def local_peer(self, s: Sock) -> Sock | None:
+        """The other end of connection `s` when it is in this snapshot (index built once)."""
+        if self._ends is None:
+            self._ends = {ends_key(o): o for o in self.sockets if o.info is not None}
+        return self._ends.get(peer_key(s))
+
+    def raised_kinds(self, s: Sock) -> list[str]:
+        """Kinds raised on `s` by its rules so far (this refresh or the one before)."""
+        tr = self.tracks.get(s.netns, {}).get(s.cookie)
+        return [] if tr is None else [k for k, latch in tr.latches.items() if latch.flag]
+
+    def close_waits(self, s: Sock) -> int:
+        """CLOSE-WAIT connections of the process owning `s` (of unknown owners, if none)."""
+        if self._close_waits is None:
+            self._close_waits = Counter(
+                None if o.process is None else o.process.pid
+                for o in self.sockets
+                if o.state == "CLOSE-WAIT"
+            )
+        return self._close_waits[None if s.process is None else s.process.pid]
+
+    @property
+    def abort_on_overflow(self) -> int | None:
+        return sysctl(self.sysctls, "tcp_abort_on_overflow")
 
 
 # Received data thrown away for want of receive memory: the sender must retransmit it.
@@ -116,7 +158,10 @@ class SocketRules:
             ("send_queue_full", config.send_queue_full.clear),
             ("rcvbuf_overrun", config.rcvbuf_overrun.clear),
             ("nagle_hint", config.nagle_hint.clear),
+            ("buffer_limited", config.buffer_limited.clear),
+            ("close_wait", config.close_wait.clear),
         )
+        self._limit: tuple[Sock, float, Limit | None] | None = None  # send_limit's last
 
     def tcp(self, s: Sock, tr: Track, ctx: Refresh, changed: bool = True) -> list[Flag]:
         """The connection rules. `changed`: the sample differs from the last one (its
@@ -129,15 +174,17 @@ class SocketRules:
         if changed:
             read = (info.get("bytes_received") or 0) - s.recv_q
             tr.progress(now, read, info.get("bytes_acked") or 0)
-        zero = self.zero_window(s, tr, now)
+        zero = self.zero_window(s, tr, now, ctx)
         reader = s.inode != 0  # inode 0: not accepted yet, no process can read it
         findings = (
             self._stalled(s, tr, now) if reader else None,
             self._slow(s, tr, now) if reader else None,
             zero,
-            None if zero is not None else self.send_full(s, tr, now),
+            None if zero is not None else self.send_full(s, tr, now, ctx),
             self._overrun(s, ctx),
             self._nagle(s, ctx, zero is not None),
+            self._buffer_limited(s, ctx),
+            self._close_wait(s, tr, ctx),
         )
         flags = advance(tr.latches, now, self._tcp_kinds, findings)
         tr.steady_until = self._steady_until(s, tr, now)
@@ -152,8 +199,8 @@ class SocketRules:
         windows, rtt and read/ack progress; what still moves is time: pending and
         clearing latches, the slow-reader window, the chrono counters and zero-window
         age of a non-empty Send-Q. Durations in flag texts count on by themselves."""
-        if s.send_q > 0 or (s.recv_q > 0 and tr.read_t >= now):
-            return now
+        if s.send_q > 0 or (s.recv_q > 0 and tr.read_t >= now) or s.state == "CLOSE-WAIT":
+            return now  # CLOSE-WAIT: its flag counts the process's others, which move
         if s.recv_q >= self.config.slow_reader.min_queue and not self._stalled_long(tr, now):
             return now
         for latch in tr.latches.values():
@@ -200,7 +247,9 @@ class SocketRules:
                 high += max(end - max(t, start), 0.0)
         return high / window if window > 0 else 1.0
 
-    def zero_window(self, s: Sock, tr: Track, now: float) -> Finding | None:
+    def zero_window(
+        self, s: Sock, tr: Track, now: float, ctx: Refresh | None = None
+    ) -> Finding | None:
         """Send-Q waits on a shut window, or on one held below one MSS while the peer's
         window limits the sender; tr.acked_t is the last ack progress."""
         info = s.info
@@ -211,7 +260,7 @@ class SocketRules:
         mss = info.get("snd_mss") or 0
         if snd_wnd == 0:
             why = "snd_wnd 0"
-        elif snd_wnd is not None and snd_wnd < mss and self._peer_limited(s, now):
+        elif snd_wnd is not None and snd_wnd < mss and self._peer_limited(s, now, ctx):
             why = "small window"
         elif s.timer == "persist":
             why = "persist timer"
@@ -224,26 +273,43 @@ class SocketRules:
         args = (s, held, Since(tr.acked_t), why, snd_wnd or 0, mss)
         return Finding(severity, cfg.hold, text.peer_zero_window, args)
 
-    def send_limit(self, s: Sock, now: float) -> Limit | None:
-        """What held this sender back over the last CHRONO_WINDOW seconds."""
+    def send_limit(self, s: Sock, now: float, ctx: Refresh | None = None) -> Limit | None:
+        """What held this sender back over the last CHRONO_WINDOW seconds (the last
+        socket's verdict is kept: several rules ask about one socket in a row)."""
+        memo = self._limit
+        if memo is not None and memo[0] is s and memo[1] == now:
+            return memo[2]
         info = s.info
         assert info is not None
         since = now - CHRONO_WINDOW
         series = {name: self.history.series(s.key, name, since) for name in CHRONO_FIELDS}
-        return send_limit(info, recent(series, since), self.config.send_queue_full)
+        receiver, sysctls = None, None
+        if ctx is not None:
+            sysctls = ctx.sysctls
+            if info.get("rwnd_limited"):
+                peer = ctx.local_peer(s)
+                if peer is not None:
+                    receiver = receiver_of(peer, ctx.raised_kinds(peer), sysctls)
+        limit = send_limit(
+            info, recent(series, since), self.config.send_queue_full, s.skmem, sysctls, receiver
+        )
+        self._limit = (s, now, limit)
+        return limit
 
-    def _peer_limited(self, s: Sock, now: float) -> bool:
-        limit = self.send_limit(s, now)
-        return limit is not None and limit.cause == "peer"
+    def _peer_limited(self, s: Sock, now: float, ctx: Refresh | None) -> bool:
+        limit = self.send_limit(s, now, ctx)
+        return limit is not None and limit.rwnd
 
-    def send_full(self, s: Sock, tr: Track, now: float) -> Finding | None:
+    def send_full(
+        self, s: Sock, tr: Track, now: float, ctx: Refresh | None = None
+    ) -> Finding | None:
         cfg = self.config.send_queue_full
         if s.send_q <= 0:
             return None
         fill = s.send_fill()
         if fill is None or fill < cfg.fill:
             return None
-        limit = self.send_limit(s, now)
+        limit = self.send_limit(s, now, ctx)
         cause, share = ("network", 0.0) if limit is None else (limit.cause, limit.share)
         severity = INFO if cause == "network" else WARNING
         args = (s, fill, cause, share)
@@ -286,11 +352,35 @@ class SocketRules:
         snd_wnd = info.get("snd_wnd")
         if snd_wnd is not None and snd_wnd < (info.get("snd_mss") or 0):
             return None
-        if self._peer_limited(s, ctx.now):
+        if self._peer_limited(s, ctx.now, ctx):
             return None
         delayed = ctx.deltas.get("TcpExt.DelayedACKs", 0)
         args = (s, rtt / 1000, min_rtt / 1000, delayed)
         return Finding(INFO, cfg.hold, text.nagle_hint, args)
+
+    def _buffer_limited(self, s: Sock, ctx: Refresh) -> Finding | None:
+        """A sender with data waiting, held back most of the window by a receive or send
+        buffer that cannot grow (at its autotuning ceiling or set by the application)."""
+        info = s.info
+        assert info is not None
+        if s.send_q <= 0 or not (info.get("rwnd_limited") or info.get("sndbuf_limited")):
+            return None  # cheap: never limited by either in its lifetime
+        limit = self.send_limit(s, ctx.now, ctx)
+        if limit is None or not limit.recent or limit.buffer is None or not limit.buffer.fixed:
+            return None
+        receiver = ctx.local_peer(s) if limit.cause == "rcvbuf" else None
+        args = (s, limit, info.get("delivery_rate") or 0, info.get("min_rtt") or 0, receiver)
+        return Finding(WARNING, self.config.buffer_limited.hold, text.buffer_limited, args)
+
+    def _close_wait(self, s: Sock, tr: Track, ctx: Refresh) -> Finding | None:
+        """The peer closed and the application has not: a leaked descriptor, if it lasts."""
+        if s.state != "CLOSE-WAIT":
+            return None
+        cfg = self.config.close_wait
+        latch = tr.latches.get("close_wait")
+        first = ctx.now if latch is None else latch.first
+        severity = WARNING if ctx.now - first >= cfg.warn else INFO
+        return Finding(severity, cfg.hold, text.close_wait, (s, Since(first), ctx.close_waits(s)))
 
     def udp(self, s: Sock, tr: Track, ctx: Refresh) -> list[Flag]:
         sk = s.skmem
@@ -311,12 +401,15 @@ class SocketRules:
         drops = 0 if sk is None else sk[SK_DROPS]
         rise = 0 if tr.drops is None else max(drops - tr.drops, 0)
         tr.drops = drops
-        finding = self.accept_queue(s, rise, ctx.deltas.get("TcpExt.ListenOverflows", 0))
+        overflows = ctx.deltas.get("TcpExt.ListenOverflows", 0)
+        finding = self.accept_queue(s, rise, overflows, ctx.abort_on_overflow)
         clear = self.config.accept_queue_full.clear
         flag = step(tr.latches, "accept_queue_full", ctx.now, finding, clear)
         return [] if flag is None else [flag]
 
-    def accept_queue(self, s: Sock, rise: int, overflows: int) -> Finding | None:
+    def accept_queue(
+        self, s: Sock, rise: int, overflows: int, abort: int | None = None
+    ) -> Finding | None:
         """Recv-Q > Send-Q (or SYNs dropped) is critical; >= `fill` of the backlog a warning."""
         cfg = self.config.accept_queue_full
         queued, backlog = s.recv_q, s.send_q
@@ -324,6 +417,6 @@ class SocketRules:
         critical = full or rise > 0
         if not critical and not (backlog and queued >= cfg.fill * backlog):
             return None
-        args = (s, full, rise, overflows if critical else 0)
+        args = (s, full, rise, overflows if critical else 0, abort)
         hold = cfg.full_hold if critical else cfg.hold
         return Finding(CRITICAL if critical else WARNING, hold, text.accept_queue, args)

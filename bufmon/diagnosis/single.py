@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bufmon.diagnosis.latch import Finding
+from bufmon.diagnosis.limits import sysctl
 from bufmon.diagnosis.rules import HANDSHAKE, Track, udp_finding
-from bufmon.diagnosis.system_rules import memory_finding, port_finding
+from bufmon.diagnosis.system_rules import memory_finding, orphan_finding, port_finding
 from bufmon.diagnosis.unix_rules import UnixRules
 from collectors.model import Flag, Snapshot, Sock, UnixSock
 
@@ -26,7 +27,8 @@ def socket_flags(
         finding = unix_rules.accept_queue(s) if s.is_listener else None
         flags = [as_flag("accept_queue_full", finding, now)]
     elif s.state == "LISTEN":
-        flags = [as_flag("accept_queue_full", rules.accept_queue(s, 0, 0), now)]
+        abort = sysctl(unix_rules.sysctls, "tcp_abort_on_overflow")
+        flags = [as_flag("accept_queue_full", rules.accept_queue(s, 0, 0, abort), now)]
     elif s.proto == "udp":
         cfg = config.udp_drops
         flags = [as_flag("udp_drops", udp_finding(s, None, cfg.fill, 0.0), now)]
@@ -47,7 +49,10 @@ def evaluate_single(snap: Snapshot, config: Config, rules: SocketRules) -> None:
         s.flags = socket_flags(s, config, rules, now, unix_rules)
     facts = snap.system
     finding, _ = memory_finding(config, facts.sockstat, facts.sysctls.get("tcp_mem"), {}, False)
-    system = [as_flag("memory_pressure", finding, now)]
+    system = [
+        as_flag("memory_pressure", finding, now),
+        as_flag("orphan_sockets", orphan_finding(config, facts.sockstat, facts.sysctls), now),
+    ]
     finding, members = port_finding(snap.sockets, facts.sysctls.get("ip_local_port_range"), config)
     ports = as_flag("port_exhaustion", finding, now)
     if ports is not None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from bufmon.diagnosis import text
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.latch import Finding, Latches, step
+from bufmon.diagnosis.limits import sysctl
 from bufmon.diagnosis.rules import CRITICAL, WARNING, Refresh, Track, counter_events
 from collectors.model import Flag, Sock
 
@@ -54,6 +55,18 @@ def memory_finding(
         args = (level, pages, limits, events)
         finding = Finding(severity, 0.0, text.memory_pressure, args)
     return finding, level in ("pressure", "high")
+
+
+def orphan_finding(
+    config: Config, sockstat: dict[str, int], sysctls: dict[str, list[int]]
+) -> Finding | None:
+    """Orphaned TCP sockets (sockstat) against tcp_max_orphans."""
+    cfg = config.orphan_sockets
+    orphans, limit = sockstat.get("TCP.orphan"), sysctl(sysctls, "tcp_max_orphans")
+    if not orphans or not limit or orphans < cfg.warn * limit:
+        return None
+    severity = CRITICAL if orphans >= cfg.critical * limit else WARNING
+    return Finding(severity, 0.0, text.orphan_sockets, (orphans, limit))
 
 
 def busiest_port_group(
@@ -137,6 +150,8 @@ class SystemRules:
         if udp_events and "udp_drops" not in ctx.blamed:
             udp = Finding(WARNING, 0.0, text.udp_counters, (udp_events,))
         flags.append(step(self.latches, "udp_drops", now, udp, cfg.udp_drops.clear))
+        orphans = orphan_finding(cfg, sockstat, sysctls)
+        flags.append(step(self.latches, "orphan_sockets", now, orphans, cfg.orphan_sockets.clear))
         return [f for f in flags if f is not None]
 
     def _ports(self, socks: list[Sock], now: float, port_range: list[int] | None) -> Flag | None:

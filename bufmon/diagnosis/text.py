@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bufmon.present import endpoint
 from collectors.model import Process, Sock
+
+if TYPE_CHECKING:
+    from bufmon.diagnosis.limits import Limit, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,15 @@ SEND_CAUSES = {
         "Raise the send buffer of {owner} (SO_SNDBUF, or tcp_wmem/wmem_max so autotuning "
         "can grow it).",
     ),
+    "rcvbuf": (
+        "the receive window limited the sender {share:.0%} of the busy time while the "
+        "receiver kept up: its receive buffer is the limit",
+        "Give the receiver a bigger receive buffer (tcp_rmem, or its SO_RCVBUF and rmem_max).",
+    ),
+    "application": (
+        "the sender was idle most of the time: {owner} has little to send",
+        "Nothing to tune in the buffers: {owner} writes only now and then.",
+    ),
     "network": (
         "neither the peer's window nor our buffer was the limit: the network (cwnd) is",
         "The path is the bottleneck (congestion or a slow link); nothing to fix in "
@@ -125,9 +138,70 @@ def send_queue_full(sock: Named, fill: float, cause: str, share: float) -> tuple
     why, fix = SEND_CAUSES[cause]
     return (
         f"Send buffer of {owner(sock)} is {fill:.0%} full (Send-Q {size(sock.send_q)}); "
-        + why.format(share=share)
+        + why.format(share=share, owner=owner(sock))
         + ".",
         fix.format(owner=owner(sock)),
+    )
+
+
+def _ms(usec: int) -> str:
+    if usec < 1000:
+        return f"{usec} µs"
+    return f"{usec / 1000:.1f} ms" if usec < 100_000 else f"{usec / 1000:.0f} ms"
+
+
+def buffer_limited(
+    sock: Named, limit: Limit, rate: int, min_rtt: int, receiver: Named | None
+) -> tuple[str, str]:
+    """`limit.buffer` is the fixed buffer: our send buffer, or the receiver's (local)
+    receive buffer (then `receiver` is that socket)."""
+    source: Source | None = limit.buffer
+    assert source is not None
+    recv = limit.cause == "rcvbuf"
+    whose = f"the receive buffer of {owner(receiver)}" if receiver else "our send buffer"
+    ceiling = "-" if source.ceiling is None else size(source.ceiling)
+    bdp = "unknown" if limit.bdp is None else size(limit.bdp)
+    reason = (
+        f"{owner(sock)} sending to {peer(sock)} was held back {limit.share:.0%} of its busy "
+        f"time by {whose}: {size(source.size)}, {source.how}. Delivery "
+        f"{size(rate)}/s, min_rtt {_ms(min_rtt)}, BDP {bdp} against that buffer "
+        f"(autotuning ceiling {ceiling})."
+    )
+    sysctl, core, option = (
+        ("tcp_rmem", "rmem_max", "SO_RCVBUF") if recv else ("tcp_wmem", "wmem_max", "SO_SNDBUF")
+    )
+    app = owner(receiver) if recv and receiver else owner(sock)
+    if source.kind == "ceiling":
+        advice = (
+            f"Raise the max (third value) of net.ipv4.{sysctl} above {ceiling} on the "
+            f"{'receiving' if recv else 'sending'} host, so autotuning can grow the buffer "
+            f"toward the BDP; net.core.{core} caps what {option} may ask for."
+        )
+    else:
+        advice = (
+            f"{app} pins {option} (setsockopt) at {size(source.size // 2)} (the kernel doubles "
+            f"it): remove that setsockopt so autotuning works, or ask for more (capped by "
+            f"net.core.{core})."
+        )
+    return reason, advice
+
+
+def close_wait(sock: Named, held: float, count: int) -> tuple[str, str]:
+    return (
+        f"Peer {peer(sock)} closed the connection {secs(held)} ago and {owner(sock)} has not: "
+        f"it holds {count} connection{'s' if count != 1 else ''} in CLOSE-WAIT.",
+        f"{owner(sock)} does not close() sockets whose peer hung up (read returned 0): "
+        f"a descriptor leak; close them on EOF and on errors.",
+    )
+
+
+def orphan_sockets(orphans: int, limit: int) -> tuple[str, str]:
+    return (
+        f"{orphans} orphaned TCP sockets (closed by their application, still finishing) "
+        f"against tcp_max_orphans {limit} ({orphans / limit:.0%}); past it the kernel resets "
+        f'connections ("too many orphaned sockets").',
+        "Find what closes connections with unsent data or to peers that never acknowledge "
+        "the FIN; raise net.ipv4.tcp_max_orphans only with the memory for it (up to 64 KB each).",
     )
 
 
@@ -155,7 +229,17 @@ def rcvbuf_pruned(sock: Named, events: str, r: int, rb: int) -> tuple[str, str]:
     )
 
 
-def accept_queue(sock: Named, full: bool, drops: int, overflows: int) -> tuple[str, str]:
+OVERFLOW = {
+    0: " With tcp_abort_on_overflow 0 an overflowing connection is dropped silently: the "
+    "client retries, and sees a delay, not an error.",
+    1: " With tcp_abort_on_overflow 1 an overflowing connection is reset: clients see "
+    "connection resets.",
+}
+
+
+def accept_queue(
+    sock: Named, full: bool, drops: int, overflows: int, abort: int | None = None
+) -> tuple[str, str]:
     state = "full" if full else f"{sock.recv_q / max(sock.send_q, 1):.0%} full"
     reason = (
         f"Accept queue of {local(sock)} is {state}: {sock.recv_q} connections wait for "
@@ -168,7 +252,7 @@ def accept_queue(sock: Named, full: bool, drops: int, overflows: int) -> tuple[s
     return (
         reason + ".",
         f"Make {owner(sock)} accept() faster (more workers), and raise its listen() backlog "
-        f"together with net.core.somaxconn.",
+        f"together with net.core.somaxconn." + ("" if abort is None else OVERFLOW.get(abort, "")),
     )
 
 

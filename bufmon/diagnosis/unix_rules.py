@@ -8,14 +8,10 @@ from __future__ import annotations
 from bufmon.diagnosis import unix_text
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.latch import Finding, Since, advance
+from bufmon.diagnosis.limits import sysctl
 from bufmon.diagnosis.rules import CRITICAL, WARNING, Track
 from bufmon.diagnosis.unix_text import UnixFacts
 from collectors.model import Flag, UnixSock
-
-
-def sysctl(sysctls: dict[str, list[int]], name: str) -> int | None:
-    values = sysctls.get(name)
-    return values[0] if values else None
 
 
 class UnixRules:
