@@ -47,6 +47,10 @@ SYSCTLS = {
     "rmem_max": ("bufmon_sysctl_rmem_max_bytes", ("value",), 1),
     "wmem_max": ("bufmon_sysctl_wmem_max_bytes", ("value",), 1),
     "somaxconn": ("bufmon_sysctl_somaxconn", ("value",), 1),
+    "tcp_moderate_rcvbuf": ("bufmon_sysctl_tcp_moderate_rcvbuf", ("value",), 1),
+    "tcp_max_orphans": ("bufmon_sysctl_tcp_max_orphans", ("value",), 1),
+    "tcp_abort_on_overflow": ("bufmon_sysctl_tcp_abort_on_overflow", ("value",), 1),
+    "tcp_max_syn_backlog": ("bufmon_sysctl_tcp_max_syn_backlog", ("value",), 1),
 }
 
 # sockstat key -> (metric name, multiplier, help)
