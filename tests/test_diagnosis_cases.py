@@ -21,7 +21,7 @@ import pytest
 from makers import RcvbufPrune
 
 from bufmon.diagnosis import Config, load_config
-from bufmon.diagnosis.limits import CHRONO_FIELDS
+from bufmon.diagnosis.limits import LIMIT_FIELDS
 from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns, Scenario, recv_available, send_until_full
 from collectors.model import Flag, Snapshot, Sock
@@ -294,7 +294,7 @@ def test_window_below_one_mss_is_flagged_on_the_sender(ns: Netns, monitor: Monit
                 small.append((wnd, mss, flag.reason))
             time.sleep(POLL)
         detail = tcp_text(
-            s.info, 200, {n: monitor.diagnoser.history.series(s.key, n) for n in CHRONO_FIELDS}
+            s.info, 200, {n: monitor.diagnoser.history.series(s.key, n) for n in LIMIT_FIELDS}
         ).plain
     assert small, f"no flag while the window was below one MSS; Send-Q {send_qs}"
     wnd, mss, reason = small[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from bufmon.actions import close_all
-from bufmon.diagnosis.limits import CHRONO_FIELDS
+from bufmon.diagnosis.limits import LIMIT_FIELDS
 from collectors.destroy import Outcome
 from collectors.model import Snapshot, Sock
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 Series = list[tuple[float, float]]
 SockKey = tuple[str, int]  # Sock.key: a socket's netns label and inode
 # charts, and the chrono counters behind the detail's "Limited by" (increments)
-HISTORY_FIELDS = ("recv_q", "send_q", "rtt", *CHRONO_FIELDS)
+HISTORY_FIELDS = ("recv_q", "send_q", "rtt", *LIMIT_FIELDS)
 
 
 class Source(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from bufmon.diagnosis.limits import CHRONO_FIELDS
+from bufmon.diagnosis.limits import LIMIT_FIELDS
 from collectors.model import Flag, Process, Snapshot, Sock, SystemFacts, TcpInfo
 from tui.source import Series, SockKey
 
@@ -225,7 +225,7 @@ class StaticSource:
     def series(self, key: SockKey, field: str) -> Series:
         """A made-up rising ramp, the same for every socket; no chrono counter history
         (the detail screen then judges the sender by its lifetime totals)."""
-        if field in CHRONO_FIELDS:
+        if field in LIMIT_FIELDS:
             return []
         return [(TIME - 30 + t, float(t * t * 100)) for t in range(30)]
 

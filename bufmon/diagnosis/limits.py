@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bufmon.diagnosis.config import SendQueueFull
-from collectors.model import SK_RCVBUF, SK_RMEM, SK_SNDBUF, Sock, TcpInfo
+from collectors.model import SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WQUEUED, Sock, TcpInfo
 
 CHRONO_WINDOW = 10.0  # seconds of history behind a verdict
 CHRONO_FIELDS = ("busy", "rwnd_limited", "sndbuf_limited")  # history fields (increments)
+LIMIT_FIELDS = (*CHRONO_FIELDS, "sfill")  # the history a verdict reads
 _INFO_FIELDS = ("busy_time", "rwnd_limited", "sndbuf_limited")
 READER_KINDS = frozenset({"stalled_reader", "slow_reader"})  # the receiving app is behind
 
@@ -32,12 +33,14 @@ Sysctls = Mapping[str, list[int]]
 
 
 class Window(NamedTuple):
-    """Chrono increments (µs) over `span` seconds; span None: lifetime totals."""
+    """Chrono increments (µs) over `span` seconds (None: lifetime totals), and the
+    seconds of it the send buffer was full (w >= tb)."""
 
     busy: int
     rwnd: int
     sndbuf: int
     span: float | None = None
+    full: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +106,9 @@ def totals(info: TcpInfo) -> Window | None:
 
 def recent(series: Mapping[str, Series], since: float) -> Window:
     """Sum of the chrono increments recorded after `since` (History.series of
-    CHRONO_FIELDS: each value is the increase since the record before), and the
-    seconds they cover (from the record in force at `since` to the last one)."""
+    LIMIT_FIELDS: each chrono value is the increase since the record before), the
+    seconds they cover (from the record in force at `since` to the last one), and the
+    seconds of those the send fill was at least 1."""
     sums = [0, 0, 0]
     start, end = float("inf"), float("-inf")
     for i, name in enumerate(CHRONO_FIELDS):
@@ -112,7 +116,13 @@ def recent(series: Mapping[str, Series], since: float) -> Window:
         sums[i] = int(sum(value for t, value in values if t > since))
         if values:
             start, end = min(start, values[0][0]), max(end, values[-1][0])
-    return Window(sums[0], sums[1], sums[2], max(end - start, 0.0))
+    fills = series.get("sfill", ())
+    full = sum(
+        max(fills[i + 1][0] - max(t, since), 0.0)
+        for i, (t, fill) in enumerate(fills[:-1])
+        if fill >= 1.0
+    )
+    return Window(sums[0], sums[1], sums[2], max(end - start, 0.0), full)
 
 
 def bdp(info: TcpInfo) -> int | None:
@@ -189,6 +199,17 @@ def receiver_of(peer: Sock | None, flag_kinds: Iterable[str], sysctls: Sysctls) 
     return Receiver(source, reader_behind(flag_kinds, peer))
 
 
+def waits_on_sndbuf(info: TcpInfo, full_share: float, cfg: SendQueueFull) -> bool:
+    """The kernel's own sndbuf_limited condition, judged by bufmon: the send buffer was
+    full most of the window, and now all of it is sent and cwnd is not used up. The
+    chrono counter misses it when one segment (64 KB on loopback) fills the buffer:
+    the writer blocks only after that segment left, and the ack frees room first."""
+    unacked, cwnd = info.get("unacked"), info.get("snd_cwnd")
+    if full_share < cfg.buffer_share or info.get("notsent_bytes") != 0:
+        return False
+    return unacked is not None and cwnd is not None and unacked < cwnd
+
+
 def send_limit(
     info: TcpInfo,
     window: Window | None,
@@ -199,15 +220,20 @@ def send_limit(
 ) -> Limit | None:
     """What limits the sender: the recent `window` increments when the sender was busy
     in it, else the lifetime totals; None when the kernel has no chrono counters.
-    With `skmem` and `sysctls` the limiting buffer's source is named; with a
+    With `sysctls` (and `skmem`) the limiting buffer's source is named; with a
     `receiver` that keeps up, a receive window limit is blamed on its buffer."""
     cfg = cfg or SendQueueFull()
     total = totals(info)
     if total is None:
         return None
     is_recent = window is not None and window.busy > 0
-    busy, rwnd, sndbuf, span = window if is_recent and window is not None else total
+    busy, rwnd, sndbuf, span, full = window if is_recent and window is not None else total
     busy_share = min(busy / (span * 1e6), 1.0) if span else None
+    if span:
+        full_share = full / span
+    else:  # lifetime: the sample at hand
+        fill = 0.0 if not skmem or not skmem[SK_SNDBUF] else skmem[SK_WQUEUED] / skmem[SK_SNDBUF]
+        full_share = 1.0 if fill >= 1.0 else 0.0
     if busy <= 0:
         return Limit("network", 0.0, 0.0, 0, is_recent, busy_share)
     rwnd_share, sndbuf_share = rwnd / busy, sndbuf / busy
@@ -219,7 +245,7 @@ def send_limit(
         cause, source = "rcvbuf", receiver.rcvbuf
     elif rwnd_share >= cfg.peer_share:
         cause = "peer"
-    elif sndbuf_share >= cfg.buffer_share:
+    elif sndbuf_share >= cfg.buffer_share or waits_on_sndbuf(info, full_share, cfg):
         cause = "buffer"
         if skmem is not None and sysctls is not None:
             source = buffer_source(skmem[SK_SNDBUF], "send", sysctls)

@@ -14,8 +14,8 @@ from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import FILL_SCALE, History
 from bufmon.diagnosis.latch import Finding, Latches, Since, advance, step
 from bufmon.diagnosis.limits import (
-    CHRONO_FIELDS,
     CHRONO_WINDOW,
+    LIMIT_FIELDS,
     Limit,
     ends_key,
     peer_key,
@@ -183,7 +183,7 @@ class SocketRules:
             None if zero is not None else self.send_full(s, tr, now, ctx),
             self._overrun(s, ctx),
             self._nagle(s, ctx, zero is not None),
-            self._buffer_limited(s, ctx),
+            self._buffer_limited(s, tr, ctx),
             self._close_wait(s, tr, ctx),
         )
         flags = advance(tr.latches, now, self._tcp_kinds, findings)
@@ -282,7 +282,7 @@ class SocketRules:
         info = s.info
         assert info is not None
         since = now - CHRONO_WINDOW
-        series = {name: self.history.series(s.key, name, since) for name in CHRONO_FIELDS}
+        series = {name: self.history.series(s.key, name, since) for name in LIMIT_FIELDS}
         receiver, sysctls = None, None
         if ctx is not None:
             sysctls = ctx.sysctls
@@ -358,16 +358,16 @@ class SocketRules:
         args = (s, rtt / 1000, min_rtt / 1000, delayed)
         return Finding(INFO, cfg.hold, text.nagle_hint, args)
 
-    def _buffer_limited(self, s: Sock, ctx: Refresh) -> Finding | None:
-        """A sender with data waiting, held back most of the window by a receive or send
-        buffer that cannot grow (at its autotuning ceiling or set by the application)."""
-        info = s.info
-        assert info is not None
-        if s.send_q <= 0 or not (info.get("rwnd_limited") or info.get("sndbuf_limited")):
-            return None  # cheap: never limited by either in its lifetime
+    def _buffer_limited(self, s: Sock, tr: Track, ctx: Refresh) -> Finding | None:
+        """A sender busy most of the window, held back by a receive or send buffer that
+        cannot grow (at its autotuning ceiling or set by the application)."""
+        if s.send_q <= 0 and "buffer_limited" not in tr.latches:
+            return None  # cheap: nothing to send now, and nothing pending
         limit = self.send_limit(s, ctx.now, ctx)
         if limit is None or not limit.recent or limit.buffer is None or not limit.buffer.fixed:
             return None
+        info = s.info
+        assert info is not None
         receiver = ctx.local_peer(s) if limit.cause == "rcvbuf" else None
         args = (s, limit, info.get("delivery_rate") or 0, info.get("min_rtt") or 0, receiver)
         return Finding(WARNING, self.config.buffer_limited.hold, text.buffer_limited, args)
