@@ -10,7 +10,7 @@ import pytest
 
 from bufmon.diagnosis import load_config
 from bufmon.diagnosis.config import Config, ConfigError, SendQueueFull
-from bufmon.diagnosis.limits import Receiver, Source, Window, buffer_source, send_limit
+from bufmon.diagnosis.limits import Receiver, Source, Window, buffer_source, recent, send_limit
 from bufmon.diagnosis.system_rules import orphan_finding
 from bufmon.diagnosis.text import Named, accept_queue, buffer_limited
 from collectors.model import TcpInfo
@@ -146,3 +146,19 @@ def test_new_settings() -> None:
     assert config.send_queue_full.busy_share == 0.3
     with pytest.raises(ConfigError, match="fraction"):
         load_config(os.devnull, ["orphan_sockets.warn=2"])
+
+
+def test_window_of_a_long_history_starts_at_since() -> None:
+    """The detail screen hands over the whole history: the window still spans from the
+    record in force at `since`, so busy 10 s over the last 10 s is 100% busy."""
+    since = 100.0
+    times = [float(t) for t in range(0, 111)]  # a record each second for 110 s
+    series = {
+        "busy": [(t, 0.0 if t == 0 else 1_000_000.0) for t in times],
+        "rwnd_limited": [(t, 0.0) for t in times],
+        "sndbuf_limited": [(t, 0.0) for t in times],
+        "sfill": [(t, 1.0 if t >= 105 else 0.0) for t in times],
+    }
+    window = recent(series, since)
+    assert window.busy == 10_000_000 and window.span == 10.0
+    assert window.full == 5.0  # full from 105 s to the last record at 110 s

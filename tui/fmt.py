@@ -34,6 +34,9 @@ FLAG_TAGS = {
     "memory_pressure": "MEM",
     "port_exhaustion": "PORTS",
     "nagle_hint": "NAGLE",
+    "buffer_limited": "BUFL",
+    "close_wait": "CLWT",
+    "orphan_sockets": "ORPH",
 }
 
 

@@ -114,8 +114,9 @@ def recent(series: Mapping[str, Series], since: float) -> Window:
     for i, name in enumerate(CHRONO_FIELDS):
         values = series.get(name, ())
         sums[i] = int(sum(value for t, value in values if t > since))
-        if values:
-            start, end = min(start, values[0][0]), max(end, values[-1][0])
+        if values:  # from the record in force at `since` (or the first) to the last
+            first = max((t for t, _ in values if t <= since), default=values[0][0])
+            start, end = min(start, first), max(end, values[-1][0])
     fills = series.get("sfill", ())
     full = sum(
         max(fills[i + 1][0] - max(t, since), 0.0)
