@@ -22,7 +22,7 @@ from makers import BigWrites, CloseWaitLeak, buffer_option
 from bufmon.diagnosis import Config, load_config
 from bufmon.diagnosis.limits import local_peer
 from bufmon.monitor import Monitor
-from bufmon.scenarios import Netns, SlowReader
+from bufmon.scenarios import AcceptQueueFull, Netns, SlowReader
 from collectors.model import Flag, Snapshot, Sock
 from tui.detail_text import LIMIT_VERDICTS, tcp_text
 from tui.source import HISTORY_FIELDS
@@ -197,4 +197,17 @@ def test_pinned_so_sndbuf_is_buffer_limited(ns: Netns) -> None:
         assert "SO_SNDBUF" in flag.advice and "setsockopt" in flag.advice
         assert LIMIT_VERDICTS["buffer"][0] in text
         assert "fixed by the application: buffer_limited" in text
+    monitor.close()
+
+
+@pytest.mark.parametrize(("abort", "words"), [(0, "dropped silently"), (1, "is reset")])
+def test_accept_queue_advice_reads_tcp_abort_on_overflow(ns: Netns, abort: int, words: str) -> None:
+    ns.sysctl("net.ipv4.tcp_abort_on_overflow", abort)
+    monitor = monitor_of(ns)
+    with AcceptQueueFull(ns) as sc:
+        snap = monitor.refresh(single_sample=True)
+        listener = next(s for s in snap.sockets if s.local_port == sc.listen_port)
+        flag = flag_of(listener, "accept_queue_full")
+        assert flag is not None and words in flag.advice
+        assert snap.system.sysctls["tcp_abort_on_overflow"] == [abort]
     monitor.close()
