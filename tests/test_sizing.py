@@ -162,3 +162,10 @@ def test_window_of_a_long_history_starts_at_since() -> None:
     window = recent(series, since)
     assert window.busy == 10_000_000 and window.span == 10.0
     assert window.full == 5.0  # full from 105 s to the last record at 110 s
+
+
+def test_a_full_buffer_with_many_packets_in_flight_is_left_to_the_kernel() -> None:
+    """Many packets in flight: the chrono counter sees a send buffer limit itself."""
+    window = Window(SECOND, 0, 0, 1.0, full=1.0)
+    limit = send_limit(info(notsent_bytes=0, unacked=64, snd_cwnd=100), window, None, None)
+    assert limit is not None and limit.cause == "network"

@@ -200,15 +200,18 @@ def receiver_of(peer: Sock | None, flag_kinds: Iterable[str], sysctls: Sysctls) 
     return Receiver(source, reader_behind(flag_kinds, peer))
 
 
+SMALL_FLIGHT = 2  # packets in flight: a buffer this small hides from sndbuf_limited
+
+
 def waits_on_sndbuf(info: TcpInfo, full_share: float, cfg: SendQueueFull) -> bool:
-    """The kernel's own sndbuf_limited condition, judged by bufmon: the send buffer was
-    full most of the window, and now all of it is sent and cwnd is not used up. The
-    chrono counter misses it when one segment (64 KB on loopback) fills the buffer:
-    the writer blocks only after that segment left, and the ack frees room first."""
+    """The kernel's own sndbuf_limited condition, judged by bufmon where the chrono
+    counter cannot see it: one or two segments (64 KB each on loopback) fill the
+    buffer, so the writer blocks only after they left and the ack frees room before
+    the kernel looks. Full most of the window, all of it sent, cwnd not used up."""
     unacked, cwnd = info.get("unacked"), info.get("snd_cwnd")
     if full_share < cfg.buffer_share or info.get("notsent_bytes") != 0:
         return False
-    return unacked is not None and cwnd is not None and unacked < cwnd
+    return unacked is not None and cwnd is not None and unacked <= min(SMALL_FLIGHT, cwnd - 1)
 
 
 def send_limit(
