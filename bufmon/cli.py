@@ -21,7 +21,7 @@ from bufmon.filters import FilterError, with_unix
 from bufmon.kill import KillError, cmd_kill
 from bufmon.kill import add_parser as add_kill_parser
 from bufmon.record import commands as record_commands
-from bufmon.textout import flagged_lines, json_line, shown, table, watch_document
+from bufmon.textout import flagged_lines, json_line, kept, shown, table, watch_document
 from bufmon.viewconfig import THEMES
 from collectors.model import Sock
 from collectors.netns import NamespaceSet, NetnsError
@@ -188,14 +188,13 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         while args.count is None or done < args.count:
             started = time.monotonic()
             snap = monitor.refresh()
-            socks = shown(snap, keep)
             if args.json:
-                _write(json_line(watch_document(snap, socks)))
+                _write(json_line(watch_document(snap, shown(snap, keep))))
             else:
                 for notice in set(snap.notices) - shown_notices:
                     _say(notice)
                     shown_notices.add(notice)
-                _write("\n".join(flagged_lines(snap, socks)))
+                _write("\n".join(flagged_lines(snap, kept(snap, keep))))
             done += 1
             if args.count is not None and done >= args.count:
                 break

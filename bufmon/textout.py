@@ -84,8 +84,9 @@ def table(socks: list[Sock]) -> str:
 
 
 def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
-    """`watch` output: one summary line, then one indented line per flag."""
-    flagged = [s for s in socks if s.flags]
+    """`watch` output: one summary line, then one indented line per flag, the flagged
+    sockets worst first (only they are sorted: `socks` may come in any order)."""
+    flagged = worst_first(s for s in socks if s.flags)
     by_sev: dict[str, int] = {}
     for flag in [*snap.system_flags, *(f for s in flagged for f in s.flags)]:
         by_sev[flag.severity] = by_sev.get(flag.severity, 0) + 1
@@ -106,9 +107,14 @@ def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
     return [printable(line) for line in lines]
 
 
+def kept(snap: Snapshot, keep: Callable[[Sock], bool] | None = None) -> list[Sock]:
+    """The sockets the filter keeps, in collection order."""
+    return snap.sockets if keep is None else [s for s in snap.sockets if keep(s)]
+
+
 def shown(snap: Snapshot, keep: Callable[[Sock], bool] | None = None) -> list[Sock]:
-    """The sockets `snapshot` and `watch` print: those the filter keeps, worst first."""
-    return worst_first(snap.sockets if keep is None else [s for s in snap.sockets if keep(s)])
+    """The sockets `snapshot` and `watch --json` print: those the filter keeps, worst first."""
+    return worst_first(kept(snap, keep))
 
 
 def watch_document(snap: Snapshot, socks: list[Sock]) -> dict[str, Any]:
@@ -117,4 +123,17 @@ def watch_document(snap: Snapshot, socks: list[Sock]) -> dict[str, Any]:
 
 
 def json_line(doc: dict[str, Any]) -> str:
+    """Compact JSON, ASCII only (a name's escape sequences never reach a terminal raw).
+
+    orjson writes it several times faster; a document it would write otherwise (any
+    character past ASCII, which orjson leaves unescaped, or a value it refuses) goes
+    through the standard library, so the text is the same either way."""
+    import orjson  # late: only the JSON outputs need it
+
+    try:
+        out = orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        out = b"\x80"  # not ASCII: take the standard path below
+    if out.isascii():
+        return out.decode("ascii")
     return json.dumps(doc, separators=(",", ":"))

@@ -8,6 +8,7 @@ reused across refreshes. Namespaces are discovered each refresh from /run/netns 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -91,6 +92,16 @@ def open_netns(path: str, what: str | None = None) -> int:
     return fd
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    """setns(2) into the network namespace `fd` (os.setns is Python 3.12+)."""
+    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 def _comm(pid: str) -> str:
     try:
         return read_comm(f"/proc/{pid}/comm")
@@ -99,10 +110,12 @@ def _comm(pid: str) -> str:
 
 
 def _named() -> dict[int, Namespace]:
-    from pyroute2 import netns as pyroute2_netns  # late: replay never loads all of pyroute2
-
     found: dict[int, Namespace] = {}
-    for name in sorted(pyroute2_netns.listnetns(NETNS_RUN_DIR)):
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:  # no /run/netns: no named namespace
+        names = []
+    for name in names:
         path = os.path.join(NETNS_RUN_DIR, name)
         inode = _ns_inode(path)
         if inode is not None:
@@ -136,8 +149,6 @@ def discover(host_inode: int, known: dict[int, Namespace]) -> dict[int, Namespac
 @contextmanager
 def entered(path: str) -> Iterator[None]:
     """Run the body in the namespace at `path` (this thread only), then come back."""
-    from pyroute2 import netns as pyroute2_netns  # late: replay never loads all of pyroute2
-
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = open_netns(path)
@@ -146,14 +157,14 @@ def entered(path: str) -> Iterator[None]:
         raise
     try:
         try:
-            pyroute2_netns.setns(target, flags=0)
+            _setns(target)
         except OSError as exc:
             reason = os.strerror(exc.errno or 1)
             raise NetnsError(f"cannot enter namespace {path}: {reason}") from exc
         try:
             yield
         finally:
-            pyroute2_netns.setns(home, flags=0)
+            _setns(home)
     finally:
         os.close(target)
         os.close(home)

@@ -83,10 +83,6 @@ _BITFIELDS = {
     "delivery_rate_app_limited": (7, 0, 1),
     "fastopen_client_fail": (7, 1, 3),
 }
-_BIT_BYTES = {
-    "_bits6": ("snd_wscale", "rcv_wscale"),
-    "_bits7": ("delivery_rate_app_limited", "fastopen_client_fail"),
-}
 _SIZES = {"B": 1, "I": 4, "Q": 8, "H": 2}
 MIN_LEN = 8
 
@@ -141,15 +137,9 @@ class TcpInfo(bytes):
     def to_json(self) -> dict[str, int]:
         """Every field the kernel sent, by the kernel's names without the tcpi_ prefix."""
         lay = layout(len(self))
-        out: dict[str, int] = {}
-        for name, value in zip(lay.names, lay.struct.unpack_from(self, 0), strict=True):
-            if name in _BIT_BYTES:  # the bitfields, in the kernel's order
-                for bit_name in _BIT_BYTES[name]:
-                    _, shift, mask = _BITFIELDS[bit_name]
-                    out[bit_name] = (value >> shift) & mask
-            else:
-                out[name] = value
-        return out
+        values = lay.struct.unpack_from(self, 0)
+        bits = [(values[byte] >> shift) & mask for byte, shift, mask in _BITFIELDS.values()]
+        return dict(zip(lay.names, (*values[: len(_HEAD)], *bits, *values[MIN_LEN:]), strict=True))
 
     @classmethod
     def from_json(cls, doc: dict[str, int]) -> TcpInfo:
@@ -172,12 +162,13 @@ class TcpInfo(bytes):
 
 
 class Layout:
-    """The whole fields of one tcp_info length, as one struct (for to_json)."""
+    """The whole fields of one tcp_info length, as one struct (for to_json), and the
+    names of its JSON fields: the bitfields of bytes 6 and 7 in the kernel's order."""
 
     __slots__ = ("names", "struct")
 
     def __init__(self, length: int) -> None:
-        codes, size, names = "8B", MIN_LEN, [*_HEAD, "_bits6", "_bits7"]
+        codes, size, names = "8B", MIN_LEN, [*_HEAD, *_BITFIELDS]
         for name, code in _FIELDS:
             if size + _SIZES[code] > length:
                 break
