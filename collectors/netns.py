@@ -3,7 +3,8 @@
 A netlink socket belongs to the namespace it was created in, so each namespace is
 entered once (setns in this thread, open the socket, come back) and its socket is
 reused across refreshes. Namespaces are discovered each refresh from /run/netns and
-/proc/PID/ns/net; those that vanish are closed and dropped.
+/proc/PID/ns/net (Discovery: only new processes' links are read); those that vanish
+are closed and dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import errno
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,27 +125,58 @@ def _named() -> dict[int, Namespace]:
     return found
 
 
-def discover(host_inode: int, known: dict[int, Namespace]) -> dict[int, Namespace]:
+class Discovery:
     """Named namespaces plus every distinct /proc/PID/ns/net, keyed by inode.
 
+    A process seldom changes namespace, so each walk reads the link of new pids only
+    (and once more on the walk after, past the moment `unshare` or `ip netns exec`
+    move right after they start) and remembers the others' links: a host with
+    thousands of processes pays a /proc listing, not thousands of readlinks. Every
+    `recheck` seconds all links are read again, for a process that moved later or a
+    pid reused meanwhile.
     A namespace still first seen through the same process keeps its `known` entry, so
     cgroup labels are read once per namespace, not every refresh."""
-    found = _named()
-    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
-        path = f"/proc/{pid}/ns/net"
-        inode = _ns_inode(path)
-        if inode is None or inode in found:
-            continue
-        if inode == host_inode:
-            found[inode] = Namespace(inode, "host", path, "")
-            continue
-        seen = known.get(inode)
+
+    def __init__(self, host_inode: int, recheck: float = 30.0, proc: str = "/proc") -> None:
+        self.host_inode = host_inode
+        self.recheck = recheck
+        self.proc = proc
+        self.links_read = 0  # /proc/PID/ns/net links read so far
+        self._inode_of: dict[int, int | None] = {}  # pid -> namespace inode, None: unreadable
+        self._young: set[int] = set()  # pids first seen by the last walk
+        self._last_full = float("-inf")
+
+    def walk(self, known: dict[int, Namespace]) -> dict[int, Namespace]:
+        found = _named()
+        now = time.monotonic()
+        full = now - self._last_full >= self.recheck
+        if full:
+            self._last_full = now
+        before, inode_of = self._inode_of, {}
+        young, self._young = self._young, set()
+        for pid in sorted(int(p) for p in os.listdir(self.proc) if p.isdigit()):
+            path = f"{self.proc}/{pid}/ns/net"
+            if before and pid not in before:
+                self._young.add(pid)
+            if full or pid not in before or pid in young:
+                inode = inode_of[pid] = _ns_inode(path)
+                self.links_read += 1
+            else:
+                inode = inode_of[pid] = before[pid]
+            if inode is None or inode in found:
+                continue
+            found[inode] = self._namespace(inode, pid, path, known.get(inode))
+        self._inode_of = inode_of
+        return found
+
+    def _namespace(self, inode: int, pid: int, path: str, seen: Namespace | None) -> Namespace:
+        """The namespace `inode`, first seen through process `pid`."""
+        if inode == self.host_inode:
+            return Namespace(inode, "host", path, "")
         if seen is not None and seen.path == path:
-            found[inode] = seen
-            continue
-        label, name = container_owner(pid) or (f"net:[{inode}]", None)
-        found[inode] = Namespace(inode, label, path, f"{_comm(pid)}/{pid}", name)
-    return found
+            return seen
+        label, name = container_owner(str(pid)) or (f"net:[{inode}]", None)
+        return Namespace(inode, label, path, f"{_comm(str(pid))}/{pid}", name)
 
 
 @contextmanager
@@ -221,6 +254,7 @@ class NamespaceSet:
         )
         self.own_inode = _ns_inode("/proc/thread-self/ns/net") or -2
         self.namespaces: dict[int, Namespace] = {}
+        self.discovery = Discovery(self.host_inode)
         self._diags: dict[int, SockDiag] = {}
         self.unix: list[Sock] = []  # the UNIX sockets of the last dump (also in its list)
         self._select()  # fail early on a namespace that does not exist
@@ -239,7 +273,7 @@ class NamespaceSet:
             own = self._own()
             return {own.inode: own}
         if sel == "all":
-            found = discover(self.host_inode, self.namespaces)
+            found = self.discovery.walk(self.namespaces)
             if self.own_inode not in found:
                 found[self.own_inode] = self._own()
             return found

@@ -12,7 +12,7 @@ import pytest
 
 from bufmon.scenarios import Netns, StalledReader
 from collectors.cgroups import label_from_cgroup
-from collectors.netns import NamespaceSet, NetnsError
+from collectors.netns import Discovery, NamespaceSet, NetnsError
 from collectors.procs import ProcessIndex
 
 pytestmark = pytest.mark.root
@@ -131,6 +131,38 @@ def test_namespaces_appear_and_vanish_between_refreshes() -> None:
     finally:
         nsset.close()
         ns.close()
+
+
+def _unnamed_holder() -> subprocess.Popen[str]:
+    """A process alone in a namespace of its own (no /run/netns name)."""
+    script = f'exec {sys.executable} -c "$0" 7004'
+    return _start(["unshare", "--net", "sh", "-c", script, LISTENER])
+
+
+def test_discovery_reads_only_the_links_of_new_processes() -> None:
+    discovery = Discovery(os.stat("/proc/self/ns/net").st_ino, recheck=3600)
+    discovery.walk({})
+    first = discovery.links_read
+    assert first >= len([p for p in os.listdir("/proc") if p.isdigit()]) // 2
+    holder = _unnamed_holder()
+    try:
+        inode = os.stat(f"/proc/{holder.pid}/ns/net").st_ino
+        found = discovery.walk({})
+        # the new process is read (its namespace appears), the others are remembered
+        assert found[inode].holder.endswith(f"/{holder.pid}")
+        assert discovery.links_read - first < first // 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert inode not in discovery.walk({})  # its only process is gone: so is it
+
+
+def test_discovery_rereads_every_link_after_recheck_seconds() -> None:
+    discovery = Discovery(os.stat("/proc/self/ns/net").st_ino, recheck=0)
+    for _ in range(2):
+        before = discovery.links_read
+        discovery.walk({})
+        assert discovery.links_read - before >= len(discovery._inode_of) - 5  # pids may end
 
 
 def test_selected_namespace_deleted_mid_run_is_a_notice() -> None:
