@@ -20,6 +20,7 @@ from bufmon.exporter.errors import ExportError, ExportUsageError
 from bufmon.filters import FilterError, with_unix
 from bufmon.kill import KillError, cmd_kill
 from bufmon.kill import add_parser as add_kill_parser
+from bufmon.pacing import DEFAULT_INTERVAL, Pace
 from bufmon.record import commands as record_commands
 from bufmon.textout import flagged_lines, json_line, kept, shown, table, watch_document
 from bufmon.viewconfig import THEMES
@@ -114,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--interval",
         type=_seconds,
-        default=1.0,
         metavar="SECONDS",
-        help="refresh interval (default 1)",
+        help=f"refresh interval (default {DEFAULT_INTERVAL:g}, longer while refreshes are slow)",
     )
     tui.add_argument(
         "--theme",
@@ -132,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--interval",
         type=_seconds,
-        default=1.0,
         metavar="SECONDS",
-        help="seconds between refreshes; 0 means back to back (default 1)",
+        help="seconds between refreshes; 0 means back to back "
+        f"(default {DEFAULT_INTERVAL:g}, longer while refreshes are slow)",
     )
     watch.add_argument("--count", type=_count, metavar="N", help="stop after N refreshes")
     _common(watch)
@@ -182,6 +182,7 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     from bufmon.monitor import Monitor
 
     monitor = Monitor(args.netns, args.cfg)
+    pace = Pace.from_option(args.interval, args.cfg.refresh.cpu_share)
     shown_notices: set[str] = set()
     try:
         done = 0
@@ -198,7 +199,8 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
             done += 1
             if args.count is not None and done >= args.count:
                 break
-            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+            pace.took(time.monotonic() - started)
+            time.sleep(max(0.0, pace.in_force - (time.monotonic() - started)))
     finally:
         monitor.close()
     return EXIT_OK
@@ -223,7 +225,7 @@ def cmd_tui(args: argparse.Namespace, keep: Callable[[Sock], bool], expr: str) -
         config=args.cfg,
         filter_expr=expr,
         keep=keep,
-        interval=args.interval,
+        pace=Pace.from_option(args.interval, args.cfg.refresh.cpu_share),
         show_unix=args.unix,
         config_file=args.config,
         theme=args.theme,

@@ -160,9 +160,9 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
 
         # + and - change the interval
         await pilot.press("plus")
-        assert app.interval == 1.0
+        assert app.pace.interval == 1.0 and app.pace.chosen
         await pilot.press("minus", "minus")
-        assert app.interval == 0.25
+        assert app.pace.interval == 0.25
         await pilot.press("q")
     assert app.return_code in (0, None)
 

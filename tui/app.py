@@ -25,6 +25,7 @@ from textual.widgets import Static
 
 from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
+from bufmon.pacing import Pace
 from bufmon.viewconfig import ViewSettings, load_view, save_view, settings_path
 from collectors.model import Snapshot, Sock
 from collectors.untrusted import printable
@@ -66,6 +67,7 @@ class Collected:
     """What one refresh brings back to the UI thread."""
 
     started: float
+    cost: float = 0.0  # seconds the worker took: collect, filter, sort, group
     snapshot: Snapshot | None = None
     summary: Summary | None = None
     view: View | None = None
@@ -124,11 +126,12 @@ class BufmonApp(App[int]):
         *,
         title: str = "bufmon",
         state: ListState | None = None,
-        interval: float = 1.0,
+        interval: float | None = None,
         send_rule: SendQueueFull | None = None,
         show_unix: bool = False,
         settings: ViewSettings | None = None,
         settings_file: str | None = None,
+        pace: Pace | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or ViewSettings()
@@ -137,7 +140,8 @@ class BufmonApp(App[int]):
         self.send_rule = send_rule  # the thresholds the flags judge a sender's limit by
         self.title = title
         self.state = state or ListState(predicate=with_unix(""))
-        self.interval = interval
+        # an interval given here rules; else the default one, longer while refreshes are slow
+        self.pace = pace or Pace.from_option(interval)
         self.paused = False
         self.snapshot: Snapshot | None = None
         self.summary: Summary | None = None
@@ -266,6 +270,7 @@ class BufmonApp(App[int]):
             result.snapshot = snapshot
         except Exception as exc:  # a refresh error is a notice; the app keeps running
             result.error = one_line(exc)
+        result.cost = time.monotonic() - result.started
         self.hand_over(self._collected, result)
 
     def _find(
@@ -302,6 +307,7 @@ class BufmonApp(App[int]):
         if self._top() is None:
             return
         self.error = result.error
+        self.pace.took(result.cost)
         if result.snapshot is not None and result.summary is not None:
             self.snapshot, self.summary = result.snapshot, result.summary
             self._show_view(result.view)
@@ -311,7 +317,7 @@ class BufmonApp(App[int]):
             self._collect_again = False
             self._start_refresh(force=True)
         elif not self.paused:
-            self._arm(max(MIN_GAP, self.interval - (time.monotonic() - result.started)))
+            self._arm(max(MIN_GAP, self.pace.in_force - (time.monotonic() - result.started)))
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None:
@@ -484,17 +490,18 @@ class BufmonApp(App[int]):
             self._start_refresh()
 
     def action_interval(self, step: int) -> None:
-        index = min(range(len(INTERVALS)), key=lambda i: abs(INTERVALS[i] - self.interval))
-        self.interval = INTERVALS[max(0, min(index + step, len(INTERVALS) - 1))]
+        now = self.pace.in_force
+        index = min(range(len(INTERVALS)), key=lambda i: abs(INTERVALS[i] - now))
+        self.pace.choose(INTERVALS[max(0, min(index + step, len(INTERVALS) - 1))])
         if self._timer is not None:
-            self._arm(self.interval)
+            self._arm(self.pace.interval)
         self._show_state()
 
     # --- header, notices, status -----------------------------------------------------------
 
     def header(self) -> tuple[str, str, bool]:
         """(title, pace, paused) of the meters; a replay shows its recording's time."""
-        return self.title, f"every {self.interval:g}s", self.paused
+        return self.title, self.pace.describe(), self.paused
 
     def _show_state(self) -> None:
         title, pace, paused = self.header()
@@ -543,7 +550,7 @@ def run_app(
     config: Config | None = None,
     filter_expr: str = "",
     keep: Predicate | None = None,
-    interval: float = 1.0,
+    pace: Pace | None = None,
     show_unix: bool = False,
     config_file: str | None = None,
     theme: str | None = None,
@@ -557,7 +564,7 @@ def run_app(
         MonitorSource(netns, config),
         title=title,
         state=state,
-        interval=interval,
+        pace=pace,
         send_rule=config.send_queue_full if config else None,
         settings=settings,
         settings_file=settings_file,

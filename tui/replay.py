@@ -290,7 +290,7 @@ class ReplayApp(BufmonApp):
         else:
             self.playing = True
             self._anchor = (self.replay.time, time.monotonic())
-            self._player = self.set_interval(self.interval, self._tick)
+            self._player = self.set_interval(self.pace.interval, self._tick)
         self._show_state()
 
     def action_speed(self, step: int) -> None:
@@ -303,7 +303,7 @@ class ReplayApp(BufmonApp):
         super().action_interval(step)
         if self._player is not None:
             self._player.stop()
-            self._player = self.set_interval(self.interval, self._tick)
+            self._player = self.set_interval(self.pace.interval, self._tick)
 
     def _tick(self) -> None:
         recorded, started = self._anchor

@@ -17,6 +17,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from bufmon.pacing import DEFAULT_CPU_SHARE
+
 FRONT_END_SECTIONS = ("view", "keys")  # the interactive view's, read by bufmon.viewconfig
 MAX_VALUE = 1e9  # no threshold or hold time is sensibly larger
 MAX_FILE_BYTES = 1 << 20
@@ -145,6 +147,13 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RefreshConfig:
+    # share of one core the default interval keeps refreshes within (longer waits on
+    # a host where one refresh is slow); 0: never wait longer. --interval, + and - rule.
+    cpu_share: float = _fraction(DEFAULT_CPU_SHARE)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     stalled_reader: StalledReader = field(default_factory=StalledReader)
     slow_reader: SlowReader = field(default_factory=SlowReader)
@@ -162,6 +171,7 @@ class Config:
     port_exhaustion: PortExhaustion = field(default_factory=PortExhaustion)
     nagle_hint: NagleHint = field(default_factory=NagleHint)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
 
 
 def default_path() -> str:
