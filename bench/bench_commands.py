@@ -1,0 +1,119 @@
+"""Whole bufmon commands, as a user runs them, next to `ss -tanmi` in the same run.
+
+    sudo .venv/bin/python bench/bench_commands.py [--conns 20000] [--rounds 5]
+    sudo .venv/bin/python bench/bench_commands.py --conns 100000 --per-child 9000 --rounds 3
+
+A farm (bench/conn_farm.py) of N idle loopback connections (2N sockets plus one
+listener per farm process) in a namespace of its own. Each round runs, alternating:
+`ss -tanmi` (started inside the namespace, output to /dev/null), `bufmon snapshot`
+and `snapshot --json` (whole process: start-up, imports, one refresh, output), and
+`bufmon watch` / `watch --json` with `--interval 0` for 1 and for 1 + K refreshes:
+a refresh costs (T(1 + K) - T(1)) / K, start-up and the first (cold) refresh left
+out. Every bufmon process is started from the host with `--netns FARM`, as a user
+would, output to /dev/null. Printed: median and spread (min-max) per row, the ratio
+to `ss -tanmi`'s median, and each command's peak RSS. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conn_farm import Farm
+
+from collectors.netns import entered
+
+TARGETS = {"snapshot": 1.5, "snapshot --json": 2.5, "watch": 0.7, "watch --json": 1.5}
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """Seconds and peak RSS (KB) of one whole command, its output to /dev/null."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
+    return took, usage.ru_maxrss
+
+
+def ss_in(netns: str) -> Callable[[], tuple[float, int]]:
+    def run() -> tuple[float, int]:
+        with entered(f"/run/netns/{netns}"):  # ss forks from this thread: inside
+            return timed(["ss", "-tanmi"])
+
+    return run
+
+
+def bench(farm: Farm, rounds: int, extra: int) -> None:
+    bufmon = shutil.which("bufmon", path=str(Path(sys.executable).parent)) or "bufmon"
+    ns = ["--netns", farm.netns]
+    once, more = ["--interval", "0", "--count", "1"], ["--interval", "0", "--count", str(1 + extra)]
+    jobs: dict[str, Callable[[], tuple[float, int]]] = {"ss -tanmi": ss_in(farm.netns)}
+    for name, args in {
+        "snapshot": ["snapshot"],
+        "snapshot --json": ["snapshot", "--json"],
+        "watch 1": ["watch", *once],
+        f"watch {1 + extra}": ["watch", *more],
+        "watch --json 1": ["watch", "--json", *once],
+        f"watch --json {1 + extra}": ["watch", "--json", *more],
+    }.items():
+        jobs[name] = lambda args=args: timed([bufmon, *args, *ns])
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    rss: dict[str, int] = dict.fromkeys(jobs, 0)
+    for _ in range(rounds):
+        for name, job in jobs.items():
+            took, peak = job()
+            times[name].append(took)
+            rss[name] = max(rss[name], peak)
+    rows = {name: times[name] for name in ("ss -tanmi", "snapshot", "snapshot --json")}
+    for watch in ("watch", "watch --json"):
+        first, last = times[f"{watch} 1"], times[f"{watch} {1 + extra}"]
+        rows[watch] = [(b - a) / extra for a, b in zip(first, last, strict=True)]
+        rss[watch] = rss[f"{watch} {1 + extra}"]
+    base = statistics.median(rows["ss -tanmi"])
+    print(f"{rounds} rounds, alternating; watch: {extra} refreshes after the first\n")
+    print("| command | median ms | min-max ms | x `ss -tanmi` | target | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, values in rows.items():
+        med = statistics.median(values)
+        target = f"<= {TARGETS[name]}" if name in TARGETS else ""
+        spread = f"{min(values) * 1000:.0f}-{max(values) * 1000:.0f}"
+        label = f"`bufmon {name}`" if name in TARGETS else f"`{name}`"
+        print(f"| {label} | {med * 1000:.0f} | {spread} | {med / base:.2f} | {target} "
+              f"| {rss[name] / 1024:.0f} |")  # fmt: skip
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conns", type=int, default=20000, help="connections in the farm")
+    parser.add_argument("--per-child", type=int, default=5000, help="connections per process")
+    parser.add_argument("--unread", type=int, default=0, help="bytes left unread per connection")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--refreshes", type=int, default=5, help="watch refreshes after the first")
+    args = parser.parse_args()
+    print(f"`{' '.join(sys.argv)}`\n", flush=True)
+    try:
+        start = time.perf_counter()
+        with Farm(args.conns, args.per_child, args.unread) as farm:
+            print(f"{args.conns} connections ({2 * args.conns + len(farm.children)} sockets) in "
+                  f"{len(farm.children)} processes, {args.unread} bytes unread on each, built "
+                  f"in {time.perf_counter() - start:.1f} s\n", flush=True)  # fmt: skip
+            bench(farm, args.rounds, args.refreshes)
+    except KeyboardInterrupt:
+        sys.exit("interrupted; namespace and farm processes removed")
+    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"bench_commands: {exc}")
+
+
+if __name__ == "__main__":
+    main()
