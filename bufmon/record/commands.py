@@ -10,14 +10,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bufmon.record.incidents import incident_line, incidents
-from bufmon.record.reader import Recording, RecordingError
+from bufmon.record.errors import RecorderError, RecordingError
 from bufmon.record.times import FORMS, parse_duration, parse_time
-from bufmon.record.writer import Recorder, RecorderError
 from bufmon.textout import json_line, shown, watch_document
 from collectors.model import Sock
+
+if TYPE_CHECKING:  # loaded by the commands that use them, not by every `bufmon`
+    from bufmon.record.reader import Recording
+    from bufmon.record.writer import Recorder
 
 COMMANDS = ("record", "replay")
 VALUE_OPTIONS = ("--max-size", "--keep", "--at", "--from", "--to")  # take the next word
@@ -127,6 +129,7 @@ def run_command(args: argparse.Namespace, expr: str, keep: Callable[[Sock], bool
 def cmd_record(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     from bufmon.diagnosis import load_config
     from bufmon.monitor import Monitor
+    from bufmon.record.writer import Recorder
 
     config = load_config(args.config, args.set)
     stop = threading.Event()  # Ctrl-C and SIGTERM end the recording after the current frame
@@ -181,6 +184,9 @@ def _time_arg(rec: Recording, option: str, text: str | None, default: float) -> 
 
 
 def cmd_replay(args: argparse.Namespace, expr: str, keep: Callable[[Sock], bool]) -> int:
+    from bufmon.record.incidents import incident_line, incidents
+    from bufmon.record.reader import Recording
+
     rec = Recording.open(args.file)
     try:
         if args.incidents:

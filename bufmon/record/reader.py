@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from bufmon.record.codec import State, apply_frame
+from bufmon.record.errors import RecordingError
 from bufmon.record.format import (
     BIT_FLAG_ROSE,
     FRAME,
@@ -29,10 +30,6 @@ from bufmon.record.scan import Scanned, scan
 from bufmon.record.writer import rotated_name
 from bufmon.textout import shown, watch_document
 from collectors.model import Snapshot
-
-
-class RecordingError(Exception):
-    """A file that cannot be read as a recording: one line; the CLI exits 2."""
 
 
 def recording_files(path: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from bufmon import __version__
 from bufmon.record.codec import Encoder
+from bufmon.record.errors import RecorderError
 from bufmon.record.format import (
     HEAD_CRC,
     KEYFRAME,
@@ -26,14 +27,6 @@ from bufmon.record.scan import scan
 from collectors.model import Snapshot, Sock
 
 KEYFRAME_EVERY = 60  # frames between keyframes: how far a reader decodes to reach a frame
-
-
-class RecorderError(Exception):
-    """One line for the user, and the exit code (1 runtime, 2 bad input)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def rotated_name(path: str, n: int) -> str:
