@@ -22,7 +22,7 @@ from bufmon.kill import KillError, cmd_kill
 from bufmon.kill import add_parser as add_kill_parser
 from bufmon.pacing import DEFAULT_INTERVAL, Pace
 from bufmon.record import commands as record_commands
-from bufmon.textout import flagged_lines, json_line, kept, shown, table, watch_document
+from bufmon.textout import flagged_lines, kept, shown, table, write_json_line
 from bufmon.viewconfig import THEMES
 from collectors.model import Sock
 from collectors.netns import NamespaceSet, NetnsError
@@ -170,7 +170,7 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         monitor.close()
     socks = shown(snap, keep)
     if args.json:
-        _write(json_line(watch_document(snap, socks)))
+        write_json_line(sys.stdout.buffer, snap, socks)
     else:
         for notice in snap.notices:
             _say(notice)
@@ -190,7 +190,7 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
             started = time.monotonic()
             snap = monitor.refresh()
             if args.json:
-                _write(json_line(watch_document(snap, shown(snap, keep))))
+                write_json_line(sys.stdout.buffer, snap, shown(snap, keep))
             else:
                 for notice in set(snap.notices) - shown_notices:
                     _say(notice)

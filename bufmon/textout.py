@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 
 from bufmon.present import netns_text, worst_first
 from bufmon.unix_ends import ends
@@ -122,18 +122,46 @@ def watch_document(snap: Snapshot, socks: list[Sock]) -> dict[str, Any]:
     return snap.to_json(socks)
 
 
-def json_line(doc: dict[str, Any]) -> str:
+def _dumps(value: Any) -> bytes:
     """Compact JSON, ASCII only (a name's escape sequences never reach a terminal raw).
 
-    orjson writes it several times faster; a document it would write otherwise (any
+    orjson writes it several times faster; what it would write otherwise (any
     character past ASCII, which orjson leaves unescaped, or a value it refuses) goes
     through the standard library, so the text is the same either way."""
     import orjson  # late: only the JSON outputs need it
 
     try:
-        out = orjson.dumps(doc)
+        out = orjson.dumps(value)
     except orjson.JSONEncodeError:
         out = b"\x80"  # not ASCII: take the standard path below
     if out.isascii():
-        return out.decode("ascii")
-    return json.dumps(doc, separators=(",", ":"))
+        return out
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def json_line(doc: dict[str, Any]) -> str:
+    return _dumps(doc).decode("ascii")
+
+
+SOCKETS_FIELD = b'"sockets":[]'  # no JSON string holds it: their quotes are escaped
+BATCH = 2000  # sockets turned into dicts and text at a time
+
+
+def json_chunks(snap: Snapshot, socks: list[Sock]) -> Iterator[bytes]:
+    """json_line(watch_document(snap, socks)) in pieces, for a stream: the sockets'
+    dicts are built a batch at a time, never all at once (200,000 sockets' dicts and
+    text would take gigabytes)."""
+    head, tail = _dumps(snap.to_json([])).split(SOCKETS_FIELD, 1)
+    yield head + SOCKETS_FIELD[:-1]
+    for start in range(0, len(socks), BATCH):
+        batch = _dumps([s.to_json() for s in socks[start : start + BATCH]])
+        yield (b"," if start else b"") + batch[1:-1]
+    yield b"]" + tail
+
+
+def write_json_line(out: BinaryIO, snap: Snapshot, socks: list[Sock]) -> None:
+    """One JSON document on a line of `out` (see json_chunks), then flushed."""
+    for chunk in json_chunks(snap, socks):
+        out.write(chunk)
+    out.write(b"\n")
+    out.flush()

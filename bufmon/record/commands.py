@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bufmon.record.errors import RecorderError, RecordingError
 from bufmon.record.times import FORMS, parse_duration, parse_time
-from bufmon.textout import json_line, shown, watch_document
+from bufmon.textout import shown, write_json_line
 from collectors.model import Sock
 
 if TYPE_CHECKING:  # loaded by the commands that use them, not by every `bufmon`
@@ -207,8 +207,7 @@ def _replay_json(rec: Recording, args: argparse.Namespace, keep: Callable[[Sock]
     last = _time_arg(rec, "--to", args.stop, rec.times[-1])
     for i in range(bisect.bisect_left(rec.times, first), bisect.bisect_right(rec.times, last)):
         snap = rec.snapshot(i)
-        sys.stdout.write(json_line(watch_document(snap, shown(snap, keep))) + "\n")
-    sys.stdout.flush()
+        write_json_line(sys.stdout.buffer, snap, shown(snap, keep))
 
 
 def _replay_view(rec: Recording, args: argparse.Namespace, expr: str) -> int:
