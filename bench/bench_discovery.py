@@ -1,0 +1,106 @@
+"""What finding every network namespace costs a refresh on a host with many processes.
+
+    sudo .venv/bin/python bench/bench_discovery.py [--processes 5000] [--rounds 21]
+
+Runs itself again under `unshare --mount --pid --fork --mount-proc` with a private
+/run/netns, so /proc holds only the processes it starts: `--processes` sleepers
+(`--namespaces` of them each alone in a network namespace of its own). Then, median
+and spread over `--rounds` refreshes, `Discovery.walk` (what `--netns all` does each
+refresh) as it runs: reading only new pids' /proc/PID/ns/net links, with nothing new
+and with 10 new processes before each refresh; and reading every link each time (the
+walk before this cache, and what every `recheck` seconds still costs). Target: <= 20 ms
+a refresh at 5,000 processes. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from collectors.netns import NETNS_RUN_DIR, Discovery
+
+TARGET_MS = 20.0
+NEW_PER_REFRESH = 10
+
+
+def sleeper(net: bool = False) -> subprocess.Popen[bytes]:
+    cmd = ["unshare", "--net", "sleep", "3600"] if net else ["sleep", "3600"]
+    return subprocess.Popen(cmd)
+
+
+def timed(walk: Callable[[], object], before: Callable[[], None], rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        before()
+        start = time.perf_counter()
+        walk()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench(processes: int, namespaces: int, rounds: int) -> None:
+    os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "bufmon-bench", NETNS_RUN_DIR], check=True)
+    held = [sleeper(net=i < namespaces) for i in range(processes)]
+    try:
+        time.sleep(1.0)  # every `unshare` has moved into its namespace
+        host = os.stat("/proc/self/ns/net").st_ino
+        cached, full = Discovery(host), Discovery(host, recheck=0)
+        seen = len(cached.walk({}))
+        pids = len([p for p in os.listdir("/proc") if p.isdigit()])
+
+        def spawn() -> None:
+            held.extend(sleeper() for _ in range(NEW_PER_REFRESH))
+
+        def nothing() -> None:
+            pass
+
+        rows = {
+            "new pids only, nothing new": timed(lambda: cached.walk({}), nothing, rounds),
+            f"new pids only, {NEW_PER_REFRESH} new processes a refresh": timed(
+                lambda: cached.walk({}), spawn, rounds
+            ),
+            "every link (the walk before the cache)": timed(lambda: full.walk({}), nothing, rounds),
+        }
+    finally:
+        for proc in held:
+            proc.kill()
+        for proc in held:
+            proc.wait()
+    print(f"{pids} processes in /proc, {seen} network namespaces; {rounds} refreshes; ms\n")
+    print("| Discovery.walk | median | min-max | target |\n|---|---:|---:|---:|")
+    for name, times in rows.items():
+        med = statistics.median(times) * 1000
+        spread = f"{min(times) * 1000:.1f}-{max(times) * 1000:.1f}"
+        print(f"| {name} | {med:.1f} | {spread} | <= {TARGET_MS:g} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=5000)
+    parser.add_argument("--namespaces", type=int, default=20, help="sleepers in a netns each")
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.isolated:
+        bench(args.processes, args.namespaces, args.rounds)
+        return
+    print(f"`{' '.join(sys.argv)}`\n", flush=True)
+    cmd = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+           sys.executable, __file__, "--isolated", "--processes", str(args.processes),
+           "--namespaces", str(args.namespaces), "--rounds", str(args.rounds)]  # fmt: skip
+    try:
+        subprocess.run(cmd, check=True)
+    except KeyboardInterrupt:
+        sys.exit("interrupted; the sleepers end with their PID namespace")
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"bench_discovery: {exc}")
+
+
+if __name__ == "__main__":
+    main()
