@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conn_farm import Farm
+from conn_farm import Farm, add_farm_options, farm_of
 
 from collectors.netns import entered
 
@@ -95,16 +95,14 @@ def bench(farm: Farm, rounds: int, extra: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conns", type=int, default=20000, help="connections in the farm")
-    parser.add_argument("--per-child", type=int, default=5000, help="connections per process")
-    parser.add_argument("--unread", type=int, default=0, help="bytes left unread per connection")
+    add_farm_options(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--refreshes", type=int, default=5, help="watch refreshes after the first")
     args = parser.parse_args()
     print(f"`{' '.join(sys.argv)}`\n", flush=True)
     try:
         start = time.perf_counter()
-        with Farm(args.conns, args.per_child, args.unread) as farm:
+        with farm_of(args) as farm:
             print(f"{args.conns} connections ({2 * args.conns + len(farm.children)} sockets) in "
                   f"{len(farm.children)} processes, {args.unread} bytes unread on each, built "
                   f"in {time.perf_counter() - start:.1f} s\n", flush=True)  # fmt: skip

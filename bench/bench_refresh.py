@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from conn_farm import Farm, NamespaceGroup
+from conn_farm import Farm, NamespaceGroup, add_farm_options, farm_of
 
 from bufmon.monitor import Monitor
 from collectors.netns import NETNS_RUN_DIR, NamespaceSet, entered
@@ -130,9 +130,7 @@ def bench_namespaces(counts: list[int], sockets: int, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conns", type=int, default=20000, help="connections in the farm")
-    parser.add_argument("--per-child", type=int, default=5000, help="connections per process")
-    parser.add_argument("--unread", type=int, default=0, help="bytes left unread per connection")
+    add_farm_options(parser)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--namespaces", default="1,10,50", help="namespace counts for part 2")
     parser.add_argument("--ns-sockets", type=int, default=50, help="sockets per namespace")
@@ -150,7 +148,7 @@ def main() -> None:
                    "--ns-sockets", str(args.ns_sockets)]  # fmt: skip
         if args.skip != "farm":
             start = time.perf_counter()
-            with Farm(args.conns, args.per_child, args.unread) as farm:
+            with farm_of(args) as farm:
                 print(f"## {args.conns} connections in {len(farm.children)} processes, "
                       f"{args.unread} bytes unread on each, built in "
                       f"{time.perf_counter() - start:.1f} s\n")  # fmt: skip

@@ -181,18 +181,27 @@ def child(pairs: int, addr: str, unread: int) -> None:
         sock.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_farm_options(parser: argparse.ArgumentParser) -> None:
+    """--conns, --per-child and --unread: the farm of every benchmark that builds one."""
     parser.add_argument("--conns", type=int, default=20000, help="connections (2 sockets each)")
     parser.add_argument("--per-child", type=int, default=5000, help="connections per process")
     parser.add_argument("--unread", type=int, default=0, help="bytes left unread per connection")
+
+
+def farm_of(args: argparse.Namespace) -> Farm:
+    return Farm(args.conns, args.per_child, args.unread)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_farm_options(parser)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # PAIRS ADDR UNREAD
     args = parser.parse_args()
     if args.child:
         child(int(args.child[0]), args.child[1], int(args.child[2]))
         return
     try:
-        with Farm(args.conns, args.per_child, args.unread) as farm:
+        with farm_of(args) as farm:
             print(f"{args.conns} connections in namespace {farm.netns}; Ctrl-C ends", flush=True)
             while True:
                 time.sleep(3600)
