@@ -155,16 +155,16 @@ class Discovery:
         before, inode_of = self._inode_of, {}
         young, self._young = self._young, set()
         for pid in sorted(int(p) for p in os.listdir(self.proc) if p.isdigit()):
-            path = f"{self.proc}/{pid}/ns/net"
-            if before and pid not in before:
-                self._young.add(pid)
             if full or pid not in before or pid in young:
-                inode = inode_of[pid] = _ns_inode(path)
+                if before and pid not in before:
+                    self._young.add(pid)
+                inode = inode_of[pid] = _ns_inode(f"{self.proc}/{pid}/ns/net")
                 self.links_read += 1
             else:
                 inode = inode_of[pid] = before[pid]
             if inode is None or inode in found:
                 continue
+            path = f"{self.proc}/{pid}/ns/net"
             found[inode] = self._namespace(inode, pid, path, known.get(inode))
         self._inode_of = inode_of
         return found
