@@ -131,7 +131,8 @@ class Discovery:
     A process seldom changes namespace, so each walk reads the link of new pids only
     (and once more on the walk after, past the moment `unshare` or `ip netns exec`
     move right after they start) and remembers the others' links: a host with
-    thousands of processes pays a /proc listing, not thousands of readlinks. Every
+    thousands of processes pays a /proc listing, not thousands of readlinks, and not
+    even the listing while /proc/loadavg says no process started or ended. Every
     `recheck` seconds all links are read again, for a process that moved later or a
     pid reused meanwhile.
     A namespace still first seen through the same process keeps its `known` entry, so
@@ -142,19 +143,48 @@ class Discovery:
         self.recheck = recheck
         self.proc = proc
         self.links_read = 0  # /proc/PID/ns/net links read so far
-        self._inode_of: dict[int, int | None] = {}  # pid -> namespace inode, None: unreadable
-        self._young: set[int] = set()  # pids first seen by the last walk
+        self._inode_of: dict[str, int | None] = {}  # pid -> namespace inode, None: unreadable
+        self._young: set[str] = set()  # pids first seen by the last walk
+        self._first_pid: dict[int, str] = {}  # namespace inode -> its lowest pid
+        self._stamp: str | None = None  # see _tasks_stamp
         self._last_full = float("-inf")
 
     def walk(self, known: dict[int, Namespace]) -> dict[int, Namespace]:
-        found = _named()
         now = time.monotonic()
         full = now - self._last_full >= self.recheck
         if full:
             self._last_full = now
-        before, inode_of = self._inode_of, {}
-        young, self._young = self._young, set()
-        for pid in sorted(int(p) for p in os.listdir(self.proc) if p.isdigit()):
+        stamp = self._tasks_stamp()
+        if full or self._young or stamp is None or stamp != self._stamp:
+            self._list_pids(full)
+        self._stamp = stamp
+        found = _named()
+        for inode, pid in self._first_pid.items():
+            if inode not in found:
+                path = f"{self.proc}/{pid}/ns/net"
+                found[inode] = self._namespace(inode, pid, path, known.get(inode))
+        return found
+
+    def _tasks_stamp(self) -> str | None:
+        """The task count and the last pid given out (/proc/loadavg): while both stay
+        the same no process started (each takes a new pid) and none ended."""
+        try:
+            with open(f"{self.proc}/loadavg", "rb") as f:
+                fields = f.read().split()
+        except OSError:
+            return None
+        return b" ".join(fields[3:5]).decode("ascii", "replace")
+
+    def _list_pids(self, full: bool) -> None:
+        """Every pid's namespace inode: read for new (and young) pids, else remembered."""
+        before, young = self._inode_of, self._young
+        inode_of: dict[str, int | None] = {}
+        first_pid: dict[int, str] = {}
+        self._young = set()
+        # /proc lists pids in ascending order: a namespace's holder is its lowest pid
+        for pid in os.listdir(self.proc):
+            if not pid.isdigit():
+                continue
             if full or pid not in before or pid in young:
                 if before and pid not in before:
                     self._young.add(pid)
@@ -162,21 +192,18 @@ class Discovery:
                 self.links_read += 1
             else:
                 inode = inode_of[pid] = before[pid]
-            if inode is None or inode in found:
-                continue
-            path = f"{self.proc}/{pid}/ns/net"
-            found[inode] = self._namespace(inode, pid, path, known.get(inode))
-        self._inode_of = inode_of
-        return found
+            if inode is not None and inode not in first_pid:
+                first_pid[inode] = pid
+        self._inode_of, self._first_pid = inode_of, first_pid
 
-    def _namespace(self, inode: int, pid: int, path: str, seen: Namespace | None) -> Namespace:
+    def _namespace(self, inode: int, pid: str, path: str, seen: Namespace | None) -> Namespace:
         """The namespace `inode`, first seen through process `pid`."""
         if inode == self.host_inode:
             return Namespace(inode, "host", path, "")
         if seen is not None and seen.path == path:
             return seen
-        label, name = container_owner(str(pid)) or (f"net:[{inode}]", None)
-        return Namespace(inode, label, path, f"{_comm(str(pid))}/{pid}", name)
+        label, name = container_owner(pid) or (f"net:[{inode}]", None)
+        return Namespace(inode, label, path, f"{_comm(pid)}/{pid}", name)
 
 
 @contextmanager
