@@ -7,12 +7,15 @@ plus a churn process there that opens and closes `--churn` connections a second
 (new sockets, TIME-WAIT ones, vanished ones: history entries come and go). Then
 `bufmon watch --netns FARM` runs as a user starts it, output to /dev/null, and its
 RSS (VmRSS) is sampled every 30 s. Target: the last sample at most 5% above the
-second (the first is taken before the history fills). Prints a markdown table.
+second (the first is taken before the history fills). Also printed: the CPU share
+of one core `bufmon watch` used over the run at its default (adapting) interval.
+Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -49,6 +52,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"process {pid} has no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(farm: Farm, minutes: float, per_second: int) -> None:
     assert farm.ns is not None
     churner = subprocess.Popen(farm.ns.command(sys.executable, __file__, "--churn-child",
@@ -61,13 +70,14 @@ def run(farm: Farm, minutes: float, per_second: int) -> None:
         assert churner.stdout is not None and churner.stdout.readline().strip() == "ready"
         print("| minute | RSS MB |\n|---:|---:|", flush=True)
         samples: list[float] = []
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), cpu_seconds(watch.pid)
         while time.monotonic() - start < minutes * 60:
             time.sleep(SAMPLE_EVERY)
             if watch.poll() is not None:
                 raise RuntimeError(f"bufmon watch ended with status {watch.returncode}")
             samples.append(rss_mb(watch.pid))
             print(f"| {(time.monotonic() - start) / 60:.1f} | {samples[-1]:.1f} |", flush=True)
+        cpu = (cpu_seconds(watch.pid) - cpu_start) / (time.monotonic() - start)
     finally:
         for proc in (watch, churner):
             proc.kill()
@@ -75,6 +85,7 @@ def run(farm: Farm, minutes: float, per_second: int) -> None:
     ratio = samples[-1] / samples[1]
     verdict = "met" if ratio <= TARGET else "NOT met"
     print(f"\nlast / second sample: {ratio:.3f} (target <= {TARGET}: {verdict})")
+    print(f"bufmon watch's CPU over the run (default interval): {cpu:.1%} of one core")
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def farm() -> Iterator[Netns]:
 
 def bufmon(*args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "bufmon.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd="/")
 
 
 def farm_sockets(sockets: list[dict]) -> int:
