@@ -11,7 +11,9 @@ and `snapshot --json` (whole process: start-up, imports, one refresh, output), a
 a refresh costs (T(1 + K) - T(1)) / K, start-up and the first (cold) refresh left
 out. Every bufmon process is started from the host with `--netns FARM`, as a user
 would, output to /dev/null. Printed: median and spread (min-max) per row, the ratio
-to `ss -tanmi`'s median, and each command's peak RSS. Prints a markdown table.
+to `ss -tanmi`'s median, and each command's peak RSS. `--compare BUFMON` times another
+bufmon (e.g. an older checkout's .venv/bin/bufmon) in the same rounds. Prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -53,20 +55,22 @@ def ss_in(netns: str) -> Callable[[], tuple[float, int]]:
     return run
 
 
-def bench(farm: Farm, rounds: int, extra: int) -> None:
+def bench(farm: Farm, rounds: int, extra: int, compare: str | None) -> None:
     bufmon = shutil.which("bufmon", path=str(Path(sys.executable).parent)) or "bufmon"
+    programs = {"": bufmon} if compare is None else {"": bufmon, " (compared)": compare}
     ns = ["--netns", farm.netns]
     once, more = ["--interval", "0", "--count", "1"], ["--interval", "0", "--count", str(1 + extra)]
     jobs: dict[str, Callable[[], tuple[float, int]]] = {"ss -tanmi": ss_in(farm.netns)}
-    for name, args in {
-        "snapshot": ["snapshot"],
-        "snapshot --json": ["snapshot", "--json"],
-        "watch 1": ["watch", *once],
-        f"watch {1 + extra}": ["watch", *more],
-        "watch --json 1": ["watch", "--json", *once],
-        f"watch --json {1 + extra}": ["watch", "--json", *more],
-    }.items():
-        jobs[name] = lambda args=args: timed([bufmon, *args, *ns])
+    for suffix, program in programs.items():
+        for name, args in {
+            "snapshot": ["snapshot"],
+            "snapshot --json": ["snapshot", "--json"],
+            "watch 1": ["watch", *once],
+            f"watch {1 + extra}": ["watch", *more],
+            "watch --json 1": ["watch", "--json", *once],
+            f"watch --json {1 + extra}": ["watch", "--json", *more],
+        }.items():
+            jobs[name + suffix] = lambda cmd=[program, *args, *ns]: timed(cmd)
     times: dict[str, list[float]] = {name: [] for name in jobs}
     rss: dict[str, int] = dict.fromkeys(jobs, 0)
     for _ in range(rounds):
@@ -74,20 +78,26 @@ def bench(farm: Farm, rounds: int, extra: int) -> None:
             took, peak = job()
             times[name].append(took)
             rss[name] = max(rss[name], peak)
-    rows = {name: times[name] for name in ("ss -tanmi", "snapshot", "snapshot --json")}
-    for watch in ("watch", "watch --json"):
-        first, last = times[f"{watch} 1"], times[f"{watch} {1 + extra}"]
-        rows[watch] = [(b - a) / extra for a, b in zip(first, last, strict=True)]
-        rss[watch] = rss[f"{watch} {1 + extra}"]
+    rows = {"ss -tanmi": times["ss -tanmi"]}
+    for suffix in programs:
+        for name in ("snapshot", "snapshot --json"):
+            rows[name + suffix] = times[name + suffix]
+        for watch in ("watch", "watch --json"):
+            first, last = times[f"{watch} 1{suffix}"], times[f"{watch} {1 + extra}{suffix}"]
+            rows[watch + suffix] = [(b - a) / extra for a, b in zip(first, last, strict=True)]
+            rss[watch + suffix] = rss[f"{watch} {1 + extra}{suffix}"]
     base = statistics.median(rows["ss -tanmi"])
-    print(f"{rounds} rounds, alternating; watch: {extra} refreshes after the first\n")
-    print("| command | median ms | min-max ms | x `ss -tanmi` | target | peak RSS MB |")
+    print(f"{rounds} rounds, alternating; watch: {extra} refreshes after the first")
+    if compare is not None:
+        print(f"(compared): {compare}")
+    print("\n| command | median ms | min-max ms | x `ss -tanmi` | target | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, values in rows.items():
         med = statistics.median(values)
-        target = f"<= {TARGETS[name]}" if name in TARGETS else ""
+        command = name.removesuffix(" (compared)")
+        target = f"<= {TARGETS[command]}" if command in TARGETS else ""
         spread = f"{min(values) * 1000:.0f}-{max(values) * 1000:.0f}"
-        label = f"`bufmon {name}`" if name in TARGETS else f"`{name}`"
+        label = f"`bufmon {name}`" if command in TARGETS else f"`{name}`"
         print(f"| {label} | {med * 1000:.0f} | {spread} | {med / base:.2f} | {target} "
               f"| {rss[name] / 1024:.0f} |")  # fmt: skip
     print()
@@ -98,6 +108,7 @@ def main() -> None:
     add_farm_options(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--refreshes", type=int, default=5, help="watch refreshes after the first")
+    parser.add_argument("--compare", metavar="BUFMON", help="another bufmon, timed alongside")
     args = parser.parse_args()
     print(f"`{' '.join(sys.argv)}`\n", flush=True)
     try:
@@ -106,7 +117,7 @@ def main() -> None:
             print(f"{args.conns} connections ({2 * args.conns + len(farm.children)} sockets) in "
                   f"{len(farm.children)} processes, {args.unread} bytes unread on each, built "
                   f"in {time.perf_counter() - start:.1f} s\n", flush=True)  # fmt: skip
-            bench(farm, args.rounds, args.refreshes)
+            bench(farm, args.rounds, args.refreshes, args.compare)
     except KeyboardInterrupt:
         sys.exit("interrupted; namespace and farm processes removed")
     except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
