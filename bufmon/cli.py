@@ -124,8 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="colours for a dark or a light terminal (default: the config file's [view] theme)",
     )
     _common(tui)
-    snap = sub.add_parser("snapshot", help="print one snapshot (table or --json)")
+    snap = sub.add_parser(
+        "snapshot",
+        help="print one snapshot (table or --json)",
+        description="Print one snapshot. It samples once, so sockets have no rates "
+        "(JSON `rates` null) unless --rates is given.",
+    )
     snap.add_argument("--json", action="store_true", help="one JSON document")
+    snap.add_argument(
+        "--rates",
+        action="store_true",
+        help="sample twice, --interval apart, so every socket has rx/tx/retransmit rates",
+    )
+    snap.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --rates: seconds between the two samples (default 1)",
+    )
     _common(snap)
     watch = sub.add_parser("watch", help="refresh until Ctrl-C: flagged sockets, or --json lines")
     watch.add_argument("--json", action="store_true", help="one JSON document per line")
@@ -165,6 +182,9 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
 
     monitor = Monitor(args.netns, args.cfg)
     try:
+        if args.rates:
+            monitor.sample_rates()
+            time.sleep(args.interval)
         snap = monitor.refresh(single_sample=True)
     finally:
         monitor.close()
@@ -174,7 +194,7 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     else:
         for notice in snap.notices:
             _say(notice)
-        _write(table(socks))
+        _write(table(socks, rates=args.rates))
     return EXIT_OK
 
 

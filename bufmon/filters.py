@@ -1,6 +1,7 @@
 """The filter language shared by `bufmon snapshot FILTER` and the TUI's `/` prompt.
 
     proto:tcp state:estab recvq>64k            terms side by side mean AND
+    rx>10M or retr>0                           rates per second (none on a first sample)
     port:443 or port:8443                      `or` binds looser than AND (`and` is optional)
     !(addr:10.0.0.0/8 or addr:::1) rtt>100ms   `!` negates a term or a group
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from bufmon.rates import retr_rate, rx_rate, tx_rate
 from collectors.model import (
     FLAG_KINDS,
     SEVERITY_RANK,
@@ -312,6 +314,9 @@ _COMPARE_FIELDS: dict[str, tuple[Callable[[Sock], float | None], dict[str, float
     "drops": (lambda s: s.skmem_value(SK_DROPS), _COUNT_UNITS, "a plain count"),
     "rfill": (Sock.recv_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
     "sfill": (Sock.send_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
+    "rx": (rx_rate, _BYTE_UNITS, "bytes per second, e.g. 10M"),
+    "tx": (tx_rate, _BYTE_UNITS, "bytes per second, e.g. 1M"),
+    "retr": (retr_rate, _COUNT_UNITS, "retransmitted segments per second, e.g. 0 or 2.5"),
 }
 
 MATCH_FIELDS = tuple(_MATCH_FIELDS)  # "field:value" terms

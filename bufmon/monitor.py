@@ -10,6 +10,7 @@ import time
 
 from bufmon.acceptq import tie_to_listeners
 from bufmon.diagnosis import Config, Diagnoser
+from bufmon.rates import RateMeter
 from collectors.gcpolicy import FrozenGarbage, gc_paused
 from collectors.model import Snapshot, SystemFacts
 from collectors.netns import NamespaceSet, entered
@@ -30,11 +31,13 @@ class Monitor:
         self.diagnoser = Diagnoser(config or Config())
         self.host = socket.gethostname()
         self._gc = FrozenGarbage()
+        self.rates = RateMeter()
 
     def collect(self) -> Snapshot:
         """Sockets, processes and system facts, without diagnosis."""
         now = time.time()
         socks = self.namespaces.dump()
+        self.rates.measure(socks, now)
         self.procs.attribute(socks)
         tie_to_listeners(socks)
         link_peers(self.namespaces.unix)
@@ -64,6 +67,10 @@ class Monitor:
             return self.system.read(now)
         with entered(ns.path):
             return self.system.read(now)
+
+    def sample_rates(self) -> None:
+        """Only the counters the next refresh's rates start from (`snapshot --rates`)."""
+        self.rates.measure(self.namespaces.dump(), time.time())
 
     def refresh(self, single_sample: bool = False) -> Snapshot:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them

@@ -53,7 +53,23 @@ def flag_tags(flags: Iterable[Flag]) -> str:
     return ",".join(f.kind for f in flags) or "-"
 
 
-def row(sock: Sock) -> tuple[str, ...]:
+RATE_COLUMNS = ("Rx/s", "Tx/s", "Retr/s")  # with `snapshot --rates`, after Tx%
+_RATES_AT = COLUMNS.index("Process")
+
+
+def rate_cells(sock: Sock) -> tuple[str, ...]:
+    """Bytes/s received and sent, retransmitted segments/s; `-` without rates."""
+    rates = sock.rates
+    if rates is None:
+        return ("-", "-", "-")
+    return (
+        str(round(rates.rx_bytes_per_s)),
+        str(round(rates.tx_bytes_per_s)),
+        f"{rates.retrans_per_s:.1f}",
+    )
+
+
+def row(sock: Sock, rates: bool = False) -> tuple[str, ...]:
     state = sock.state + (" (closed)" if sock.closed else "")
     cells = (
         netns_text(sock),
@@ -64,17 +80,20 @@ def row(sock: Sock) -> tuple[str, ...]:
         *ends(sock),
         percent(sock.recv_fill()),
         percent(sock.send_fill()),
+        *(rate_cells(sock) if rates else ()),
         process_text(sock),
         flag_tags(sock.flags),
     )
     return tuple(printable(cell) for cell in cells)
 
 
-def table(socks: list[Sock]) -> str:
-    """An aligned table, numbers right-aligned, like `ss`."""
-    rows = [COLUMNS, *(row(s) for s in socks)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    numeric = {3, 4, 7, 8}
+def table(socks: list[Sock], rates: bool = False) -> str:
+    """An aligned table, numbers right-aligned, like `ss`; `rates` adds RATE_COLUMNS."""
+    extra = RATE_COLUMNS if rates else ()
+    titles = (*COLUMNS[:_RATES_AT], *extra, *COLUMNS[_RATES_AT:])
+    rows = [titles, *(row(s, rates) for s in socks)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(titles))]
+    numeric = {3, 4, 7, 8, *range(_RATES_AT, _RATES_AT + len(extra))}
     lines = []
     for r in rows:
         pairs = enumerate(zip(r, widths, strict=True))

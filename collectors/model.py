@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from collectors.tcpinfo import TcpInfo
 
 SCHEMA_VERSION = 1
 
-__all__ = ["Flag", "Process", "Snapshot", "Sock", "SystemFacts", "TcpInfo", "UnixSock"]
+__all__ = [
+    "IDLE",
+    "Flag",
+    "Process",
+    "Rates",
+    "Snapshot",
+    "Sock",
+    "SystemFacts",
+    "TcpInfo",
+    "UnixSock",
+]
 
 SKMEM_FIELDS = (
     "rmem_alloc",
@@ -154,6 +164,37 @@ class Flag:
         return cls(doc["kind"], doc["severity"], doc["since"], doc["reason"], doc["advice"])
 
 
+class Rates(NamedTuple):
+    """Per-second rates between a socket's last two samples (bufmon.rates measures
+    them)."""
+
+    rx_bytes_per_s: float  # bytes_received
+    tx_bytes_per_s: float  # bytes_acked
+    retrans_per_s: float  # segments (total_retrans)
+    retrans_share: float  # retransmitted / segments sent (segs_out); 0 when none sent
+
+    def to_json(self, info: TcpInfo | None) -> dict[str, Any]:
+        """The JSON `rates`, with the delivery rate the kernel reports (bytes/s)."""
+        return {
+            "rx_bytes_per_s": round(self.rx_bytes_per_s),
+            "tx_bytes_per_s": round(self.tx_bytes_per_s),
+            "retrans_per_s": round(self.retrans_per_s, 2),
+            "retrans_share": round(self.retrans_share, 4),
+            "delivery_rate": None if info is None else info.get("delivery_rate"),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any] | None) -> Rates | None:
+        if doc is None:
+            return None
+        return cls(
+            doc["rx_bytes_per_s"], doc["tx_bytes_per_s"], doc["retrans_per_s"], doc["retrans_share"]
+        )
+
+
+IDLE = Rates(0.0, 0.0, 0.0, 0.0)  # shared by every socket whose counters did not move
+
+
 class Sock:
     """One socket as sock_diag reports it, plus what bufmon adds (process, flags)."""
 
@@ -182,6 +223,7 @@ class Sock:
         "closed",
         "segs_in",
         "listener",
+        "rates",
     )
 
     def __init__(
@@ -232,6 +274,7 @@ class Sock:
         self.closed = False
         # the listener whose accept queue holds this connection (not accepted yet)
         self.listener: Sock | None = None
+        self.rates: Rates | None = None  # set by bufmon.rates from the sample before
 
     # what a UNIX socket adds to these fields (UnixSock.unix_fields); None for others
     unix_fields: tuple[Any, ...] | None = None
@@ -283,6 +326,7 @@ class Sock:
             if self.skmem is None
             else dict(zip(SKMEM_FIELDS, self.skmem, strict=True)),
             "tcp_info": None if self.info is None else self.info.to_json(),
+            "rates": None if self.rates is None else self.rates.to_json(self.info),
             "timer": self.timer,
             "uid": self.uid,
             "inode": self.inode,
@@ -333,8 +377,9 @@ class Sock:
         return sock.with_json_objects(doc)
 
     def with_json_objects(self, doc: dict[str, Any]) -> Self:
-        """This socket with the process, flags and closed mark of its document."""
+        """This socket with the process, flags, rates and closed mark of its document."""
         proc = doc["process"]
+        self.rates = Rates.from_json(doc["rates"])
         self.process = None if proc is None else Process.from_json(proc)
         self.flags = [Flag.from_json(f) for f in doc["flags"]]
         self.closed = doc["closed"]

@@ -345,7 +345,9 @@ class _Decoded(UnixSock):
         self.peer_addr = ""
         self.recv_q, self.send_q = rq, wq
         self.skmem = None if skmem is None else _SKMEMS[skmem]
-        self.info = self.segs_in = self.process = self.peer_process = self.listener = None
+        self.info = self.segs_in = self.process = self.peer_process = self.listener = self.rates = (
+            None
+        )
         self.netns_name = None
         self.timer = "off"
         self.uid, self.inode, self.netns = uid, inode, netns

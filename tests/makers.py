@@ -323,3 +323,34 @@ class CloseWaitLeak(Scenario):
             server, _ = self.listen.accept()
             self._sockets.append(server)
             client.close()
+
+
+class LossyTbfLink(TbfLink):
+    """A TbfLink whose queue holds about two packets: TCP's bursts overflow it, so the
+    sender really retransmits (netem is not in this kernel)."""
+
+    TBF = ("rate", "1mbit", "burst", "32kbit", "limit", "3000")
+
+
+class PacedOverTbf(BulkOverTbf):
+    """A transfer across a TbfLink at RATE bytes/s, half the link's: the sender keeps
+    `sent` at RATE x the time since it started (catching up after a late wake-up), so
+    nothing queues and what the application wrote is what went across, counted."""
+
+    RATE = 60_000
+    PERIOD = 0.05
+
+    def build(self) -> None:
+        self.connect_pair()
+        self.sent = self.read_bytes = 0
+        self.client.settimeout(1.0)
+        self.server.settimeout(self.POLL)
+        self.started = time.monotonic()
+        self.every(self.PERIOD, self._send_due)
+        self.every(0, self._read)
+
+    def _send_due(self) -> None:
+        due = min(int((time.monotonic() - self.started) * self.RATE) - self.sent, len(CHUNK))
+        if due > 0:
+            self.client.sendall(CHUNK[:due])
+            self.sent += due

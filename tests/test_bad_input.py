@@ -108,6 +108,7 @@ def test_deep_set_value() -> None:
         ["watch", "--interval", "1e10"],
         ["watch", "--interval", "inf"],
         ["tui", "--interval", "1e300"],
+        ["snapshot", "--rates", "--interval", "1e10"],
         ["demo", "--duration", "1e308"],
         ["demo", "--duration", "-1"],
     ],

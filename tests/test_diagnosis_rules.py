@@ -14,7 +14,7 @@ import pytest
 from factories import make_sock, make_udp
 
 from bufmon.diagnosis import Config, Diagnoser, load_config
-from bufmon.diagnosis.history import History
+from bufmon.diagnosis.history import FIELDS, History
 from collectors.model import Process, Snapshot, Sock, SystemFacts, TcpInfo
 from collectors.system import SystemReader
 
@@ -794,15 +794,15 @@ def test_history_counters_read_back_as_increments() -> None:
     h = History(window=600)
     zero = (0,) * 9
     for t, acked in enumerate([2**32 - 10, 2**32 + 90, 2**32 + 290]):
-        h.append(("ns", 1), t, (*zero, acked & 0xFFFFFFFF, 0, 0, 0, 0))
+        h.append(("ns", 1), t, (*zero, acked & 0xFFFFFFFF, *(0,) * (len(FIELDS) - 11)))
     assert h.series(("ns", 1), "acked") == [(0.0, 0.0), (1.0, 100.0), (2.0, 200.0)]
 
 
 def test_history_budget_caps_busy_sockets() -> None:
     h = History(window=600, max_bytes=1 << 16)  # tiny: each socket keeps the 60-record floor
     for key in range(200):
-        h.append(("ns", key), 0, (0,) * 14)
+        h.append(("ns", key), 0, (0,) * (len(FIELDS) - 1))
     h.set_budget()
     for t in range(1, 300):
-        h.append(("ns", 0), t, (t,) + (0,) * 13)
+        h.append(("ns", 0), t, (t,) + (0,) * (len(FIELDS) - 2))
     assert len(h.series(("ns", 0), "recv_q")) == 60

@@ -382,7 +382,7 @@ def test_combinators(expr: str, expected: bool) -> None:
 
 FIELDS = (
     "proto, state, port, sport, dport, addr, src, dst, proc, pid, user, netns, flag, family, "
-    "path, type, peer, recvq, sendq, rtt, drops, rfill, sfill"
+    "path, type, peer, recvq, sendq, rtt, drops, rfill, sfill, rx, tx, retr"
 )
 STATES = (
     "estab, syn-sent, syn-recv, fin-wait-1, fin-wait-2, time-wait, unconn, close-wait, "

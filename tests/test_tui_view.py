@@ -39,6 +39,23 @@ def test_narrow_terminals_drop_columns_by_priority() -> None:
         assert sum(w for _, w in layout) + len(layout) - 1 == width
 
 
+def test_rates_come_back_at_100_columns_and_sort_with_none_last() -> None:
+    assert [column.id for column, _ in fit(SOCKET_COLUMNS, 100)] == [
+        "state", "local", "peer", "process", "recvq", "sendq", "rx", "tx", "flags",
+    ]  # fmt: skip
+    view = compute_view(synthetic_snapshot(300), request(sort="rx"))
+    rates = [s.rates.rx_bytes_per_s if s.rates else None for s in view.rows]
+    known = [r for r in rates if r is not None]
+    assert known == sorted(known, reverse=True) and rates[: len(known)] == known
+    assert None in rates  # sockets without rates (first sample, UDP) sort last
+    (row,) = compute_view(synthetic_snapshot(300), request(group_by="netns", sort="tx")).rows[:1]
+    assert row.tx == sum(
+        s.rates.tx_bytes_per_s
+        for s in synthetic_snapshot(300).sockets
+        if s.rates and s.netns == row.value
+    )
+
+
 @pytest.mark.parametrize("width", [59, 79, 159])
 def test_rendered_rows_fill_the_width_exactly(width: int) -> None:
     layout = fit(SOCKET_COLUMNS, width)

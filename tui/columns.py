@@ -15,6 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from bufmon.present import flags_worst_first, netns_text
+from bufmon.rates import retr_rate, rx_rate, tx_rate
 from bufmon.unix_ends import ends
 from collectors.model import SEVERITIES, SK_RCVBUF, SK_RMEM, SK_SNDBUF, SK_WMEM, SK_WQUEUED, Sock
 from collectors.untrusted import printable
@@ -25,6 +26,7 @@ from tui.fmt import (
     bar,
     flag_tag,
     human_bytes,
+    human_rate,
     human_usec,
 )
 from tui.view import GroupRow
@@ -121,6 +123,11 @@ def _rtt(s: Sock, width: int) -> Cell:
     return _text("-" if rtt is None else human_usec(rtt), width)
 
 
+def _rate(rate: float | None, width: int, human: Callable[[float], str] = human_bytes) -> Cell:
+    """A per-second rate; `-` (dim) when the socket has none (first sample, no tcp_info)."""
+    return _text("-", width, DIM) if rate is None else _text(human(rate), width)
+
+
 def _process(s: Sock, width: int) -> Cell:
     p = s.process
     return _text("-" if p is None else f"{p.comm}/{p.pid}", width)
@@ -138,12 +145,12 @@ def _group_flags(g: GroupRow, width: int) -> Cell:
 
 
 SOCKET_COLUMNS: tuple[Column, ...] = (
-    Column("netns", "NETNS", 8, 9, lambda s, w: _text(netns_text(s), w), grow=8),
-    Column("proto", "PROTO", 5, 8, lambda s, w: _text(s.proto, w)),
+    Column("netns", "NETNS", 8, 12, lambda s, w: _text(netns_text(s), w), grow=8),
+    Column("proto", "PROTO", 5, 11, lambda s, w: _text(s.proto, w)),
     Column("state", "STATE", 10, 4, lambda s, w: _text(s.state, w)),
     Column("local", "LOCAL", 15, 0, end_cell(0), grow=16, grow_first=True),
     Column("peer", "PEER", 15, 5, end_cell(1), grow=16, grow_first=True),
-    Column("process", "PROCESS", 12, 6, _process, grow=12),
+    Column("process", "PROCESS", 12, 8, _process, grow=12),
     Column(
         "recvq",
         "RECV-Q",
@@ -162,7 +169,10 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
         grow=8,
         right=True,
     ),
-    Column("rtt", "RTT", 6, 7, _rtt, right=True),
+    Column("rtt", "RTT", 6, 10, _rtt, right=True),
+    Column("rx", "RX/s", 5, 6, lambda s, w: _rate(rx_rate(s), w), right=True),
+    Column("tx", "TX/s", 5, 7, lambda s, w: _rate(tx_rate(s), w), right=True),
+    Column("retr", "RETR/s", 6, 9, lambda s, w: _rate(retr_rate(s), w, human_rate), right=True),
     Column("flags", "FLAGS", 6, 3, lambda s, w: _flag_tags(s.flags, w), grow=24),
 )
 
@@ -187,6 +197,9 @@ GROUP_COLUMNS: tuple[Column, ...] = (
         grow=8,
         right=True,
     ),
+    Column("rx", "RX/s Σ", 6, 4, lambda g, w: _rate(g.rx, w), right=True),
+    Column("tx", "TX/s Σ", 6, 5, lambda g, w: _rate(g.tx, w), right=True),
+    Column("retr", "RETR/s Σ", 8, 6, lambda g, w: _rate(g.retr, w, human_rate), right=True),
     Column("flags", "FLAGS", 10, 1, _group_flags, grow=10),
 )
 

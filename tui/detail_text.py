@@ -349,6 +349,8 @@ def history_text(series: dict[str, Series] | None, width: int) -> Text:
         ("recv_q", "Recv-Q", human_bytes),
         ("send_q", "Send-Q", human_bytes),
         ("rtt", "rtt", human_usec),
+        ("rx_rate", "rx/s", human_bytes),
+        ("tx_rate", "tx/s", human_bytes),
     ):
         values = [value for _, value in series.get(name, [])]
         block.row(label)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 Series = list[tuple[float, float]]
 SockKey = tuple[str, int]  # Sock.key: a socket's netns label and inode
 # charts, and the chrono counters behind the detail's "Limited by" (increments)
-HISTORY_FIELDS = ("recv_q", "send_q", "rtt", *LIMIT_FIELDS)
+HISTORY_FIELDS = ("recv_q", "send_q", "rtt", "rx_rate", "tx_rate", "retr_rate", *LIMIT_FIELDS)
 
 
 class Source(Protocol):

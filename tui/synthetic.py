@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from bufmon.diagnosis.limits import LIMIT_FIELDS
-from collectors.model import Flag, Process, Snapshot, Sock, SystemFacts, TcpInfo
+from collectors.model import Flag, Process, Rates, Snapshot, Sock, SystemFacts, TcpInfo
 from tui.source import Series, SockKey
 
 TIME = 1_700_000_000.0
@@ -177,8 +177,18 @@ def synthetic_socket(n: int, rng: random.Random) -> Sock:
             s.flags = [*s.flags, _flag("stalled_reader", "critical", 12)]
         if zero:
             s.flags = [*s.flags, _flag("peer_zero_window", "warning", 65)]
+        s.rates = _rates(n)
     s.process = None if kind == 1 else process
     return s
+
+
+def _rates(n: int) -> Rates | None:
+    """Made-up rates (none for every 11th connection, as on a first sample); from `n`
+    alone so they leave the random draws of the other fields as they were."""
+    if n % 11 == 0:
+        return None
+    retrans = 2.5 if n % 17 == 0 else 0.0
+    return Rates(float(n * 7919 % 2000 * 512), float(n * 104729 % 1500 * 256), retrans, 0.01)
 
 
 def synthetic_snapshot(count: int, seed: int = 7) -> Snapshot:

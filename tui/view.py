@@ -12,6 +12,7 @@ from typing import Any
 
 from bufmon.filters import Predicate
 from bufmon.present import netns_text, worst_key
+from bufmon.rates import retr_rate, rx_rate, tx_rate
 from collectors.model import SEVERITIES, SEVERITY_RANK, Snapshot, Sock
 
 PAGE_SIZE = resource.getpagesize()
@@ -33,6 +34,11 @@ TIE = 1e-15  # weight of a secondary byte count: below any visible difference in
 
 def _queue_key(fill: float | None, queued: int) -> float:
     return (fill or 0.0) + queued * TIE
+
+
+def _rate_key(rate: float | None) -> float:
+    """Sockets without rates (first sample, no tcp_info) sort below idle ones."""
+    return -1.0 if rate is None else rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +86,10 @@ class GroupRow:
         "max_recv_fill",
         "max_send_fill",
         "recv_q",
+        "retr",
+        "rx",
         "send_q",
+        "tx",
         "value",
         "worst",
     )
@@ -95,6 +104,7 @@ class GroupRow:
         self.send_q = 0
         self.max_recv_fill = 0.0
         self.max_send_fill = 0.0
+        self.rx = self.tx = self.retr = 0.0  # summed rates (sockets without rates add 0)
         self.worst = 0
         self.flag_counts = dict.fromkeys(SEVERITIES, 0)
 
@@ -107,6 +117,11 @@ class GroupRow:
             self.max_recv_fill = recv
         if send is not None and send > self.max_send_fill:
             self.max_send_fill = send
+        rates = s.rates
+        if rates is not None:
+            self.rx += rates.rx_bytes_per_s
+            self.tx += rates.tx_bytes_per_s
+            self.retr += rates.retrans_per_s
         for flag in s.flags:
             self.flag_counts[flag.severity] += 1
             self.worst = max(self.worst, SEVERITY_RANK[flag.severity])
@@ -129,6 +144,9 @@ SOCKET_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "recvq": (lambda s: _queue_key(s.recv_fill(), s.recv_q), True),
     "sendq": (lambda s: _queue_key(s.send_fill(), s.send_q), True),
     "rtt": (lambda s: -1 if s.info is None else s.info.get("rtt") or 0, True),
+    "rx": (lambda s: _rate_key(rx_rate(s)), True),
+    "tx": (lambda s: _rate_key(tx_rate(s)), True),
+    "retr": (lambda s: _rate_key(retr_rate(s)), True),
     "flags": (worst_key, True),
 }
 GROUP_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
@@ -136,6 +154,9 @@ GROUP_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "count": (lambda g: g.count, True),
     "recvq": (lambda g: _queue_key(g.max_recv_fill, g.recv_q), True),
     "sendq": (lambda g: _queue_key(g.max_send_fill, g.send_q), True),
+    "rx": (lambda g: g.rx, True),
+    "tx": (lambda g: g.tx, True),
+    "retr": (lambda g: g.retr, True),
     "flags": (lambda g: (g.worst, sum(g.flag_counts.values()), g.count), True),
 }
 DEFAULT_SORT = "flags"

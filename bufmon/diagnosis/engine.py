@@ -4,10 +4,11 @@ The common healthy socket costs one tcp_info field, a hash and three dict operat
 rule work starts only when a queue is non-empty, the socket listens, a UDP socket
 changed, a changed socket's srtt is high enough for the Nagle hint, or the socket
 already has rule state (a pending or raised flag). A sample is "changed" when its
-queues, skmem, state or segs_in differ; every ack, data or window update arrives in
-a segment, so an unchanged TCP sample with steady flags (SocketRules._steady_until)
-only gets them carried over with a current `since`. History gets a record only when
-a socket's sample changed.
+queues, skmem, state or segs_in differ, or its rates stopped or started (so rates
+falling to 0 get a record); every ack, data or window update arrives in a segment,
+so an unchanged TCP sample with steady flags (SocketRules._steady_until) only gets
+them carried over with a current `since`. History gets a record only when a
+socket's sample changed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import copy
 
 from bufmon.diagnosis.config import Config
-from bufmon.diagnosis.history import U32, History, clamp32, fill16
+from bufmon.diagnosis.history import RETR_SCALE, U32, History, clamp32, fill16
 from bufmon.diagnosis.latch import carry
 from bufmon.diagnosis.rules import (
     LOSS_COUNTERS,
@@ -28,7 +29,7 @@ from bufmon.diagnosis.rules import (
 from bufmon.diagnosis.single import evaluate_single
 from bufmon.diagnosis.system_rules import SystemRules
 from bufmon.diagnosis.unix_rules import UnixRules
-from collectors.model import SK_DROPS, Snapshot, Sock, UnixSock
+from collectors.model import IDLE, SK_DROPS, Snapshot, Sock, UnixSock
 
 Key = tuple[str, int]
 _RECORD_INFO = ("rtt", "snd_wnd", "rcv_wnd", "total_retrans")
@@ -45,6 +46,14 @@ def record_values(s: Sock) -> tuple[int, ...]:
         gauges = [clamp32(info.get(name) or 0) for name in _RECORD_INFO]
         counters = [(info.get(name) or 0) & U32 for name in _RECORD_COUNTERS]
     drops = 0 if sk is None else clamp32(sk[SK_DROPS])
+    rates = s.rates
+    moved = (0, 0, 0)
+    if rates is not None:
+        moved = (
+            clamp32(round(rates.rx_bytes_per_s)),
+            clamp32(round(rates.tx_bytes_per_s)),
+            clamp32(round(rates.retrans_per_s * RETR_SCALE)),
+        )
     return (
         clamp32(s.recv_q),
         clamp32(s.send_q),
@@ -54,6 +63,7 @@ def record_values(s: Sock) -> tuple[int, ...]:
         drops,
         *gauges[1:],
         *counters,
+        *moved,
     )
 
 
@@ -129,7 +139,8 @@ class Diagnoser:
             info = s.info
             rq, sq = s.recv_q, s.send_q
             if info is not None:
-                sig = hash((rq, sq, s.skmem, s.segs_in, s.state))
+                quiet = (s.rates or IDLE) is IDLE  # no rates yet, or none moved
+                sig = hash((rq, sq, s.skmem, s.segs_in, s.state, quiet))
             elif s.skmem is not None:
                 sig = hash((rq, sq, s.skmem))
             else:

@@ -12,6 +12,7 @@ import struct
 # Field order of a record. Times are centiseconds since the history's first sample;
 # fills are r/rb and w/tb times 10,000 (capped); COUNTERS (bytes, microseconds) are
 # stored modulo 2**32 and read back as increments, so they never overflow a field.
+# The rates (bufmon.rates) are bytes/s and retransmitted segments/s times 100 (capped).
 FIELDS = (
     "time",
     "recv_q",
@@ -28,11 +29,16 @@ FIELDS = (
     "busy",
     "rwnd_limited",
     "sndbuf_limited",
+    "rx_rate",
+    "tx_rate",
+    "retr_rate",
 )
 COUNTERS = frozenset({"acked", "received", "busy", "rwnd_limited", "sndbuf_limited"})
-RECORD = struct.Struct("<IIIIHHIIIIIIIII")
+RECORD = struct.Struct("<IIIIHHIIIIIIIIIIII")
 SIZE = RECORD.size
 FILL_SCALE = 10000.0
+RETR_SCALE = 100.0
+SCALES = {"rfill": FILL_SCALE, "sfill": FILL_SCALE, "retr_rate": RETR_SCALE}
 U32 = 0xFFFFFFFF
 U16 = 0xFFFF
 # What a tracked socket costs beyond its records: bytearray header plus dict entry.
@@ -122,7 +128,7 @@ class History:
         self, key: tuple[str, int], field: str, since: float = float("-inf")
     ) -> list[tuple[float, float]]:
         """(time, value) of one field over the window (or from `since` on, with the
-        record in force at `since`); rtt in microseconds, fills 0..1+."""
+        record in force at `since`); rtt in microseconds, fills 0..1+, rates per second."""
         i = _INDEX.get(field)
         if i is None or i == 0:
             raise KeyError(f"unknown history field {field!r}; known: {', '.join(FIELDS[1:])}")
@@ -134,5 +140,5 @@ class History:
                 out.append((t, 0.0 if before is None else float((value - before) & U32)))
                 before = value
             return out
-        scale = FILL_SCALE if field in ("rfill", "sfill") else 1.0
+        scale = SCALES.get(field, 1.0)
         return [(t, record[i] / scale) for t, record in records]

@@ -32,11 +32,12 @@ from bufmon.record.format import (
     decompress,
     dict_change,
     dynamic_of,
+    full_row,
+    is_update,
     merge_row,
     pack,
     row_json,
     row_key,
-    row_of,
     sock_of,
     split_by,
     subtract,
@@ -183,9 +184,7 @@ class Encoder:
         positions = list(compress(range(len(socks)), changed))
         texts = self._texts
         for i in positions:
-            sock = socks[i]
-            length = -1 if sock.info is None else len(sock.info)
-            row = row_json((*row_of(sock), length))
+            row = row_json(full_row(socks[i]))
             texts[_key_of(dynamic[i])] = json.dumps(row, separators=(",", ":"))
         unique = prev.unique if keys is None and prev is not None else None
         if unique is None:
@@ -258,8 +257,7 @@ def _delta_row(i: int, sock: Sock, before: tuple[Any, ...] | None, texts: dict[K
     """A new socket's whole row; of one that changed, only what a row can change in."""
     if before is None:
         return f"[{i},{texts[_key_of(dynamic_of(sock))]}]"
-    length = -1 if sock.info is None else len(sock.info)
-    values = row_json((*row_of(sock), length))
+    values = row_json(full_row(sock))
     return json.dumps([i, [values[n] for n in DYNAMIC_ROW]], separators=(",", ":"))
 
 
@@ -416,7 +414,7 @@ def _apply_rows(
     placed: dict[int, Key] = {}
     updates: list[tuple[int, list[Any]]] = []  # sockets that stayed: what changed
     for pos, value in meta.get("rows", []):
-        if isinstance(value, list) and len(value) == len(DYNAMIC_ROW):
+        if is_update(value):
             updates.append((pos, value))
             continue
         row = decode_row(value, interned)

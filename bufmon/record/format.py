@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
-from collectors.model import Flag, Process, Sock, UnixSock
+from collectors.model import Flag, Process, Rates, Sock, UnixSock
 
 VERSION = 1
 MAGIC = b"\x89BUFMON\n"  # 8 bytes; the high first byte catches text-mode mangling
@@ -32,7 +32,8 @@ KEYFRAME, DELTA = ord("K"), ord("D")
 BIT_FLAG_ROSE = 1  # a flag (socket or system) was raised in this frame
 MAX_SECTION = 1 << 30
 
-# A socket row: these attributes in this order, then the tcp_info length (-1: none).
+# A socket row: these attributes in this order, then the tcp_info length (-1: none)
+# and the rates (a list, or None; rows of older writers end before them).
 ROW_FIELDS = (
     "proto",
     "family",
@@ -69,12 +70,15 @@ dynamic_of = attrgetter(
     "process",
     "flags",
     "unix_fields",
+    "rates",
 )
 R_SKMEM, R_COOKIE, R_NETNS, R_PROCESS, R_FLAGS, R_CLOSED = 9, 13, 14, 15, 16, 17
-R_UNIX, R_INFO_LEN = 18, 19
+R_UNIX, R_INFO_LEN, R_RATES = 18, 19, 20
 # The fields a delta stores of a socket that stayed and changed: state, recv_q, send_q,
-# skmem, timer, process, flags, unix, tcp_info length (the others never change).
-DYNAMIC_ROW = (2, 7, 8, 9, 10, 15, 16, 18, 19)
+# skmem, timer, process, flags, unix, tcp_info length, rates (the others never change).
+DYNAMIC_ROW = (2, 7, 8, 9, 10, 15, 16, 18, 19, 20)
+ROW_LEN = R_RATES + 1
+OLD_ROW_LEN = R_RATES  # written before rates were recorded: read with rates None
 Row = tuple[Any, ...]
 S = TypeVar("S", bound=Sock)
 Key = tuple[str, int, bool]  # netns, cookie, closed: a closed copy is a socket of its own
@@ -151,7 +155,7 @@ def encode_frame(kind: int, bits: int, t: float, meta: bytes, blob: bytes) -> by
 
 
 def row_json(row: Row) -> list[Any]:
-    """A row as JSON values: process as [pid, comm, user], flags as lists."""
+    """A row as JSON values: process as [pid, comm, user], flags and rates as lists."""
     out = list(row)
     proc: Process | None = row[R_PROCESS]
     out[R_PROCESS] = _process_json(proc)
@@ -185,17 +189,29 @@ class Interned:
         return proc
 
 
+def full_row(sock: Sock) -> Row:
+    """What a frame stores of a socket: its ROW_FIELDS, tcp_info length and rates."""
+    return (*row_of(sock), -1 if sock.info is None else len(sock.info), sock.rates)
+
+
+def is_update(value: Any) -> bool:
+    """Whether a delta's row is the DYNAMIC_ROW values of a socket that stayed (with
+    or without the rates), rather than a new socket's whole row."""
+    return isinstance(value, list) and len(value) in (len(DYNAMIC_ROW), len(DYNAMIC_ROW) - 1)
+
+
 def decode_row(value: list[Any], interned: Interned) -> Row:
-    """A row from its JSON form (the inverse of row_json, plus the tcp_info length)."""
-    if not isinstance(value, list) or len(value) != len(ROW_FIELDS) + 1:
+    """A row from its JSON form (the inverse of row_json of a full_row)."""
+    if not isinstance(value, list) or len(value) not in (ROW_LEN, OLD_ROW_LEN):
         raise FormatError("corrupt socket row")
-    return _objects(list(value), interned)
+    return _objects([*value, None][:ROW_LEN], interned)
 
 
 def merge_row(row: Row, values: list[Any], interned: Interned) -> Row:
-    """`row` with the DYNAMIC_ROW fields of a delta (JSON values) put in."""
+    """`row` with the DYNAMIC_ROW fields of a delta (JSON values) put in; an older
+    writer's delta has no rates."""
     out = list(row)
-    for n, value in zip(DYNAMIC_ROW, values, strict=True):
+    for n, value in zip(DYNAMIC_ROW, [*values, None][: len(DYNAMIC_ROW)], strict=True):
         out[n] = value
     return _objects(out, interned)
 
@@ -211,6 +227,8 @@ def _objects(out: list[Any], interned: Interned) -> Row:
         if unix is not None:
             sock_type, peer_inode, icons, senders_q, peer = unix
             out[R_UNIX] = (sock_type, peer_inode, tuple(icons), senders_q, interned.process(peer))
+        rates = out[R_RATES]
+        out[R_RATES] = None if rates is None else Rates(*rates)
     except (TypeError, ValueError):
         raise FormatError("corrupt socket row") from None
     return tuple(out)
@@ -259,6 +277,7 @@ def _unix_sock_of(row: Row, unix: tuple[Any, ...]) -> UnixSock:
 
 
 def _with_row_objects(sock: S, row: Row) -> S:
+    sock.rates = row[R_RATES]
     sock.process = row[R_PROCESS]
     sock.flags = row[R_FLAGS]
     sock.closed = row[R_CLOSED]
