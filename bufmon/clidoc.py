@@ -28,6 +28,7 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "snapshot": (
         ("bufmon snapshot 'port:443 recvq>0'", "a table of port 443 sockets with data queued"),
         ("bufmon snapshot --json netns:docker:web", "the sockets of container web, as JSON"),
+        ("bufmon snapshot --rates --interval 2 'tx>1M'", "sockets sending over 1 MiB/s"),
     ),
     "watch": (
         ("bufmon watch", "flagged sockets, refreshed every second"),
