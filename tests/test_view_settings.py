@@ -83,7 +83,7 @@ async def test_choices_survive_a_restart(listener: Netns, tmp_path: Path) -> Non
     path = tmp_path / "config.toml"
     path.write_text(USER_CONFIG)
     app = start(listener, path)
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(140, 30)) as pilot:
         listing = app.main.socket_list
         await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
         assert shown_ids(app)[:3] == ["netns", "proto", "state"]
@@ -92,7 +92,7 @@ async def test_choices_survive_a_restart(listener: Netns, tmp_path: Path) -> Non
         await pilot.press("space", "j", "J", "enter")  # hide NETNS, move PROTO after STATE
         assert shown_ids(app)[:3] == ["state", "proto", "local"]
         row = next(r for r in listing.rows if r.local_port == SSH_PORT)
-        text = lambda: "".join(s.text for s in render_row(row, listing.column_layout, 120))  # noqa: E731
+        text = lambda: "".join(s.text for s in render_row(row, listing.column_layout, 140))  # noqa: E731
         assert "127.0.0.1:22 " in text()
         await pilot.press("R")
         assert "127.0.0.1:ssh " in text()
@@ -111,7 +111,7 @@ async def test_choices_survive_a_restart(listener: Netns, tmp_path: Path) -> Non
     assert load_config(str(path), []).stalled_reader.hold == 4.0
 
     again = start(listener, path)  # a restart reads it back
-    async with again.run_test(size=(120, 30)) as pilot:
+    async with again.run_test(size=(140, 30)) as pilot:
         await until(pilot, lambda: bool(again.main.socket_list.column_layout))
         assert shown_ids(again)[:3] == ["state", "proto", "local"]
         assert again.theme == "textual-light"
