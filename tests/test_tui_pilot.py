@@ -16,6 +16,7 @@ from tui.app import BufmonApp, TooSmallScreen
 from tui.detail import DetailScreen
 from tui.help import HelpScreen, key_label
 from tui.main import MainScreen
+from tui.plots import MARKED
 from tui.socklist import SocketList
 from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
@@ -188,6 +189,43 @@ async def test_sockets_and_namespace_vanish_without_killing_the_app() -> None:
             await pilot.pause(INTERVAL * 3)
             assert app.is_running and isinstance(app.screen, MainScreen)
             assert not any(map(is_server, rows(app)))
+
+
+async def test_detail_plots_follow_a_live_stalled_reader(
+    stalled: tuple[Netns, StalledReader],
+) -> None:
+    ns, scenario = stalled
+    app = BufmonApp(MonitorSource(ns.name), interval=INTERVAL)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # the server side's details, opened before its flag rises
+        await pilot.press("slash", *f"sport:{scenario.server_port} state:estab", "enter")
+        await until(pilot, lambda: settled(app)() and len(rows(app)) == 1)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        detail = app.screen
+        assert isinstance(detail, DetailScreen)
+        await until(pilot, lambda: detail.past is not None)
+        assert detail.past is not None
+        opened = detail.past.now
+        receive = detail.plots.plots[0]
+        assert receive.spec.field == "rfill"
+
+        # every refresh moves the plots on; the last column is the fill the socket has
+        await until(pilot, lambda: detail.past is not None and detail.past.now > opened + 1.0)
+        fill = detail.sock.recv_fill()
+        assert fill is not None and fill > 0.3  # the unread data fills the buffer
+        assert receive.line.data[-2] == pytest.approx(fill, abs=0.02)
+
+        # the stall's flag rises while the screen is open: its row runs up to now
+        def stall_row() -> str:
+            return str(detail.plots.flags.render())
+
+        await until(pilot, lambda: "STALL" in stall_row(), STALL_TIMEOUT)
+        assert stall_row().rstrip().endswith(MARKED)
+        assert detail.past is not None
+        span = next(s for s in detail.past.spans if s.kind == "stalled_reader")
+        assert span.end == detail.past.now and span.start < span.end
+        assert str(detail.plots.axis.render()).rstrip().endswith("now")
 
 
 class BrokenSource(StaticSource):

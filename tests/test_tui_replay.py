@@ -181,6 +181,10 @@ async def test_step_jump_to_flag_and_detail_of_a_socket_gone_now(
         then = next(s for s in recording.snapshot(flagged_at).sockets if is_stalled_server(s))
         assert recv_q[-1][1] == then.recv_q > 0
         assert recv_q[-1][0] == pytest.approx(recording.times[flagged_at], abs=0.01)
+        # the same plots as live, the flag's interval rebuilt from the frames
+        assert detail.past is not None and detail.past.now == recording.times[flagged_at]
+        assert [s.kind for s in detail.past.spans] == ["stalled_reader"]
+        assert "STALL" in str(detail.plots.flags.render())
 
         # a minute on: past the end of this recording, where the socket is gone
         await pilot.press("right_curly_bracket")

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -32,7 +32,7 @@ from collectors.untrusted import printable
 from tui.actions import Actions
 from tui.arrange import COLUMN_IDS
 from tui.chooser import ColumnChooser
-from tui.detail import DetailScreen, other_end
+from tui.detail import HISTORY_FIELDS, DetailScreen, other_end
 from tui.fmt import one_line
 from tui.help import HelpScreen, Section, remapped
 from tui.main import MainScreen
@@ -46,15 +46,19 @@ from tui.messages import (
     SortBy,
     SortStep,
 )
+from tui.screenshot import keep_spaces
 from tui.socklist import SocketList
-from tui.source import HISTORY_FIELDS, MonitorSource, Series, SockKey, Source
+from tui.source import MonitorSource, SockKey, Source
 from tui.state import ListState
+from tui.system import SystemScreen
+from tui.trail import Past, SystemPast
 from tui.view import GroupRow, Summary, View, ViewRequest, compute_view, summarize
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
     from bufmon.diagnosis.config import SendQueueFull
 
+P = TypeVar("P", bound=Past)
 MIN_WIDTH, MIN_HEIGHT = 60, 15
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the next
@@ -71,7 +75,8 @@ class Collected:
     snapshot: Snapshot | None = None
     summary: Summary | None = None
     view: View | None = None
-    detail: tuple[Sock | None, dict[str, Series]] | None = None
+    detail: tuple[Sock | None, Past] | None = None
+    system: SystemPast | None = None
     error: str | None = None
 
 
@@ -102,6 +107,9 @@ class BufmonApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "quit", id="quit"),
         Binding("question_mark", "help", "this help", id="help"),
+        Binding(
+            "y", "system", "the system: socket memory, states, counters over time", id="system"
+        ),
         Binding("space", "pause", "pause or resume (the cursor stays on its socket)", id="pause"),
         Binding(
             "plus,equals_sign", "interval(1)", "refresh less often (longer interval)", id="slower"
@@ -212,8 +220,19 @@ class BufmonApp(App[int]):
                 ("Everywhere", BufmonApp.BINDINGS),
                 ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
                 ("Socket details", DetailScreen.BINDINGS),
+                ("System", SystemScreen.BINDINGS),
             )
         ]
+
+    def action_system(self) -> None:
+        if not isinstance(self.screen, SystemScreen):
+            screen = SystemScreen()
+            self.push_screen(screen)
+            self._load(self.source.trail.system, screen.show_past)
+
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        """As Textual's, with the spaces at the edges of each text run kept in place."""
+        return keep_spaces(super().export_screenshot(title=title, simplify=simplify))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -251,21 +270,24 @@ class BufmonApp(App[int]):
             return
         self._collecting = True
         request, detail_key = self.state.request(self._hold()), self._detail_key()
+        system = isinstance(self._top(), SystemScreen)
         self.run_worker(
-            lambda: self._collect(request, detail_key),
+            lambda: self._collect(request, detail_key, system),
             thread=True,
             group="collect",
             exit_on_error=False,
         )
 
-    def _collect(self, request: ViewRequest, detail_key: SockKey | None) -> None:
+    def _collect(self, request: ViewRequest, detail_key: SockKey | None, system: bool) -> None:
         """Worker thread: collect, then filter/sort/group, then hand over to the UI."""
         result = Collected(time.monotonic())
         try:
             with self.source_lock:
                 snapshot = self.source.refresh()
+                result.summary = summarize(snapshot)
+                self.source.trail.observe(snapshot, result.summary)
                 result.detail = self._find(snapshot, detail_key)
-            result.summary = summarize(snapshot)
+                result.system = self.source.trail.system() if system else None
             result.view = compute_view(snapshot, request)
             result.snapshot = snapshot
         except Exception as exc:  # a refresh error is a notice; the app keeps running
@@ -277,26 +299,27 @@ class BufmonApp(App[int]):
         self,
         snapshot: Snapshot,
         key: SockKey | None,
-    ) -> tuple[Sock | None, dict[str, Series]] | None:
+    ) -> tuple[Sock | None, Past] | None:
         """Worker thread: the detail screen's socket and its history (None: no detail)."""
         if key is None:
             return None
         sock = next((s for s in snapshot.sockets if s.key == key), None)
-        return sock, self._series(key)
+        return sock, self._past(key, snapshot.time)
 
-    def _series(self, key: SockKey) -> dict[str, Series]:
-        """Worker thread, holding the source lock: one socket's history."""
-        return {name: self.source.series(key, name) for name in HISTORY_FIELDS}
+    def _past(self, key: SockKey, now: float) -> Past:
+        """Worker thread, holding the source lock: one socket's history and flag spans."""
+        series = {name: self.source.series(key, name) for name in HISTORY_FIELDS}
+        return self.source.trail.past(key, series, now)
 
-    def _load_history(self, screen: DetailScreen) -> None:
-        """A freshly opened detail screen gets its history without waiting for a refresh."""
+    def _load(self, fetch: Callable[[], P], show: Callable[[P], None]) -> None:
+        """A freshly opened screen gets its history without waiting for a refresh."""
 
-        def fetch() -> None:
+        def run() -> None:
             with self.source_lock:
-                series = self._series(screen.key)
-            self.hand_over(screen.show_history, series)
+                past = fetch()
+            self.hand_over(show, past)
 
-        self.run_worker(fetch, thread=True, group="history", exit_on_error=False)
+        self.run_worker(run, thread=True, group="history", exit_on_error=False)
 
     def hand_over(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the app closed meanwhile
@@ -339,9 +362,10 @@ class BufmonApp(App[int]):
     def _show_detail(self, result: Collected) -> None:
         screen, snap = self._top(), result.snapshot
         if isinstance(screen, DetailScreen) and result.detail is not None and snap is not None:
-            sock, series = result.detail
-            screen.show(sock, other_end(snap, sock), snap.system.sysctls)
-            screen.show_history(series)
+            sock, past = result.detail
+            screen.show(sock, other_end(snap, sock), snap.system.sysctls, past)
+        elif isinstance(screen, SystemScreen) and result.system is not None:
+            screen.show_past(result.system)
 
     def _recompute(self) -> None:
         """Filter/sort/group the current snapshot again, in a worker thread."""
@@ -418,7 +442,8 @@ class BufmonApp(App[int]):
                 sysctls = None if self.snapshot is None else self.snapshot.system.sysctls
                 screen = DetailScreen(row, self.send_rule, other_end(self.snapshot, row), sysctls)
                 self.push_screen(screen)
-                self._load_history(screen)
+                now = self.snapshot.time if self.snapshot else time.time()
+                self._load(lambda: self._past(screen.key, now), screen.show_history)
             self.update_state(self.state)
 
     def on_drill(self, message: Drill) -> None:

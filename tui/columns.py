@@ -33,6 +33,8 @@ from tui.view import GroupRow
 
 Cell = list[Segment]
 GAUGE_BAR = 2  # bar cells at the minimum gauge width; extra width goes to the bar
+ADDRESS_ROOM = 6  # cells an address grows by: 21 holds any IPv4 address and port
+GAUGE_ROOM = 40  # cells a queue gauge grows by, once the addresses have their room
 TITLE = Style(bold=True)
 SORTED_TITLE = Style(bold=True, underline=True)
 
@@ -45,7 +47,7 @@ class Column:
     priority: int
     cell: Callable[[Any, int], Cell]
     grow: int = 0  # extra cells it may take when there is room
-    grow_first: bool = False  # gets spare cells before the other growing columns
+    grow_order: int = 2  # spare cells go to order 0 first, then 1, then 2
     right: bool = False
 
 
@@ -119,8 +121,10 @@ def _flag_tags(flags: list[Any], width: int) -> Cell:
 
 
 def _rtt(s: Sock, width: int) -> Cell:
-    rtt = None if s.info is None else s.info.get("rtt")
-    return _text("-" if rtt is None else human_usec(rtt), width)
+    """A connection's smoothed rtt; "-" where there is none: a listener, UDP, UNIX, or a
+    connection with no sample yet (the kernel reports 0 then)."""
+    rtt = None if s.info is None or s.proto != "tcp" or s.state == "LISTEN" else s.info.get("rtt")
+    return _text(human_usec(rtt) if rtt else "-", width)
 
 
 def _rate(rate: float | None, width: int, human: Callable[[float], str] = human_bytes) -> Cell:
@@ -148,8 +152,8 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
     Column("netns", "NETNS", 8, 12, lambda s, w: _text(netns_text(s), w), grow=8),
     Column("proto", "PROTO", 5, 11, lambda s, w: _text(s.proto, w)),
     Column("state", "STATE", 10, 4, lambda s, w: _text(s.state, w)),
-    Column("local", "LOCAL", 15, 0, end_cell(0), grow=16, grow_first=True),
-    Column("peer", "PEER", 15, 5, end_cell(1), grow=16, grow_first=True),
+    Column("local", "LOCAL", 15, 0, end_cell(0), grow=ADDRESS_ROOM, grow_order=0),
+    Column("peer", "PEER", 15, 5, end_cell(1), grow=ADDRESS_ROOM, grow_order=0),
     Column("process", "PROCESS", 12, 8, _process, grow=12),
     Column(
         "recvq",
@@ -157,7 +161,8 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
         12,
         1,
         lambda s, w: gauge(s.recv_fill(), recv_label(s), w),
-        grow=8,
+        grow=GAUGE_ROOM,
+        grow_order=1,
         right=True,
     ),
     Column(
@@ -166,7 +171,8 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
         12,
         2,
         lambda s, w: gauge(s.send_fill(), send_label(s), w),
-        grow=8,
+        grow=GAUGE_ROOM,
+        grow_order=1,
         right=True,
     ),
     Column("rtt", "RTT", 6, 10, _rtt, right=True),
@@ -177,7 +183,7 @@ SOCKET_COLUMNS: tuple[Column, ...] = (
 )
 
 GROUP_COLUMNS: tuple[Column, ...] = (
-    Column("group", "GROUP", 16, 0, lambda g, w: _text(g.label, w), grow=40, grow_first=True),
+    Column("group", "GROUP", 16, 0, lambda g, w: _text(g.label, w), grow=40, grow_order=0),
     Column("count", "SOCKS", 6, 1, lambda g, w: _text(str(g.count), w), right=True),
     Column(
         "recvq",
@@ -214,7 +220,8 @@ def columns_for(group_by: str | None) -> tuple[Column, ...]:
 def fit(columns: Sequence[Column], width: int) -> Layout:
     """Columns that fit `width` (one space between), in display order, with their widths.
 
-    Spare cells go round-robin to the growing columns, addresses before the rest.
+    Spare cells go round-robin to the growing columns, by grow_order: addresses (up to
+    ADDRESS_ROOM), then the queue gauges (what the addresses do not need), then the rest.
     """
     chosen: dict[str, int] = {}
     used = -1
@@ -223,8 +230,8 @@ def fit(columns: Sequence[Column], width: int) -> Layout:
             chosen[column.id] = column.width
             used += 1 + column.width
     spare = width - used
-    for first in (True, False):
-        growing = [c for c in columns if c.id in chosen and c.grow and c.grow_first == first]
+    for order in sorted({c.grow_order for c in columns}):
+        growing = [c for c in columns if c.id in chosen and c.grow and c.grow_order == order]
         while spare > 0 and growing:
             for column in list(growing):
                 if spare == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -9,18 +10,42 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from bufmon.diagnosis.config import SendQueueFull
-from bufmon.diagnosis.limits import Sysctls, local_peer
+from bufmon.diagnosis.limits import LIMIT_FIELDS, Sysctls, local_peer
 from collectors.model import Snapshot, Sock, UnixSock
-from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
+from tui.detail_text import flags_text, memory_text, owner_text, tcp_text, title_text
+from tui.fmt import human_bytes, human_rate, human_usec
 from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked
 from tui.meters import TextLine
+from tui.plots import Mark, PlotPanel, PlotSpec, percent, plot_rows
 from tui.source import Series, SockKey
 from tui.state import accepted_scope, process_scope
+from tui.trail import Past
 from tui.unix_detail import peer_of, unix_text
 from tui.view import Scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
 HINT = "Esc back  p process's sockets  a accepted  K close  c copy  e export  ? help"
+FIXED_ROWS = 12  # title, hint, flags, flag rows and axis: what the plots leave room for
+# One line each: a field of the socket's History plotted (HISTORY_FIELDS follows).
+DETAIL_PLOTS: tuple[PlotSpec, ...] = (
+    PlotSpec("receive r/rb", "rfill", percent, top=1.0, also=("recv_q", human_bytes)),
+    PlotSpec("send w/tb", "sfill", percent, top=1.0, also=("send_q", human_bytes)),
+    PlotSpec("rtt", "rtt", human_usec),
+    PlotSpec("rx bytes/s", "rx_rate", human_bytes),
+    PlotSpec("tx bytes/s", "tx_rate", human_bytes),
+    PlotSpec("retrans seg/s", "retr_rate", human_rate),
+)
+# what a detail screen reads of a socket's history: its plots' fields, and the chrono
+# counters behind its "Limited by" (increments)
+HISTORY_FIELDS = tuple(
+    dict.fromkeys(
+        [
+            *(spec.field for spec in DETAIL_PLOTS),
+            *(spec.also[0] for spec in DETAIL_PLOTS if spec.also),
+            *LIMIT_FIELDS,
+        ]
+    )
+)
 
 
 def other_end(snapshot: Snapshot | None, s: Sock | None) -> Sock | None:
@@ -56,12 +81,16 @@ class DetailScreen(Screen[None]):
         self.sysctls = sysctls or {}  # of the snapshot `sock` comes from
         self.closed = False
         self.series: dict[str, Series] | None = None
+        self.past: Past | None = None
         # kept, not queried: a screen torn down while it mounts has no children to find
         self.title_line = TextLine(id="detail-title")
         self.parts = {
             part: Static(id=f"detail-{part}", classes="detail-part")
-            for part in ("flags", "owner", "memory", "tcp", "history")
+            for part in ("flags", "owner", "memory", "tcp")
         }
+        self.plots = PlotPanel(DETAIL_PLOTS, id="detail-plots")
+        self.body = VerticalScroll(id="detail-body")
+        self.shown: dict[str, Text] = {}  # what each part shows
 
     @property
     def key(self) -> SockKey:
@@ -69,32 +98,39 @@ class DetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield self.title_line
-        with VerticalScroll(id="detail-body"):
+        with self.body:
             yield from self.parts.values()
         yield Static(HINT, id="detail-hint")
 
     def on_mount(self) -> None:
-        self._draw()
+        self._draw(plot=True)
 
     def on_resize(self) -> None:
-        self._draw()
+        self._draw(plot=True)
 
     def show(
-        self, sock: Sock | None, peer: Sock | None = None, sysctls: Sysctls | None = None
+        self,
+        sock: Sock | None,
+        peer: Sock | None = None,
+        sysctls: Sysctls | None = None,
+        past: Past | None = None,
     ) -> None:
-        """New data for this socket; None when it vanished (the last values stay)."""
+        """New data for this socket; None when it vanished (the last values stay). The
+        plots are drawn again only with a new `past`: they cost the most to paint."""
         self.closed = sock is None or sock.closed  # closed: a flagged one listed a while
         if sock is not None:
             self.sock, self.peer = sock, peer
             self.sysctls = sysctls or self.sysctls
-        self._draw()
+        if past is not None:
+            self.past, self.series = past, past.series
+        self._draw(plot=past is not None)
 
-    def show_history(self, series: dict[str, Series]) -> None:
-        self.series = series
+    def show_history(self, past: Past) -> None:
+        self.past, self.series = past, past.series
         if self.is_mounted:
-            self._draw()
+            self._draw(plot=True)
 
-    def _draw(self) -> None:
+    def _draw(self, plot: bool) -> None:
         s = self.sock
         self.title_line.show(title_text(s, self.closed))
         width = self.app.size.width - BODY_GUTTER  # known before the body's first layout
@@ -108,10 +144,33 @@ class DetailScreen(Screen[None]):
                 if isinstance(s, UnixSock)
                 else tcp_text(s.info, width, self.series, self.send_rule, s, peer, self.sysctls)
             ),
-            "history": history_text(self.series, width),
         }
         for part, text in texts.items():
-            self.parts[part].update(text)
+            self._update(part, text)
+        if plot and self.past is not None:
+            self._plot(self.past)
+
+    def _update(self, part: str, text: Text) -> None:
+        """A part's new text; a layout (a full repaint) only when its height may change:
+        the Blocks wrap themselves, so their height is their line count."""
+        shown = self.shown.get(part)
+        if shown == text:
+            return
+        self.shown[part] = text
+        lines = text.plain.count("\n")
+        resized = part == "flags" or shown is None or shown.plain.count("\n") != lines
+        self.parts[part].update(text, layout=resized)
+
+    def _plot(self, past: Past) -> None:
+        marks: dict[str, list[Mark]] = {}
+        min_rtt = None if self.sock.info is None else self.sock.info.get("min_rtt")
+        if min_rtt:
+            marks["rtt"] = [("min", float(min_rtt))]
+        rows = plot_rows(self.app.size.height, len(DETAIL_PLOTS), FIXED_ROWS)
+        if not self.plots.is_attached and self.body.is_attached:
+            self.body.mount(self.plots, after=self.parts["flags"])  # at the first history:
+            # Enter shows the details without waiting for the plots' widgets
+        self.plots.show(past.series, past.spans, past.now, past.window, rows, marks)
 
     def action_back(self) -> None:
         self.dismiss()  # not awaited: keys typed after it run on the list

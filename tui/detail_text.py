@@ -48,7 +48,6 @@ from tui.source import Series
 
 LABEL = Style(bold=True)
 LABEL_WIDTH = 12
-SPARKS = "▁▂▃▄▅▆▇█"
 INFINITE_SSTHRESH = 0x7FFFFFFF  # TCP_INFINITE_SSTHRESH: slow start has not ended
 LIMIT_VERDICTS = {
     "peer": ("→ the peer's receive window (the peer reads too slowly)", "warning"),
@@ -328,38 +327,6 @@ def tcp_text(
     if sock is not None:
         _receiving(block, sock)
         _buffers(block, sock, limit, sysctls or {})
-    return block.text
-
-
-def sparkline(values: list[float], width: int) -> str:
-    values = values[-width:]
-    top = max(values, default=0)
-    if top <= 0:
-        return SPARKS[0] * len(values)
-    return "".join(SPARKS[min(int(v / top * len(SPARKS)), len(SPARKS) - 1)] for v in values)
-
-
-def history_text(series: dict[str, Series] | None, width: int) -> Text:
-    block = Block("History", width)
-    if series is None:
-        block.add("  loading…", DIM)
-        return block.text
-    spark_width = max(width - LABEL_WIDTH - 24, 8)
-    for name, label, formatter in (
-        ("recv_q", "Recv-Q", human_bytes),
-        ("send_q", "Send-Q", human_bytes),
-        ("rtt", "rtt", human_usec),
-        ("rx_rate", "rx/s", human_bytes),
-        ("tx_rate", "tx/s", human_bytes),
-    ):
-        values = [value for _, value in series.get(name, [])]
-        block.row(label)
-        if not values:
-            block.add("no samples yet", DIM)
-            continue
-        block.add(sparkline(values, spark_width), SEVERITY_STYLES["info"])
-        block.pair("  now", formatter(values[-1]))
-        block.pair("max", formatter(max(values)))
     return block.text
 
 

@@ -23,7 +23,7 @@ from bufmon.record.incidents import incident_line, incidents
 from bufmon.record.reader import Recording, RecordingError
 from bufmon.record.times import clock_text, parse_time
 from bufmon.viewconfig import ViewSettings
-from collectors.model import Snapshot
+from collectors.model import Flag, Snapshot
 from tui.app import BufmonApp, view_settings
 from tui.detail import DetailScreen
 from tui.fmt import human_duration
@@ -32,6 +32,7 @@ from tui.messages import OpenRow
 from tui.source import Series
 from tui.state import ListState
 from tui.timeline import IncidentsScreen, Timeline, TimePrompt, timeline_text
+from tui.trail import Span, Trail, extend
 
 SPEEDS = (1, 10, 60)
 MINUTE = 60.0
@@ -39,6 +40,7 @@ HISTORY_WINDOW = 600.0  # seconds of history on the detail screen, as live
 # ...but at most this many frames: a reader rebuilds every frame in between anyway
 # (each is a delta on the one before), so sampling fewer would not read less.
 HISTORY_FRAMES = 120
+Sample = tuple[float, tuple[int, ...], list[Flag]]  # one frame's record of a socket
 
 
 class ReplaySource:
@@ -50,8 +52,9 @@ class ReplaySource:
         self.index = index
         self._frame: tuple[int, Snapshot] | None = None
         self._samples_key: Hashable = None
-        self._samples: dict[int, tuple[float, tuple[int, ...]] | None] = {}
+        self._samples: dict[int, Sample | None] = {}
         self._history: tuple[Hashable, int, History] | None = None
+        self.trail = Trail(HISTORY_WINDOW)  # fed by the app with the frames shown
 
     def __len__(self) -> int:
         return len(self.times)
@@ -87,19 +90,26 @@ class ReplaySource:
             self._samples_key, self._samples = key, {}
         first = max(self.index_at(self.times[index] - HISTORY_WINDOW), index - HISTORY_FRAMES)
         history = History(window=HISTORY_WINDOW)
+        spans: list[Span] = []
         for i in range(first, index + 1):
             sample = self._sample(key, i)
             if sample is not None:
-                history.append(key, *sample)  # type: ignore[arg-type]
+                t, values, flags = sample
+                history.append(key, t, values)  # type: ignore[arg-type]
+                for flag in flags:
+                    extend(spans, flag.kind, flag.severity, t - flag.since, t)
         self._samples = {i: self._samples[i] for i in range(first, index + 1)}  # bounded
         self._history = (key, index, history)
+        self.trail.replace(key, spans)  # type: ignore[arg-type]
         return history
 
-    def _sample(self, key: Hashable, index: int) -> tuple[float, tuple[int, ...]] | None:
+    def _sample(self, key: Hashable, index: int) -> Sample | None:
         if index not in self._samples:
             snap = self.snapshot(index) if index == self.index else self.recording.snapshot(index)
             sock = next((s for s in snap.sockets if s.key == key), None)
-            self._samples[index] = None if sock is None else (snap.time, record_values(sock))
+            self._samples[index] = (
+                None if sock is None else (snap.time, record_values(sock), list(sock.flags))
+            )
         return self._samples[index]
 
     def close(self) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from bufmon.actions import close_all
-from bufmon.diagnosis.limits import LIMIT_FIELDS
 from collectors.destroy import Outcome
 from collectors.model import Snapshot, Sock
+from tui.trail import Trail
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -15,11 +15,12 @@ if TYPE_CHECKING:
 
 Series = list[tuple[float, float]]
 SockKey = tuple[str, int]  # Sock.key: a socket's netns label and inode
-# charts, and the chrono counters behind the detail's "Limited by" (increments)
-HISTORY_FIELDS = ("recv_q", "send_q", "rtt", "rx_rate", "tx_rate", "retr_rate", *LIMIT_FIELDS)
+DEFAULT_WINDOW = 600.0  # seconds of history, as the diagnosis config's default
 
 
 class Source(Protocol):
+    trail: Trail  # flag intervals and system samples; the app feeds it every refresh
+
     def refresh(self) -> Snapshot:
         """One blocking collection; called from a worker thread, never two at once.
 
@@ -39,8 +40,10 @@ class MonitorSource:
     """bufmon's Monitor, built on the first refresh so the first frame shows at once."""
 
     def __init__(self, netns: str = "auto", config: Config | None = None) -> None:
+
         self.netns = netns
         self.config = config
+        self.trail = Trail(config.history.window if config else DEFAULT_WINDOW)
         self._monitor: Monitor | None = None
         self._closed = False
 

@@ -5,11 +5,16 @@ The same seed always gives the same sockets, so SVG snapshots stay stable.
 
 from __future__ import annotations
 
+import copy
 import random
 
+from bufmon.diagnosis.engine import record_values
+from bufmon.diagnosis.history import History
 from bufmon.diagnosis.limits import LIMIT_FIELDS
 from collectors.model import Flag, Process, Rates, Snapshot, Sock, SystemFacts, TcpInfo
 from tui.source import Series, SockKey
+from tui.trail import Trail
+from tui.view import summarize
 
 TIME = 1_700_000_000.0
 HOST = "synthetic"
@@ -21,6 +26,7 @@ PROCESSES = (
     Process(911, "sshd", "root"),
 )
 RCVBUF, SNDBUF = 131072, 87040
+FILLS = ("rfill", "sfill")  # history fields that are a fraction of a buffer
 
 
 def _info(rng: random.Random, stalled: bool) -> TcpInfo:
@@ -226,6 +232,7 @@ class StaticSource:
     def __init__(self, *snapshots: Snapshot) -> None:
         self.snapshots = list(snapshots)
         self.refreshes = 0
+        self.trail = Trail()
 
     def refresh(self) -> Snapshot:
         snap = self.snapshots[min(self.refreshes, len(self.snapshots) - 1)]
@@ -233,11 +240,82 @@ class StaticSource:
         return snap
 
     def series(self, key: SockKey, field: str) -> Series:
-        """A made-up rising ramp, the same for every socket; no chrono counter history
-        (the detail screen then judges the sender by its lifetime totals)."""
+        """A made-up rising ramp, the same for every socket (fills rise to full); no
+        chrono counter history (the detail screen then judges the sender by its lifetime
+        totals)."""
         if field in LIMIT_FIELDS:
             return []
+        if field in FILLS:
+            return [(TIME - 30 + t, t / 29) for t in range(30)]
         return [(TIME - 30 + t, float(t * t * 100)) for t in range(30)]
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+FOCUS_PORT = 7000  # the recorded socket whose reader stalled and recovered
+FRAME_STEP = 5.0  # seconds between recorded frames
+
+
+def _focus_socket(frame: int, rng: random.Random) -> Sock:
+    """A reader that keeps up, stalls from frame 20 (full by 36, flagged from 40), and
+    catches up at frame 84; its rtt rises with the queue."""
+    base = synthetic_socket(3, rng)  # an ESTAB socket (kind 3)
+    stalled = 20 <= frame < 84
+    rmem = min((frame - 20) * 8192 + 4096, RCVBUF) if stalled else 1024 * (frame % 3)
+    s = copy.copy(base)
+    s.local_port, s.cookie, s.inode = FOCUS_PORT, 999_999, 999_999
+    s.recv_q = rmem
+    s.skmem = (rmem, RCVBUF, 0, SNDBUF, 4096, 0, 0, 0, 0)
+    rtt = 2000 + (rmem // 64 if stalled else 0)
+    s.info = TcpInfo.from_fields(rtt=rtt, min_rtt=1500, rcv_wnd=0 if rmem >= RCVBUF else 65536)
+    s.flags = []
+    if 40 <= frame < 84:
+        s.flags = [_flag("stalled_reader", "critical", (frame - 36) * FRAME_STEP)]
+    return s
+
+
+class RecordedSource(StaticSource):
+    """Ten minutes of made-up history ending at TIME, one frame every FRAME_STEP s, held
+    in a real History and Trail: a reader stalls and recovers (a flag rose and cleared),
+    tcp_mem pressure comes and goes, listen overflows spike. refresh() gives the last
+    frame; series() reads the History as the Monitor's does."""
+
+    def __init__(self, count: int = 300) -> None:
+        base = synthetic_snapshot(count)
+        frames = int(600 / FRAME_STEP)
+        snapshots = [self._frame(base, n, frames) for n in range(frames + 1)]
+        super().__init__(snapshots[-1])
+        self.history = History(window=600.0)
+        for snap in snapshots:
+            for s in snap.sockets:
+                if s.skmem is not None:
+                    self.history.append(s.key, snap.time, record_values(s))
+            self.trail.observe(snap, summarize(snap))
+
+    @staticmethod
+    def _frame(base: Snapshot, n: int, frames: int) -> Snapshot:
+        rng = random.Random(n)
+        now = TIME - (frames - n) * FRAME_STEP
+        pressure = 60 <= n < 90
+        pages = 250_784 + 20_000 if pressure else 120_000 + 1000 * (n % 7)
+        system = copy.copy(base.system)
+        system.sockstat = {"TCP.mem": pages}
+        system.deltas = {**base.system.deltas, "TcpExt.ListenOverflows": 40 if 50 <= n < 56 else 0}
+        snap = Snapshot(now, HOST, [*base.sockets, _focus_socket(n, rng)], system)
+        snap.notices = list(base.notices)
+        snap.namespaces = base.namespaces
+        if pressure:
+            snap.system_flags = [
+                Flag(
+                    "memory_pressure",
+                    "warning",
+                    (n - 60) * FRAME_STEP,
+                    "TCP memory 1.1G is past tcp_mem pressure 980M",
+                    "find the sockets holding memory (sort by RECV-Q); raise tcp_mem",
+                )
+            ]
+        return snap
+
+    def series(self, key: SockKey, field: str) -> Series:
+        return self.history.series(key, field)
