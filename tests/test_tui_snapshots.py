@@ -60,6 +60,10 @@ async def opened(pilot: Pilot[int], key: str, screen: type[DetailScreen | System
     while not isinstance(pilot.app.screen, screen) or pilot.app.screen.past is None:
         await pilot.pause(0.01)
     await loaded(pilot)
+    # the plots are drawn on their first layout (a detail screen mounts them then)
+    while "now" not in str(pilot.app.screen.plots.axis.render()):
+        await pilot.pause(0.01)
+    await pilot.pause()
 
 
 async def open_detail(pilot: Pilot[int]) -> None:

@@ -34,7 +34,7 @@ from tui.view import GroupRow
 Cell = list[Segment]
 GAUGE_BAR = 2  # bar cells at the minimum gauge width; extra width goes to the bar
 ADDRESS_ROOM = 6  # cells an address grows by: 21 holds any IPv4 address and port
-GAUGE_ROOM = 40  # cells a queue gauge grows by, once the addresses have their room
+GAUGE_ROOM = 20  # cells a queue gauge grows by, once the addresses have their room
 TITLE = Style(bold=True)
 SORTED_TITLE = Style(bold=True, underline=True)
 

@@ -62,13 +62,13 @@ class SystemScreen(Screen[None]):
         self.past: SystemPast | None = None
         self.title_line = Static(TITLE, id="system-title")
         self.flags = Static(id="system-flags")
-        self.panel = PlotPanel(SYSTEM_PLOTS, id="system-plots")
+        self.plots = PlotPanel(SYSTEM_PLOTS, id="system-plots")
 
     def compose(self) -> ComposeResult:
         yield self.title_line
         with VerticalScroll(id="system-body"):
             yield self.flags
-            yield self.panel
+            yield self.plots
         yield Static(HINT, id="system-hint")
 
     def on_mount(self) -> None:
@@ -93,7 +93,7 @@ class SystemScreen(Screen[None]):
             _, pressure, high = past.tcp_mem
             marks["mem"] = [("press", float(pressure)), ("high", float(high))]
         rows = plot_rows(self.app.size.height, len(SYSTEM_PLOTS), FIXED_ROWS + len(past.held))
-        self.panel.show(past.series, past.spans, past.now, past.window, rows, marks)
+        self.plots.show(past.series, past.spans, past.now, past.window, rows, marks)
 
     def action_back(self) -> None:
         self.dismiss()
