@@ -24,8 +24,8 @@ from bufmon.diagnosis.limits import local_peer
 from bufmon.monitor import Monitor
 from bufmon.scenarios import AcceptQueueFull, Netns, SlowReader
 from collectors.model import Flag, Snapshot, Sock
+from tui.detail import HISTORY_FIELDS
 from tui.detail_text import LIMIT_VERDICTS, tcp_text
-from tui.source import HISTORY_FIELDS
 
 pytestmark = pytest.mark.root
 
