@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from bufmon.diagnosis import load_config
 from bufmon.diagnosis.config import ConfigError
@@ -25,8 +26,11 @@ from bufmon.viewconfig import ViewSettings, load_view, save_view
 from collectors.model import Sock
 from tui.app import KEY_ACTIONS, BufmonApp
 from tui.arrange import COLUMN_IDS
+from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
 from tui.columns import render_row
+from tui.detail import DetailScreen
+from tui.help import HelpScreen
 from tui.socklist import ColumnTitles
 from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
@@ -135,6 +139,52 @@ async def test_click_a_title_to_sort(listener: Netns) -> None:
         assert not app.state.reverse
         await pilot.click(ColumnTitles, offset=(x + 1, 0))
         await until(pilot, lambda: app.state.reverse)
+
+
+REMAPPED = """\
+[keys]
+back = "f2"
+close = "X"
+close-yes = "o"
+close-no = "N"
+chooser-toggle = "t"
+help = "h"
+"""
+
+
+def hint_of(app: BufmonApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+@pytest.mark.root
+async def test_hints_name_the_remapped_keys(listener: Netns, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(REMAPPED)
+    app = start(listener, path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        listing = app.main.socket_list
+        await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
+        await pilot.press("slash")
+        assert "Enter applies, f2 clears" in app.main.query_one(Input).placeholder
+        await pilot.press("f2", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        hint = hint_of(app, "#detail-hint")
+        assert hint.startswith("f2 back  p process's sockets")
+        assert "X close" in hint and hint.endswith("h help")
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmClose))
+        assert hint_of(app, ".ask-hint") == "o closes   N keeps them"
+        await pilot.press("N", "f2", "C")
+        assert isinstance(app.screen, ColumnChooser)
+        assert hint_of(app, ".ask-hint").startswith("t shows/hides  J later  K earlier")
+        await pilot.press("escape", "h")
+        assert isinstance(app.screen, HelpScreen)
+        assert listener.run(_listeners) == 1  # nothing was closed
+
+
+def _listeners() -> int:
+    out = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
 
 
 async def test_the_view_says_when_it_cannot_save(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ class Actions:
                     exit_on_error=False,
                 )
 
-        app.push_screen(ConfirmClose(targets), confirmed)
+        app.push_screen(ConfirmClose(targets, app.settings.keys), confirmed)
 
     def _close(self, source: MonitorSource, targets: list[Sock]) -> None:
         """Worker thread: close them, holding the source (no refresh meanwhile)."""

@@ -31,10 +31,11 @@ from collectors.model import Snapshot, Sock
 from collectors.untrusted import printable
 from tui.actions import Actions
 from tui.arrange import COLUMN_IDS
+from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
 from tui.detail import DetailScreen, other_end
 from tui.fmt import one_line
-from tui.help import HelpScreen, Section, remapped
+from tui.help import HELP, HelpScreen, Section, remapped
 from tui.main import MainScreen
 from tui.messages import (
     CloseAsked,
@@ -101,7 +102,7 @@ class BufmonApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "quit", id="quit"),
-        Binding("question_mark", "help", "this help", id="help"),
+        HELP,
         Binding("space", "pause", "pause or resume (the cursor stays on its socket)", id="pause"),
         Binding(
             "plus,equals_sign", "interval(1)", "refresh less often (longer interval)", id="slower"
@@ -153,7 +154,7 @@ class BufmonApp(App[int]):
         self._view_again = False
         self._timer: Timer | None = None
         self._signals: dict[int, Any] = {}  # signal -> the handler to restore
-        self.main = MainScreen()
+        self.main = MainScreen(self.settings.keys)
         self.main.socket_list.expect(self.state.generation)
         self.actions = Actions(self)
         self.main.socket_list.settings = self.settings
@@ -416,7 +417,8 @@ class BufmonApp(App[int]):
         else:
             if isinstance(row, Sock):
                 sysctls = None if self.snapshot is None else self.snapshot.system.sysctls
-                screen = DetailScreen(row, self.send_rule, other_end(self.snapshot, row), sysctls)
+                peer = other_end(self.snapshot, row)
+                screen = DetailScreen(row, self.send_rule, peer, sysctls, self.settings.keys)
                 self.push_screen(screen)
                 self._load_history(screen)
             self.update_state(self.state)
@@ -451,7 +453,7 @@ class BufmonApp(App[int]):
 
     def action_columns(self) -> None:
         shown = self.settings.columns or COLUMN_IDS
-        self.push_screen(ColumnChooser(shown), self._chosen)
+        self.push_screen(ColumnChooser(shown, self.settings.keys), self._chosen)
 
     def _chosen(self, columns: tuple[str, ...] | None) -> None:
         if columns is not None:
@@ -531,6 +533,8 @@ KEY_ACTIONS = frozenset(
         *MainScreen.BINDINGS,
         *SocketList.BINDINGS,
         *DetailScreen.BINDINGS,
+        *ColumnChooser.BINDINGS,
+        *ConfirmClose.BINDINGS,
     )
     if isinstance(b, Binding) and b.id is not None
 )  # what the config file's [keys] table may remap

@@ -14,20 +14,20 @@ from textual.widgets import Static
 
 from bufmon.actions import describe
 from collectors.model import Sock
-from tui.help import KEY_STYLE, key_label
+from tui.help import KEY_STYLE, Keymap, key_label, or_keys
 
 
 class ConfirmClose(ModalScreen[bool]):
     """Lists exactly the sockets that will be closed; y closes them, n or Esc does not."""
 
-    BINDINGS = [
-        Binding("y", "dismiss(True)", "close them"),
-        Binding("n,escape", "dismiss(False)", "keep them"),
-    ]
+    YES = Binding("y", "dismiss(True)", "close them", id="close-yes")
+    NO = Binding("n,escape", "dismiss(False)", "keep them", id="close-no")
+    BINDINGS = [YES, NO]
 
-    def __init__(self, socks: Sequence[Sock]) -> None:
+    def __init__(self, socks: Sequence[Sock], keymap: Keymap) -> None:
         super().__init__()
         self.socks = socks
+        self.keymap = keymap
 
     def compose(self) -> ComposeResult:
         count = len(self.socks)
@@ -35,7 +35,8 @@ class ConfirmClose(ModalScreen[bool]):
         with VerticalScroll(classes="ask-box"):
             yield Static(Text(f"Close {what}? The peer sees a reset.", KEY_STYLE))
             yield Static(Text("\n".join(describe(s) for s in self.socks)), id="ask-list")
-            yield Static("y closes   n or Esc keeps them", classes="ask-hint")
+            yes, no = (or_keys(b, self.keymap) for b in (self.YES, self.NO))
+            yield Static(f"{yes} closes   {no} keeps them", classes="ask-hint")
 
 
 class Choice(ModalScreen[str | None]):

@@ -12,6 +12,7 @@ from bufmon.diagnosis.config import SendQueueFull
 from bufmon.diagnosis.limits import Sysctls, local_peer
 from collectors.model import Snapshot, Sock, UnixSock
 from tui.detail_text import flags_text, history_text, memory_text, owner_text, tcp_text, title_text
+from tui.help import HELP, Keymap, hint_line
 from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked
 from tui.meters import TextLine
 from tui.source import Series, SockKey
@@ -20,7 +21,14 @@ from tui.unix_detail import peer_of, unix_text
 from tui.view import Scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
-HINT = "Esc back  p process's sockets  a accepted  K close  c copy  e export  ? help"
+HINT = (
+    ("back", "back"),
+    ("process", "process's sockets"),
+    ("accepted", "accepted"),
+    ("close", "close"),
+    ("copy", "copy"),
+    ("export", "export"),
+)  # (binding id, what its key does) on the hint line
 
 
 def other_end(snapshot: Snapshot | None, s: Sock | None) -> Sock | None:
@@ -48,8 +56,10 @@ class DetailScreen(Screen[None]):
         send_rule: SendQueueFull | None = None,
         peer: Sock | None = None,
         sysctls: Sysctls | None = None,
+        keymap: Keymap | None = None,
     ) -> None:
         super().__init__()
+        self.keymap = keymap or {}
         self.sock = sock
         self.send_rule = send_rule
         self.peer = peer  # the socket's other end, when it is listed
@@ -71,7 +81,11 @@ class DetailScreen(Screen[None]):
         yield self.title_line
         with VerticalScroll(id="detail-body"):
             yield from self.parts.values()
-        yield Static(HINT, id="detail-hint")
+        yield Static(self.hint(), id="detail-hint")
+
+    def hint(self) -> str:
+        by_id = {b.id: b for b in self.BINDINGS if isinstance(b, Binding)}
+        return hint_line(self.keymap, [*((by_id[i], what) for i, what in HINT), (HELP, "help")])
 
     def on_mount(self) -> None:
         self._draw()

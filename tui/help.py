@@ -35,18 +35,38 @@ KEY_STYLE = Style(bold=True)
 HEADING = Style(bold=True, underline=True)
 
 
+Keymap = Mapping[str, str]  # binding id -> keys, the config file's [keys] table
+HELP = Binding("question_mark", "help", "this help", id="help")
+
+
 def key_label(keys: str) -> str:
-    return " ".join(KEY_NAMES.get(key, key) for key in keys.split(","))
+    return " ".join(KEY_NAMES.get(key.strip(), key.strip()) for key in keys.split(","))
+
+
+def bound_keys(binding: Binding, keymap: Keymap) -> str:
+    """The keys `binding` answers to once `keymap` remapped it."""
+    return keymap.get(binding.id, binding.key) if binding.id else binding.key
+
+
+def hint_line(keymap: Keymap, parts: Sequence[tuple[Binding, str]]) -> str:
+    """A screen's hint line: each binding named by the key it has now (its first one)."""
+    return "  ".join(f"{key_label(bound_keys(b, keymap).split(',')[0])} {w}" for b, w in parts)
+
+
+def or_keys(binding: Binding, keymap: Keymap) -> str:
+    """Every key of `binding` as it is bound now, for a sentence: "Esc, ? or q"."""
+    *rest, last = key_label(bound_keys(binding, keymap)).split(" ")
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 Section = tuple[str, Sequence[BindingType]]  # a heading and the keys under it
 
 
-def remapped(bindings: Sequence[BindingType], keymap: Mapping[str, str]) -> list[BindingType]:
-    """`bindings` with the keys `keymap` (binding id -> keys) gives them instead."""
+def remapped(bindings: Sequence[BindingType], keymap: Keymap) -> list[BindingType]:
+    """`bindings` with the keys `keymap` gives them instead."""
     out: list[BindingType] = []
     for b in bindings:
-        key = keymap.get(b.id) if isinstance(b, Binding) and b.id else None
+        key = bound_keys(b, keymap) if isinstance(b, Binding) else None
         out.append(b if key is None else replace(b, key=key))  # type: ignore[type-var]
     return out
 
@@ -63,7 +83,8 @@ def help_text(sections: list[Section]) -> Text:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close this help")]
+    CLOSE = Binding("escape,question_mark,q", "dismiss", "close this help")
+    BINDINGS = [CLOSE]
 
     def __init__(self, sections: list[Section]) -> None:
         super().__init__()
@@ -72,4 +93,4 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
             yield Static(help_text(self.sections), id="help-text")
-            yield Static("Esc, ? or q closes this help", id="help-hint")
+            yield Static(f"{or_keys(self.CLOSE, {})} closes this help", id="help-hint")
