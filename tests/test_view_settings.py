@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import socket
 import subprocess
 import sys
@@ -164,6 +165,7 @@ async def test_hints_name_the_remapped_keys(listener: Netns, tmp_path: Path) -> 
     async with app.run_test(size=(80, 24)) as pilot:
         listing = app.main.socket_list
         await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
+        assert str(app.main.status.render()).endswith("   h help")
         await pilot.press("slash")
         assert "Enter applies, f2 clears" in app.main.query_one(Input).placeholder
         await pilot.press("f2", "enter")
@@ -180,6 +182,12 @@ async def test_hints_name_the_remapped_keys(listener: Netns, tmp_path: Path) -> 
         await pilot.press("escape", "h")
         assert isinstance(app.screen, HelpScreen)
         assert listener.run(_listeners) == 1  # nothing was closed
+
+
+def test_the_readme_names_every_remappable_key() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("[keys]\n", 1)[1].split("```", 1)[0]
+    assert KEY_ACTIONS - set(re.findall(r"[a-z][a-z-]*", example)) == set()
 
 
 def _listeners() -> int:

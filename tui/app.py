@@ -207,14 +207,7 @@ class BufmonApp(App[int]):
 
     def help_sections(self) -> list[Section]:
         """Every screen's keys, as the [keys] table of the config file remapped them."""
-        return [
-            (title, remapped(bindings, self.settings.keys))
-            for title, bindings in (
-                ("Everywhere", BufmonApp.BINDINGS),
-                ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
-                ("Socket details", DetailScreen.BINDINGS),
-            )
-        ]
+        return [(title, remapped(bindings, self.settings.keys)) for title, bindings in SECTIONS]
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -526,16 +519,17 @@ class BufmonApp(App[int]):
             self.source.close()
 
 
+SECTIONS: list[Section] = [
+    ("Everywhere", BufmonApp.BINDINGS),
+    ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
+    ("Socket details", DetailScreen.BINDINGS),
+    ("Column chooser", ColumnChooser.BINDINGS),
+    ("Close confirmation", ConfirmClose.BINDINGS),
+]  # every screen's keys, as `?` lists them
 KEY_ACTIONS = frozenset(
     b.id
-    for b in (
-        *BufmonApp.BINDINGS,
-        *MainScreen.BINDINGS,
-        *SocketList.BINDINGS,
-        *DetailScreen.BINDINGS,
-        *ColumnChooser.BINDINGS,
-        *ConfirmClose.BINDINGS,
-    )
+    for _, bindings in SECTIONS
+    for b in bindings
     if isinstance(b, Binding) and b.id is not None
 )  # what the config file's [keys] table may remap
 

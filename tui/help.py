@@ -48,9 +48,14 @@ def bound_keys(binding: Binding, keymap: Keymap) -> str:
     return keymap.get(binding.id, binding.key) if binding.id else binding.key
 
 
+def first_key(binding: Binding, keymap: Keymap) -> str:
+    """The first key `binding` answers to now, as a hint names it."""
+    return key_label(bound_keys(binding, keymap).split(",")[0])
+
+
 def hint_line(keymap: Keymap, parts: Sequence[tuple[Binding, str]]) -> str:
-    """A screen's hint line: each binding named by the key it has now (its first one)."""
-    return "  ".join(f"{key_label(bound_keys(b, keymap).split(',')[0])} {w}" for b, w in parts)
+    """A screen's hint line: each binding named by the key it has now."""
+    return "  ".join(f"{first_key(b, keymap)} {what}" for b, what in parts)
 
 
 def or_keys(binding: Binding, keymap: Keymap) -> str:

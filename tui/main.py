@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 
 from bufmon.filters import FilterError, compile_filter
 from collectors.model import Snapshot, Sock
-from tui.help import Keymap, hint_line
+from tui.help import HELP, Keymap, first_key, hint_line
 from tui.messages import (
     Back,
     CloseAsked,
@@ -125,6 +125,7 @@ class MainScreen(Screen[None]):
 
     def __init__(self, keymap: Keymap) -> None:
         super().__init__()
+        self.keymap = keymap
         self.state = ListState()  # what the list shows; its filter fills the prompt
         self.meters = TextLine(id="meters")
         self.titles = ColumnTitles(id="titles")
@@ -177,7 +178,8 @@ class MainScreen(Screen[None]):
                 state.group_by,
                 [scope.label for scope in state.scopes],
                 state.filter_expr,
-                held=listing.cursor > 0,
+                live_key=first_key(SocketList.TOP, self.keymap) if listing.cursor > 0 else None,
+                help_key=first_key(HELP, self.keymap),
             )
         )
 

@@ -82,8 +82,17 @@ def notice_text(notices: list[str], system_flags: list[Flag], error: str | None)
 
 
 def status_text(
-    matched: int, total: int, group_by: str | None, scopes: list[str], filter_expr: str, held: bool
+    matched: int,
+    total: int,
+    group_by: str | None,
+    scopes: list[str],
+    filter_expr: str,
+    *,
+    live_key: str | None,
+    help_key: str,
 ) -> Text:
+    """The status line; `live_key` (None: the order is live) goes back to the live
+    order, `help_key` opens the help: the keys bound now."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{matched} of {total}", LABEL)
     if group_by:
@@ -93,9 +102,9 @@ def status_text(
     if filter_expr:
         text.append("  /", DIM)
         text.append(printable(filter_expr))
-    if held:
-        text.append("  order held (g: live)", DIM)
-    text.append("   ? help", DIM)
+    if live_key is not None:
+        text.append(f"  order held ({live_key}: live)", DIM)
+    text.append(f"   {help_key} help", DIM)
     return text
 
 

@@ -37,12 +37,13 @@ MAX_WAITING = 1000  # actions kept while the current View is computed
 
 
 class SocketList(ScrollView, can_focus=True):
+    TOP = Binding("g,home", "jump(0)", "first row (and the live order)", id="top")
     BINDINGS = [
         Binding("j,down", "move(1)", "next row", id="down"),
         Binding("k,up", "move(-1)", "previous row", id="up"),
         Binding("pagedown,ctrl+f", "page(1)", "page down", id="page-down"),
         Binding("pageup,ctrl+b", "page(-1)", "page up", id="page-up"),
-        Binding("g,home", "jump(0)", "first row", id="top"),
+        TOP,
         Binding("G,end", "jump(-1)", "last row", id="bottom"),
     ]
     COMPONENT_CLASSES = {"socket-list--cursor", "socket-list--marked"}
