@@ -66,6 +66,10 @@ def _listen() -> socket.socket:
     return server
 
 
+async def until_listed(pilot: Pilot[int], app: BufmonApp) -> None:
+    await until(pilot, lambda: any(isinstance(r, Sock) for r in app.main.socket_list.rows))
+
+
 async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -77,8 +81,11 @@ def shown_ids(app: BufmonApp) -> list[str]:
     return [column.id for column, _ in app.main.socket_list.column_layout]
 
 
-def start(ns: Netns, path: Path) -> BufmonApp:
-    """The app as `bufmon --config PATH` builds it (run_app, without app.run)."""
+def start(ns: Netns, path: Path, text: str | None = None) -> BufmonApp:
+    """The app as `bufmon --config PATH` builds it (run_app, without app.run); `text`
+    is written to PATH first."""
+    if text is not None:
+        path.write_text(text)
     settings = load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
     return BufmonApp(MonitorSource(ns.name), settings=settings, settings_file=str(path))
 
@@ -86,11 +93,10 @@ def start(ns: Netns, path: Path) -> BufmonApp:
 @pytest.mark.root
 async def test_choices_survive_a_restart(listener: Netns, tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text(USER_CONFIG)
-    app = start(listener, path)
+    app = start(listener, path, USER_CONFIG)
     async with app.run_test(size=(140, 30)) as pilot:
         listing = app.main.socket_list
-        await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
+        await until_listed(pilot, app)
         assert shown_ids(app)[:3] == ["netns", "proto", "state"]
         await pilot.press("C")
         assert isinstance(app.screen, ColumnChooser)
@@ -159,12 +165,9 @@ def hint_of(app: BufmonApp, selector: str) -> str:
 
 @pytest.mark.root
 async def test_hints_name_the_remapped_keys(listener: Netns, tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(REMAPPED)
-    app = start(listener, path)
+    app = start(listener, tmp_path / "config.toml", REMAPPED)
     async with app.run_test(size=(80, 24)) as pilot:
-        listing = app.main.socket_list
-        await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
+        await until_listed(pilot, app)
         assert str(app.main.status.render()).endswith("   h help")
         await pilot.press("slash")
         assert "Enter applies, f2 clears" in app.main.query_one(Input).placeholder
