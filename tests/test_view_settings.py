@@ -169,6 +169,8 @@ async def test_hints_name_the_remapped_keys(listener: Netns, tmp_path: Path) -> 
     async with app.run_test(size=(80, 24)) as pilot:
         await until_listed(pilot, app)
         assert str(app.main.status.render()).endswith("   h help")
+        await pilot.press("m")
+        assert "  1 marked (X closes them)" in str(app.main.status.render())
         await pilot.press("slash")
         assert "Enter applies, f2 clears" in app.main.query_one(Input).placeholder
         await pilot.press("f2", "enter")

@@ -510,7 +510,7 @@ class BufmonApp(App[int]):
             paused=paused,
         )
 
-    def on_socket_list_moved(self) -> None:
+    def on_socket_list_changed(self) -> None:
         self._show_state()
 
     def on_unmount(self) -> None:

@@ -100,6 +100,9 @@ class MainScreen(Screen[None]):
     BACK = Binding(
         "escape", "back", "close the prompt, leave a drill-down, clear the filter", id="back"
     )
+    CLOSE = Binding(
+        "K", "close", "close the marked sockets, else this one (asks first; root)", id="close"
+    )
     BINDINGS = [
         Binding("slash", "filter", "filter, in the language of `bufmon snapshot`", id="filter"),
         Binding("s", "sort(1)", "sort by the next column (or click its title)", id="sort-next"),
@@ -114,9 +117,7 @@ class MainScreen(Screen[None]):
         Binding("enter", "open", "socket details, or the members of a group", id="open"),
         BACK,
         Binding("m", "mark", "mark or unmark the socket (close acts on the marked)", id="mark"),
-        Binding(
-            "K", "close", "close the marked sockets, else this one (asks first; root)", id="close"
-        ),
+        CLOSE,
         Binding(
             "c", "copy", "copy as text, ss command or JSON (OSC 52, else to a file)", id="copy"
         ),
@@ -178,8 +179,9 @@ class MainScreen(Screen[None]):
                 state.group_by,
                 [scope.label for scope in state.scopes],
                 state.filter_expr,
+                marked=len(self._marked()),
                 live_key=first_key(SocketList.TOP, self.keymap) if listing.cursor > 0 else None,
-                help_key=first_key(HELP, self.keymap),
+                keys=(first_key(self.CLOSE, self.keymap), first_key(HELP, self.keymap)),
             )
         )
 
@@ -240,13 +242,18 @@ class MainScreen(Screen[None]):
     def action_export(self) -> None:
         self._ask_question(lambda: ExportAsked(None))
 
+    def _marked(self) -> list[Sock]:
+        """The marked sockets still there (the filter may hide some: the confirmation
+        lists each)."""
+        listing = self.socket_list
+        if listing.view is None or not listing.marked:
+            return []
+        return [s for s in listing.view.snapshot.sockets if s.key in listing.marked]
+
     def _marked_or_cursor(self) -> list[Sock]:
         """The marked sockets still listed, else the one under the cursor."""
-        listing = self.socket_list
-        if listing.view is not None and listing.marked:
-            return [s for s in listing.view.snapshot.sockets if s.key in listing.marked]
-        row = listing.cursor_row
-        return [row] if isinstance(row, Sock) else []
+        row = self.socket_list.cursor_row
+        return self._marked() or ([row] if isinstance(row, Sock) else [])
 
     def _ask_question(self, request: Callable[[], Message]) -> None:
         """Post a request, built on the rows it is meant for, that opens a question:

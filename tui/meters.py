@@ -88,11 +88,13 @@ def status_text(
     scopes: list[str],
     filter_expr: str,
     *,
+    marked: int,
     live_key: str | None,
-    help_key: str,
+    keys: tuple[str, str],
 ) -> Text:
     """The status line; `live_key` (None: the order is live) goes back to the live
-    order, `help_key` opens the help: the keys bound now."""
+    order; `keys`: the keys bound now to close (the marked sockets) and to help."""
+    close_key, help_key = keys
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{matched} of {total}", LABEL)
     if group_by:
@@ -102,6 +104,8 @@ def status_text(
     if filter_expr:
         text.append("  /", DIM)
         text.append(printable(filter_expr))
+    if marked:
+        text.append(f"  {marked} marked ({close_key} closes them)", LABEL)
     if live_key is not None:
         text.append(f"  order held ({live_key}: live)", DIM)
     text.append(f"   {help_key} help", DIM)

@@ -48,8 +48,9 @@ class SocketList(ScrollView, can_focus=True):
     ]
     COMPONENT_CLASSES = {"socket-list--cursor", "socket-list--marked"}
 
-    class Moved(Message):
-        """The cursor moved (the status line tells whether the order is held)."""
+    class Changed(Message):
+        """The cursor moved or a mark changed: the status line tells whether the order
+        is held and how many sockets are marked."""
 
     class LayoutChanged(Message):
         def __init__(self, layout: Layout, width: int) -> None:
@@ -241,6 +242,7 @@ class SocketList(ScrollView, can_focus=True):
             return
         self.marked ^= {row.key}
         self.refresh_line(self.cursor)
+        self.post_message(self.Changed())
 
     def render_line(self, y: int) -> Strip:
         strip = self._line(self.scroll_offset.y + y)
@@ -271,7 +273,7 @@ class SocketList(ScrollView, can_focus=True):
         self.refresh_line(old)
         self.refresh_line(index)
         self._keep_cursor_visible()
-        self.post_message(self.Moved())
+        self.post_message(self.Changed())
 
     def _keep_cursor_visible(self) -> None:
         top, height = self.scroll_offset.y, self.scrollable_content_region.height
