@@ -25,7 +25,7 @@ from bufmon.scenarios import Netns
 from bufmon.services import parse_services
 from bufmon.viewconfig import ViewSettings, load_view, save_view
 from collectors.model import Sock
-from tui.app import KEY_ACTIONS, BufmonApp
+from tui.app import KEY_ACTIONS, BufmonApp, view_settings
 from tui.arrange import COLUMN_IDS
 from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
@@ -259,6 +259,31 @@ def test_bad_view_settings_are_one_line(tmp_path: Path, text: str, error: str) -
     path.write_text(text)
     with pytest.raises(ConfigError, match=error):
         load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
+
+
+@pytest.mark.parametrize(
+    ("keys", "error"),
+    [
+        ('filter = "s"', "s would be both filter and sort-next in the socket list"),
+        ('process = "escape"', "Esc would be both back and process in socket details"),
+        ('chooser-save = "space"',
+         "Space would be both chooser-toggle and chooser-save in the column chooser"),
+        ('close-yes = "n"', "n would be both close-yes and close-no in the close confirmation"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_refused(tmp_path: Path, keys: str, error: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[keys]\n{keys}\n")
+    with pytest.raises(ConfigError) as refused:
+        view_settings(str(path))
+    assert str(refused.value) == f"{path}: keys: {error}; give one of them another key"
+
+
+def test_swapped_keys_are_taken(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[keys]\nfilter = "s"\nsort-next = "slash"\n')
+    settings, _ = view_settings(str(path))
+    assert settings.keys == {"filter": "s", "sort-next": "slash"}
 
 
 def test_the_view_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
 from tui.detail import DetailScreen, other_end
 from tui.fmt import one_line
-from tui.help import HELP, HelpScreen, Section, remapped
+from tui.help import HELP, HelpScreen, Section, clash, remapped
 from tui.main import MainScreen
 from tui.messages import (
     CloseAsked,
@@ -532,6 +532,12 @@ KEY_ACTIONS = frozenset(
     for b in bindings
     if isinstance(b, Binding) and b.id is not None
 )  # what the config file's [keys] table may remap
+TOGETHER: list[Section] = [
+    ("the socket list", [*BufmonApp.BINDINGS, *MainScreen.BINDINGS, *SocketList.BINDINGS]),
+    ("socket details", [*BufmonApp.BINDINGS, *DetailScreen.BINDINGS]),
+    ("the column chooser", ColumnChooser.BINDINGS),
+    ("the close confirmation", ConfirmClose.BINDINGS),
+]  # the keys active at once on each screen: one key does one thing there
 
 
 def view_settings(config_file: str | None, theme: str | None = None) -> tuple[ViewSettings, str]:
@@ -539,6 +545,14 @@ def view_settings(config_file: str | None, theme: str | None = None) -> tuple[Vi
     to save them; `theme` overrides the file's. Raises ConfigError."""
     path = settings_path(config_file)
     settings = load_view(path, COLUMN_IDS, KEY_ACTIONS)
+    for where, bindings in TOGETHER:
+        clashed = clash(bindings, settings.keys)
+        if clashed is not None:
+            key, one, other = clashed
+            raise ConfigError(
+                f"{path}: keys: {key} would be both {one} and {other} in {where}; "
+                "give one of them another key"
+            )
     return (settings if theme is None else replace(settings, theme=theme)), path
 
 

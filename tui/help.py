@@ -76,6 +76,20 @@ def remapped(bindings: Sequence[BindingType], keymap: Keymap) -> list[BindingTyp
     return out
 
 
+def clash(bindings: Sequence[BindingType], keymap: Keymap) -> tuple[str, str, str] | None:
+    """(key, one binding id, another) when `keymap` gives one key to two of `bindings`
+    (the keys active at once on one screen); None when every key does one thing."""
+    owner: dict[str, str] = {}
+    for b in bindings:
+        if not isinstance(b, Binding):
+            continue
+        for key in key_label(bound_keys(b, keymap)).split(" "):
+            other = owner.setdefault(key, b.id or b.action)
+            if other != (b.id or b.action):
+                return key, other, b.id or b.action
+    return None
+
+
 def help_text(sections: list[Section]) -> Text:
     text = Text()
     for n, (title, bindings) in enumerate(sections):
