@@ -13,6 +13,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bufmon.present import WILDCARDS, endpoint
@@ -104,10 +105,17 @@ def sock_json(sock: Sock) -> str:
     return json.dumps(sock.to_json(), indent=2)
 
 
-COPY_FORMATS: dict[str, Callable[[Sock], str]] = {
-    "text": describe,
-    "ss": ss_command,
-    "json": sock_json,
+@dataclass(frozen=True, slots=True)
+class CopyFormat:
+    render: Callable[[Sock], str]
+    name: str  # as a message names it: "copied as an ss command"
+    suffix: str  # of the file written when no clipboard can be reached
+
+
+COPY_FORMATS = {
+    "text": CopyFormat(describe, "text", "txt"),
+    "ss": CopyFormat(ss_command, "an ss command", "txt"),
+    "json": CopyFormat(sock_json, "JSON", "json"),
 }
 
 
