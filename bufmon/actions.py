@@ -31,7 +31,7 @@ def closable(socks: Iterable[Sock]) -> list[Sock]:
 def close_all(namespaces: NamespaceSet, socks: list[Sock]) -> list[tuple[Sock, Outcome]]:
     """Close each socket in its own namespace, in order; stops at the first refusal
     that every other socket would get too (no right, no kernel support)."""
-    done = []
+    done: list[tuple[Sock, Outcome]] = []
     closers: dict[str, Closer | None] = {}  # by namespace label; None: it is gone
     try:
         for sock in socks:

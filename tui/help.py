@@ -39,8 +39,13 @@ Keymap = Mapping[str, str]  # binding id -> keys, the config file's [keys] table
 HELP = Binding("question_mark", "help", "this help", id="help")
 
 
+def key_labels(keys: str) -> list[str]:
+    """Each key of a binding's "k,up" as the screen names it: ["k", "up"]."""
+    return [KEY_NAMES.get(key.strip(), key.strip()) for key in keys.split(",")]
+
+
 def key_label(keys: str) -> str:
-    return " ".join(KEY_NAMES.get(key.strip(), key.strip()) for key in keys.split(","))
+    return " ".join(key_labels(keys))
 
 
 def bound_keys(binding: Binding, keymap: Keymap) -> str:
@@ -50,7 +55,7 @@ def bound_keys(binding: Binding, keymap: Keymap) -> str:
 
 def first_key(binding: Binding, keymap: Keymap) -> str:
     """The first key `binding` answers to now, as a hint names it."""
-    return key_label(bound_keys(binding, keymap).split(",")[0])
+    return key_labels(bound_keys(binding, keymap))[0]
 
 
 def hint_line(keymap: Keymap, parts: Sequence[tuple[Binding, str]]) -> str:
@@ -60,7 +65,7 @@ def hint_line(keymap: Keymap, parts: Sequence[tuple[Binding, str]]) -> str:
 
 def or_keys(binding: Binding, keymap: Keymap) -> str:
     """Every key of `binding` as it is bound now, for a sentence: "Esc, ? or q"."""
-    *rest, last = key_label(bound_keys(binding, keymap)).split(" ")
+    *rest, last = key_labels(bound_keys(binding, keymap))
     return f"{', '.join(rest)} or {last}" if rest else last
 
 
@@ -83,7 +88,7 @@ def clash(bindings: Sequence[BindingType], keymap: Keymap) -> tuple[str, str, st
     for b in bindings:
         if not isinstance(b, Binding):
             continue
-        for key in key_label(bound_keys(b, keymap)).split(" "):
+        for key in key_labels(bound_keys(b, keymap)):
             other = owner.setdefault(key, b.id or b.action)
             if other != (b.id or b.action):
                 return key, other, b.id or b.action
