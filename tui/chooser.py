@@ -7,17 +7,17 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui.columns import SOCKET_COLUMNS
 from tui.help import Keymap, hint_line
+from tui.question import Question
 
 TITLES = {c.id: c.title for c in SOCKET_COLUMNS}
 CURSOR = Style(reverse=True)
 
 
-class ColumnChooser(ModalScreen[tuple[str, ...] | None]):
+class ColumnChooser(Question[tuple[str, ...] | None]):
     """Dismissed with the shown column ids in order (None: cancelled)."""
 
     LATER = Binding("J,shift+down", "shift(1)", "move the column later", id="chooser-later")

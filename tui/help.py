@@ -10,8 +10,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from tui.question import Question
 
 KEY_NAMES = {
     "question_mark": "?",
@@ -106,7 +107,7 @@ def help_text(sections: list[Section]) -> Text:
     return text
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Question[None]):
     CLOSE = Binding("escape,question_mark,q", "dismiss", "close this help")
     BINDINGS = [CLOSE]
 
