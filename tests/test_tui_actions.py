@@ -109,10 +109,10 @@ async def test_close_a_marked_set_keeps_the_rest(ns: Netns) -> None:
         assert kept[0].alive()
 
 
-def type_at_once(app: BufmonApp, keys: str) -> None:
+def type_at_once(app: BufmonApp, *keys: str) -> None:
     """Keys as a terminal delivers them when typed fast: all queued before any runs."""
     for key in keys:
-        app.post_message(events.Key(key, key))
+        app.post_message(events.Key(key, {"enter": "\r"}.get(key, key)))
 
 
 @pytest.mark.root
@@ -125,7 +125,7 @@ async def test_keys_typed_fast_answer_a_question_once(
         app = BufmonApp(MonitorSource(ns.name), interval=INTERVAL)
         async with app.run_test(size=(100, 30)) as pilot:
             await shows_only(pilot, app, [target])
-            type_at_once(app, "Kyy")
+            type_at_once(app, "K", "y", "y")
             await until(pilot, lambda: listed(app) == [])
             type_at_once(app, "q")  # a key the list runs: nothing is left over
             await until(pilot, lambda: app.return_code == 0)
@@ -136,9 +136,10 @@ async def test_keys_typed_fast_answer_a_question_once(
         app = BufmonApp(MonitorSource(ns.name), interval=INTERVAL)
         async with app.run_test(size=(100, 30)) as pilot:
             await shows_only(pilot, app, [bystander])
-            type_at_once(app, "ctt")
+            type_at_once(app, "c", "t", "t")
             await until(pilot, lambda: any(tmp_path.iterdir()))
-            await pilot.pause(0.3)
+            type_at_once(app, "C", "enter")  # the chooser answered before it is drawn
+            await pilot.pause(0.5)
             assert app.screen is app.main and app.return_code is None
         assert len(list(tmp_path.iterdir())) == 1
 

@@ -42,10 +42,12 @@ class ColumnChooser(Question[tuple[str, ...] | None]):
         self.order = [*shown, *hidden]  # every column: the shown ones first, in order
         self.shown = set(shown)
         self.cursor = 0
+        # kept, not queried: an Enter typed with the C may dismiss it before it mounts
+        self.listing = Static(id="chooser-list")
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="ask-box"):
-            yield Static(id="chooser-list")
+            yield self.listing
             yield Static(self.hint(), classes="ask-hint")
 
     def hint(self) -> str:
@@ -61,7 +63,7 @@ class ColumnChooser(Question[tuple[str, ...] | None]):
             mark = "[x]" if column in self.shown else "[ ]"
             text.append(f"{mark} {TITLES[column]:<10}", CURSOR if n == self.cursor else None)
             text.append("\n" if n + 1 < len(self.order) else "")
-        self.query_one("#chooser-list", Static).update(text)
+        self.listing.update(text)
 
     def action_move(self, step: int) -> None:
         self.cursor = max(0, min(self.cursor + step, len(self.order) - 1))
