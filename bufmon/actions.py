@@ -13,6 +13,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bufmon.present import WILDCARDS, endpoint
@@ -30,7 +31,7 @@ def closable(socks: Iterable[Sock]) -> list[Sock]:
 def close_all(namespaces: NamespaceSet, socks: list[Sock]) -> list[tuple[Sock, Outcome]]:
     """Close each socket in its own namespace, in order; stops at the first refusal
     that every other socket would get too (no right, no kernel support)."""
-    done = []
+    done: list[tuple[Sock, Outcome]] = []
     closers: dict[str, Closer | None] = {}  # by namespace label; None: it is gone
     try:
         for sock in socks:
@@ -104,10 +105,17 @@ def sock_json(sock: Sock) -> str:
     return json.dumps(sock.to_json(), indent=2)
 
 
-COPY_FORMATS: dict[str, Callable[[Sock], str]] = {
-    "text": describe,
-    "ss": ss_command,
-    "json": sock_json,
+@dataclass(frozen=True, slots=True)
+class CopyFormat:
+    render: Callable[[Sock], str]
+    name: str  # as a message names it: "copied as an ss command"
+    suffix: str  # of the file written when no clipboard can be reached
+
+
+COPY_FORMATS = {
+    "text": CopyFormat(describe, "text", "txt"),
+    "ss": CopyFormat(ss_command, "an ss command", "txt"),
+    "json": CopyFormat(sock_json, "JSON", "json"),
 }
 
 

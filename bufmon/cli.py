@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import signal
@@ -66,24 +67,26 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, unix: bool = True) -> None:
     p.add_argument(
         "filter",
         nargs="*",
         metavar="FILTER",
         help="filter expression, e.g. 'proto:tcp recvq>64k' (see README)",
     )
-    _sources(p)
+    _sources(p, unix=unix)
 
 
-def _sources(p: argparse.ArgumentParser) -> None:
-    """--netns, --config and --set: what to read and how to judge it."""
-    p.add_argument(
-        "--unix",
-        action="store_true",
-        help="list every UNIX socket (default: only flagged ones, unless the filter "
-        "names proto:unix, path:, type: or peer:)",
-    )
+def _sources(p: argparse.ArgumentParser, *, unix: bool = True) -> None:
+    """--unix (unless `unix` is false), --netns, --config and --set: what to read and
+    how to judge it."""
+    if unix:
+        p.add_argument(
+            "--unix",
+            action="store_true",
+            help="list every UNIX socket (default: only flagged ones, unless the filter "
+            "names proto:unix, path:, type: or peer:)",
+        )
     p.add_argument(
         "--netns",
         default="auto",
@@ -164,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long (default: until Ctrl-C)",
     )
     _sources(add_export_parser(sub))
-    add_kill_parser(sub, _common)
+    add_kill_parser(sub, functools.partial(_common, unix=False))  # UNIX sockets never close
     record_commands.add_parsers(sub, _common, _count)
     done = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     done.add_argument("shell", choices=SHELLS, help="the shell to complete bufmon in")

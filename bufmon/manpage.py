@@ -14,7 +14,9 @@ DESCRIPTION = (
     "bufmon shows the receive and send queues, buffer sizes and TCP state of every TCP, "
     "UDP and UNIX socket, read from the kernel over netlink sock_diag, and flags the "
     "sockets in trouble (a reader that stalls, a peer with a zero window, a full accept "
-    "queue, drops). It only reads: it never sends network traffic. As root it reads "
+    "queue, drops). It only reads until asked to close a socket (bufmon kill, or K in "
+    "the view, after a confirmation; the peer of a closed TCP connection receives a "
+    "reset): it sends no network traffic of its own. As root it reads "
     "every network namespace and names each by its container or pod where the "
     "container runtime's state files say so."
 )

@@ -103,7 +103,7 @@ def test_mismatched_and_empty_filters_are_refused(ns: Netns) -> None:
         assert "bad filter term" in one_line(kill("--yes", "sport:x"), 2)
         left, right = ns.run(socket.socketpair)  # UNIX sockets the filter does match
         with left, right:
-            listed = kill("--dry-run", "--unix", "--netns", ns.name, "proto:unix")
+            listed = kill("--dry-run", "--netns", ns.name, "proto:unix")
             assert listed.returncode == 1 and listed.stdout == ""  # never UNIX ones
             assert listed.stderr.startswith("bufmon: no TCP or UDP socket matches")
             snap = subprocess.run(

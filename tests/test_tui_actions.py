@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from connections import Connection, connections
 from test_tui_pilot import until
+from textual import events
 from textual.pilot import Pilot
 
 from bufmon.actions import describe, ss_command, write_new
@@ -106,6 +107,41 @@ async def test_close_a_marked_set_keeps_the_rest(ns: Netns) -> None:
         kept = [c for c in (first, second, bystander) if c.port == ports[2]]
         assert all(c.reset_seen() for c in closed)
         assert kept[0].alive()
+
+
+def type_at_once(app: BufmonApp, *keys: str) -> None:
+    """Keys as a terminal delivers them when typed fast: all queued before any runs."""
+    for key in keys:
+        app.post_message(events.Key(key, {"enter": "\r"}.get(key, key)))
+
+
+@pytest.mark.root
+async def test_keys_typed_fast_answer_a_question_once(
+    ns: Netns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TERM", "linux")  # copies go to files, which can be counted
+    with connections(ns, 2) as (target, bystander):
+        app = BufmonApp(MonitorSource(ns.name), interval=INTERVAL)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await shows_only(pilot, app, [target])
+            type_at_once(app, "K", "y", "y")
+            await until(pilot, lambda: listed(app) == [])
+            type_at_once(app, "q")  # a key the list runs: nothing is left over
+            await until(pilot, lambda: app.return_code == 0)
+            notes = [n.message for n in app._notifications]
+            assert notes.count("1 closed") == 1 and not any("gone" in n for n in notes)
+        assert target.reset_seen()
+        assert bystander.alive()
+        app = BufmonApp(MonitorSource(ns.name), interval=INTERVAL)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await shows_only(pilot, app, [bystander])
+            type_at_once(app, "c", "t", "t")
+            await until(pilot, lambda: any(tmp_path.iterdir()))
+            type_at_once(app, "C", "enter")  # the chooser answered before it is drawn
+            await pilot.pause(0.5)
+            assert app.screen is app.main and app.return_code is None
+        assert len(list(tmp_path.iterdir())) == 1
 
 
 @pytest.mark.root

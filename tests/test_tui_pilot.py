@@ -13,6 +13,8 @@ from textual.pilot import Pilot
 from bufmon.scenarios import Netns, StalledReader
 from collectors.model import Snapshot, Sock
 from tui.app import BufmonApp, TooSmallScreen
+from tui.ask import ConfirmClose
+from tui.chooser import ColumnChooser
 from tui.detail import DetailScreen
 from tui.help import HelpScreen, key_label
 from tui.main import MainScreen
@@ -154,6 +156,8 @@ async def test_keys_on_a_stalled_reader(stalled: tuple[Netns, StalledReader]) ->
             *MainScreen.BINDINGS,
             *SocketList.BINDINGS,
             *DetailScreen.BINDINGS,
+            *ColumnChooser.BINDINGS,
+            *ConfirmClose.BINDINGS,
         ]:
             assert key_label(binding.key) in shown and binding.description in shown
         await pilot.press("escape")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from bufmon.diagnosis import load_config
 from bufmon.diagnosis.config import ConfigError
@@ -23,10 +25,13 @@ from bufmon.scenarios import Netns
 from bufmon.services import parse_services
 from bufmon.viewconfig import ViewSettings, load_view, save_view
 from collectors.model import Sock
-from tui.app import KEY_ACTIONS, BufmonApp
+from tui.app import KEY_ACTIONS, BufmonApp, view_settings
 from tui.arrange import COLUMN_IDS
+from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
 from tui.columns import render_row
+from tui.detail import DetailScreen
+from tui.help import HelpScreen
 from tui.socklist import ColumnTitles
 from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
@@ -61,6 +66,10 @@ def _listen() -> socket.socket:
     return server
 
 
+async def until_listed(pilot: Pilot[int], app: BufmonApp) -> None:
+    await until(pilot, lambda: any(isinstance(r, Sock) for r in app.main.socket_list.rows))
+
+
 async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -72,8 +81,11 @@ def shown_ids(app: BufmonApp) -> list[str]:
     return [column.id for column, _ in app.main.socket_list.column_layout]
 
 
-def start(ns: Netns, path: Path) -> BufmonApp:
-    """The app as `bufmon --config PATH` builds it (run_app, without app.run)."""
+def start(ns: Netns, path: Path, text: str | None = None) -> BufmonApp:
+    """The app as `bufmon --config PATH` builds it (run_app, without app.run); `text`
+    is written to PATH first."""
+    if text is not None:
+        path.write_text(text)
     settings = load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
     return BufmonApp(MonitorSource(ns.name), settings=settings, settings_file=str(path))
 
@@ -81,11 +93,10 @@ def start(ns: Netns, path: Path) -> BufmonApp:
 @pytest.mark.root
 async def test_choices_survive_a_restart(listener: Netns, tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text(USER_CONFIG)
-    app = start(listener, path)
+    app = start(listener, path, USER_CONFIG)
     async with app.run_test(size=(140, 30)) as pilot:
         listing = app.main.socket_list
-        await until(pilot, lambda: any(isinstance(r, Sock) for r in listing.rows))
+        await until_listed(pilot, app)
         assert shown_ids(app)[:3] == ["netns", "proto", "state"]
         await pilot.press("C")
         assert isinstance(app.screen, ColumnChooser)
@@ -135,6 +146,60 @@ async def test_click_a_title_to_sort(listener: Netns) -> None:
         assert not app.state.reverse
         await pilot.click(ColumnTitles, offset=(x + 1, 0))
         await until(pilot, lambda: app.state.reverse)
+
+
+REMAPPED = """\
+[keys]
+back = "f2"
+close = "X"
+close-yes = "o"
+close-no = "N"
+chooser-toggle = "t"
+help = "h"
+"""
+
+
+def hint_of(app: BufmonApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+@pytest.mark.root
+async def test_hints_name_the_remapped_keys(listener: Netns, tmp_path: Path) -> None:
+    app = start(listener, tmp_path / "config.toml", REMAPPED)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_listed(pilot, app)
+        assert str(app.main.status.render()).endswith("   h help")
+        await pilot.press("m")
+        assert "  1 marked (X closes them)" in str(app.main.status.render())
+        await pilot.press("slash")
+        assert "Enter applies, f2 clears" in app.main.query_one(Input).placeholder
+        await pilot.press("f2", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        hint = hint_of(app, "#detail-hint")
+        assert hint.startswith("f2 back  p process's sockets")
+        assert "X close" in hint and hint.endswith("h help")
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmClose))
+        assert hint_of(app, ".ask-hint") == "o closes   N keeps them"
+        await pilot.press("N", "f2", "C")
+        assert isinstance(app.screen, ColumnChooser)
+        assert hint_of(app, ".ask-hint").startswith("t shows/hides  J later  K earlier")
+        await pilot.press("t", "enter")  # the remapped toggle hides the first column
+        assert app.settings.columns == COLUMN_IDS[1:]
+        await pilot.press("h")
+        assert isinstance(app.screen, HelpScreen)
+        assert listener.run(_listeners) == 1  # nothing was closed
+
+
+def test_the_readme_names_every_remappable_key() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("[keys]\n", 1)[1].split("```", 1)[0]
+    assert KEY_ACTIONS - set(re.findall(r"[a-z][a-z-]*", example)) == set()
+
+
+def _listeners() -> int:
+    out = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
 
 
 async def test_the_view_says_when_it_cannot_save(tmp_path: Path) -> None:
@@ -196,6 +261,31 @@ def test_bad_view_settings_are_one_line(tmp_path: Path, text: str, error: str) -
     path.write_text(text)
     with pytest.raises(ConfigError, match=error):
         load_view(str(path), COLUMN_IDS, KEY_ACTIONS)
+
+
+@pytest.mark.parametrize(
+    ("keys", "error"),
+    [
+        ('filter = "s"', "s would be both filter and sort-next in the socket list"),
+        ('process = "escape"', "Esc would be both back and process in socket details"),
+        ('chooser-save = "space"',
+         "Space would be both chooser-toggle and chooser-save in the column chooser"),
+        ('close-yes = "n"', "n would be both close-yes and close-no in the close confirmation"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_refused(tmp_path: Path, keys: str, error: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[keys]\n{keys}\n")
+    with pytest.raises(ConfigError) as refused:
+        view_settings(str(path))
+    assert str(refused.value) == f"{path}: keys: {error}; give one of them another key"
+
+
+def test_swapped_keys_are_taken(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[keys]\nfilter = "s"\nsort-next = "slash"\n')
+    settings, _ = view_settings(str(path))
+    assert settings.keys == {"filter": "s", "sort-next": "slash"}
 
 
 def test_the_view_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from textual.notifications import SeverityLevel
 
-from bufmon.actions import COPY_FORMATS, EXPORT_FORMATS, closable, tally, write_new
+from bufmon.actions import (
+    COPY_FORMATS,
+    EXPORT_FORMATS,
+    CopyFormat,
+    closable,
+    tally,
+    write_new,
+)
 from collectors.destroy import REFUSED, Outcome
 from collectors.model import Sock
 from collectors.untrusted import printable
@@ -24,9 +31,6 @@ from tui.view import DEFAULT_SORT, compute_view
 
 if TYPE_CHECKING:
     from tui.app import BufmonApp
-
-COPY_NAMES = {"text": "text", "ss": "an ss command", "json": "JSON"}
-COPY_SUFFIXES = {"text": "txt", "ss": "txt", "json": "json"}
 
 
 class Actions:
@@ -62,7 +66,7 @@ class Actions:
                     exit_on_error=False,
                 )
 
-        app.push_screen(ConfirmClose(targets), confirmed)
+        app.push_screen(ConfirmClose(targets, app.settings.keys), confirmed)
 
     def _close(self, source: MonitorSource, targets: list[Sock]) -> None:
         """Worker thread: close them, holding the source (no refresh meanwhile)."""
@@ -93,23 +97,24 @@ class Actions:
 
         def chosen(form: str | None) -> None:
             if form is not None:
-                self._copy(COPY_FORMATS[form](row), form)
+                self._copy(row, COPY_FORMATS[form])
 
         self.app.push_screen(CopyAs(), chosen)
 
-    def _copy(self, text: str, form: str) -> None:
+    def _copy(self, sock: Sock, form: CopyFormat) -> None:
         app = self.app
+        text = form.render(sock)
         blocked = clipboard.blocked_by()
         if blocked is None:
             app.copy_to_clipboard(text)
-            self._say(f"copied as {COPY_NAMES[form]} (OSC 52)")
+            self._say(f"copied as {form.name} (OSC 52)")
             return
         try:
-            path = write_new(Path.cwd(), "bufmon-copy", COPY_SUFFIXES[form], text + "\n")
+            path = write_new(Path.cwd(), "bufmon-copy", form.suffix, text + "\n")
         except OSError as exc:
             self._say(f"{blocked}, and no file either: {exc.strerror}", severity="error")
             return
-        self._say(f"{blocked}: wrote {COPY_NAMES[form]} to {path}", timeout=15)
+        self._say(f"{blocked}: wrote {form.name} to {path}", timeout=15)
 
     # --- export -----------------------------------------------------------------------
 

@@ -31,10 +31,11 @@ from collectors.model import Snapshot, Sock
 from collectors.untrusted import printable
 from tui.actions import Actions
 from tui.arrange import COLUMN_IDS
+from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
 from tui.detail import HISTORY_FIELDS, DetailScreen, other_end
 from tui.fmt import one_line
-from tui.help import HelpScreen, Section, remapped
+from tui.help import HELP, HelpScreen, Section, clash, remapped
 from tui.main import MainScreen
 from tui.messages import (
     CloseAsked,
@@ -106,7 +107,7 @@ class BufmonApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "quit", id="quit"),
-        Binding("question_mark", "help", "this help", id="help"),
+        HELP,
         Binding(
             "y", "system", "the system: socket memory, states, counters over time", id="system"
         ),
@@ -161,7 +162,7 @@ class BufmonApp(App[int]):
         self._view_again = False
         self._timer: Timer | None = None
         self._signals: dict[int, Any] = {}  # signal -> the handler to restore
-        self.main = MainScreen()
+        self.main = MainScreen(self.settings.keys)
         self.main.socket_list.expect(self.state.generation)
         self.actions = Actions(self)
         self.main.socket_list.settings = self.settings
@@ -214,19 +215,11 @@ class BufmonApp(App[int]):
 
     def help_sections(self) -> list[Section]:
         """Every screen's keys, as the [keys] table of the config file remapped them."""
-        return [
-            (title, remapped(bindings, self.settings.keys))
-            for title, bindings in (
-                ("Everywhere", BufmonApp.BINDINGS),
-                ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
-                ("Socket details", DetailScreen.BINDINGS),
-                ("System", SystemScreen.BINDINGS),
-            )
-        ]
+        return [(title, remapped(bindings, self.settings.keys)) for title, bindings in SECTIONS]
 
     def action_system(self) -> None:
         if not isinstance(self.screen, SystemScreen):
-            screen = SystemScreen()
+            screen = SystemScreen(self.settings.keys)
             self.push_screen(screen)
             self._load(self.source.trail.system, screen.show_past)
 
@@ -440,7 +433,8 @@ class BufmonApp(App[int]):
         else:
             if isinstance(row, Sock):
                 sysctls = None if self.snapshot is None else self.snapshot.system.sysctls
-                screen = DetailScreen(row, self.send_rule, other_end(self.snapshot, row), sysctls)
+                peer = other_end(self.snapshot, row)
+                screen = DetailScreen(row, self.send_rule, peer, sysctls, self.settings.keys)
                 self.push_screen(screen)
                 now = self.snapshot.time if self.snapshot else time.time()
                 self._load(lambda: self._past(screen.key, now), screen.show_history)
@@ -476,7 +470,7 @@ class BufmonApp(App[int]):
 
     def action_columns(self) -> None:
         shown = self.settings.columns or COLUMN_IDS
-        self.push_screen(ColumnChooser(shown), self._chosen)
+        self.push_screen(ColumnChooser(shown, self.settings.keys), self._chosen)
 
     def _chosen(self, columns: tuple[str, ...] | None) -> None:
         if columns is not None:
@@ -540,7 +534,7 @@ class BufmonApp(App[int]):
             paused=paused,
         )
 
-    def on_socket_list_moved(self) -> None:
+    def on_socket_list_changed(self) -> None:
         self._show_state()
 
     def on_unmount(self) -> None:
@@ -549,16 +543,27 @@ class BufmonApp(App[int]):
             self.source.close()
 
 
+SECTIONS: list[Section] = [
+    ("Everywhere", BufmonApp.BINDINGS),
+    ("Socket list", [*MainScreen.BINDINGS, *SocketList.BINDINGS]),
+    ("Socket details", DetailScreen.BINDINGS),
+    ("System", SystemScreen.BINDINGS),
+    ("Column chooser", ColumnChooser.BINDINGS),
+    ("Close confirmation", ConfirmClose.BINDINGS),
+]  # every screen's keys, as `?` lists them
 KEY_ACTIONS = frozenset(
     b.id
-    for b in (
-        *BufmonApp.BINDINGS,
-        *MainScreen.BINDINGS,
-        *SocketList.BINDINGS,
-        *DetailScreen.BINDINGS,
-    )
+    for _, bindings in SECTIONS
+    for b in bindings
     if isinstance(b, Binding) and b.id is not None
 )  # what the config file's [keys] table may remap
+TOGETHER: list[Section] = [
+    ("the socket list", [*BufmonApp.BINDINGS, *MainScreen.BINDINGS, *SocketList.BINDINGS]),
+    ("socket details", [*BufmonApp.BINDINGS, *DetailScreen.BINDINGS]),
+    ("the system screen", SystemScreen.BINDINGS),
+    ("the column chooser", ColumnChooser.BINDINGS),
+    ("the close confirmation", ConfirmClose.BINDINGS),
+]  # the keys active at once on each screen: one key does one thing there
 
 
 def view_settings(config_file: str | None, theme: str | None = None) -> tuple[ViewSettings, str]:
@@ -566,6 +571,14 @@ def view_settings(config_file: str | None, theme: str | None = None) -> tuple[Vi
     to save them; `theme` overrides the file's. Raises ConfigError."""
     path = settings_path(config_file)
     settings = load_view(path, COLUMN_IDS, KEY_ACTIONS)
+    for where, bindings in TOGETHER:
+        clashed = clash(bindings, settings.keys)
+        if clashed is not None:
+            key, one, other = clashed
+            raise ConfigError(
+                f"{path}: keys: {key} would be both {one} and {other} in {where}; "
+                "give one of them another key"
+            )
     return (settings if theme is None else replace(settings, theme=theme)), path
 
 

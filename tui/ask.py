@@ -9,36 +9,41 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from bufmon.actions import describe
 from collectors.model import Sock
-from tui.help import KEY_STYLE, key_label
+from tui.help import KEY_STYLE, Keymap, key_label, or_keys
+from tui.question import Question
 
 
-class ConfirmClose(ModalScreen[bool]):
+class ConfirmClose(Question[bool]):
     """Lists exactly the sockets that will be closed; y closes them, n or Esc does not."""
 
-    BINDINGS = [
-        Binding("y", "dismiss(True)", "close them"),
-        Binding("n,escape", "dismiss(False)", "keep them"),
-    ]
+    YES = Binding("y", "dismiss(True)", "close them", id="close-yes")
+    NO = Binding("n,escape", "dismiss(False)", "keep them", id="close-no")
+    BINDINGS = [YES, NO]
 
-    def __init__(self, socks: Sequence[Sock]) -> None:
+    def __init__(self, socks: Sequence[Sock], keymap: Keymap) -> None:
         super().__init__()
         self.socks = socks
+        self.keymap = keymap
 
     def compose(self) -> ComposeResult:
         count = len(self.socks)
         what = "this socket" if count == 1 else f"these {count} sockets"
+        tcp = sum(s.proto == "tcp" for s in self.socks)  # a UDP peer is told nothing
+        reset = " TCP peers see a reset." if 0 < tcp < count else ""
+        if tcp == count:
+            reset = " The peer sees a reset."
         with VerticalScroll(classes="ask-box"):
-            yield Static(Text(f"Close {what}? The peer sees a reset.", KEY_STYLE))
+            yield Static(Text(f"Close {what}?{reset}", KEY_STYLE))
             yield Static(Text("\n".join(describe(s) for s in self.socks)), id="ask-list")
-            yield Static("y closes   n or Esc keeps them", classes="ask-hint")
+            yes, no = (or_keys(b, self.keymap) for b in (self.YES, self.NO))
+            yield Static(f"{yes} closes   {no} keeps them", classes="ask-hint")
 
 
-class Choice(ModalScreen[str | None]):
+class Choice(Question[str | None]):
     """One key picks one option (the value its binding dismisses with); Esc picks none."""
 
     QUESTION: ClassVar[str] = ""

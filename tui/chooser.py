@@ -7,40 +7,52 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui.columns import SOCKET_COLUMNS
+from tui.help import Keymap, hint_line
+from tui.question import Question
 
 TITLES = {c.id: c.title for c in SOCKET_COLUMNS}
 CURSOR = Style(reverse=True)
-HINT = "Space shows/hides  J/K moves  Enter saves  Esc cancels"
 
 
-class ColumnChooser(ModalScreen[tuple[str, ...] | None]):
+class ColumnChooser(Question[tuple[str, ...] | None]):
     """Dismissed with the shown column ids in order (None: cancelled)."""
 
+    LATER = Binding("J,shift+down", "shift(1)", "move the column later", id="chooser-later")
+    EARLIER = Binding("K,shift+up", "shift(-1)", "move the column earlier", id="chooser-earlier")
+    TOGGLE = Binding("space", "flip", "show or hide the column", id="chooser-toggle")
+    SAVE = Binding("enter", "save", "use this choice and save it", id="chooser-save")
+    CANCEL = Binding("escape", "dismiss(None)", "cancel", id="chooser-cancel")
     BINDINGS = [
         Binding("j,down", "move(1)", "next column", id="chooser-down"),
         Binding("k,up", "move(-1)", "previous column", id="chooser-up"),
-        Binding("J,shift+down", "shift(1)", "move the column later", id="chooser-later"),
-        Binding("K,shift+up", "shift(-1)", "move the column earlier", id="chooser-earlier"),
-        Binding("space", "flip", "show or hide the column", id="chooser-toggle"),
-        Binding("enter", "save", "use this choice and save it", id="chooser-save"),
-        Binding("escape", "dismiss(None)", "cancel", id="chooser-cancel"),
+        LATER,
+        EARLIER,
+        TOGGLE,
+        SAVE,
+        CANCEL,
     ]
 
-    def __init__(self, shown: tuple[str, ...]) -> None:
+    def __init__(self, shown: tuple[str, ...], keymap: Keymap) -> None:
         super().__init__()
+        self.keymap = keymap
         hidden = [c for c in TITLES if c not in shown]
         self.order = [*shown, *hidden]  # every column: the shown ones first, in order
         self.shown = set(shown)
         self.cursor = 0
+        # kept, not queried: an Enter typed with the C may dismiss it before it mounts
+        self.listing = Static(id="chooser-list")
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="ask-box"):
-            yield Static(id="chooser-list")
-            yield Static(HINT, classes="ask-hint")
+            yield self.listing
+            yield Static(self.hint(), classes="ask-hint")
+
+    def hint(self) -> str:
+        parts = [(self.TOGGLE, "shows/hides"), (self.LATER, "later"), (self.EARLIER, "earlier")]
+        return hint_line(self.keymap, [*parts, (self.SAVE, "saves"), (self.CANCEL, "cancels")])
 
     def on_mount(self) -> None:
         self.paint()
@@ -51,7 +63,7 @@ class ColumnChooser(ModalScreen[tuple[str, ...] | None]):
             mark = "[x]" if column in self.shown else "[ ]"
             text.append(f"{mark} {TITLES[column]:<10}", CURSOR if n == self.cursor else None)
             text.append("\n" if n + 1 < len(self.order) else "")
-        self.query_one("#chooser-list", Static).update(text)
+        self.listing.update(text)
 
     def action_move(self, step: int) -> None:
         self.cursor = max(0, min(self.cursor + step, len(self.order) - 1))

@@ -14,6 +14,7 @@ from bufmon.diagnosis.limits import LIMIT_FIELDS, Sysctls, local_peer
 from collectors.model import Snapshot, Sock, UnixSock
 from tui.detail_text import flags_text, memory_text, owner_text, tcp_text, title_text
 from tui.fmt import human_bytes, human_rate, human_usec
+from tui.help import HELP, Keymap, hint_line
 from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked
 from tui.meters import TextLine
 from tui.plots import Mark, PlotPanel, PlotSpec, percent, plot_rows
@@ -24,7 +25,14 @@ from tui.unix_detail import peer_of, unix_text
 from tui.view import Scope
 
 BODY_GUTTER = 3  # the body's padding (1 + 1) and its scrollbar (1)
-HINT = "Esc back  p process's sockets  a accepted  K close  c copy  e export  ? help"
+HINT = (
+    ("back", "back"),
+    ("process", "process's sockets"),
+    ("accepted", "accepted"),
+    ("close", "close"),
+    ("copy", "copy"),
+    ("export", "export"),
+)  # (binding id, what its key does) on the hint line
 FIXED_ROWS = 12  # title, hint, flags, flag rows and axis: what the plots leave room for
 # One line each: a field of the socket's History plotted (HISTORY_FIELDS follows).
 DETAIL_PLOTS: tuple[PlotSpec, ...] = (
@@ -73,8 +81,10 @@ class DetailScreen(Screen[None]):
         send_rule: SendQueueFull | None = None,
         peer: Sock | None = None,
         sysctls: Sysctls | None = None,
+        keymap: Keymap | None = None,
     ) -> None:
         super().__init__()
+        self.keymap = keymap or {}
         self.sock = sock
         self.send_rule = send_rule
         self.peer = peer  # the socket's other end, when it is listed
@@ -100,7 +110,11 @@ class DetailScreen(Screen[None]):
         yield self.title_line
         with self.body:
             yield from self.parts.values()
-        yield Static(HINT, id="detail-hint")
+        yield Static(self.hint(), id="detail-hint")
+
+    def hint(self) -> str:
+        by_id = {b.id: b for b in self.BINDINGS if isinstance(b, Binding)}
+        return hint_line(self.keymap, [*((by_id[i], what) for i, what in HINT), (HELP, "help")])
 
     def on_mount(self) -> None:
         self._draw(plot=True)

@@ -13,6 +13,7 @@ from textual.widgets import Input, Static
 
 from bufmon.filters import FilterError, compile_filter
 from collectors.model import Snapshot, Sock
+from tui.help import HELP, Keymap, first_key, hint_line
 from tui.messages import (
     Back,
     CloseAsked,
@@ -33,11 +34,12 @@ from tui.socklist import ColumnTitles, SocketList
 from tui.state import ListState
 from tui.view import Summary
 
-FILTER_HINT = "e.g. state:estab recvq>64k !proc:sshd   Enter applies, Esc clears"
+FILTER_EXAMPLE = "e.g. state:estab recvq>64k !proc:sshd"
 
 
 class FilterBar(Vertical):
-    """`/` prompt; a typo shows its error on the line under it, as you type."""
+    """`/` prompt; a typo shows its error on the line under it, as you type. `hint`
+    follows the example in the empty prompt."""
 
     class Entered(Message):
         """Enter on a valid filter expression."""
@@ -46,10 +48,15 @@ class FilterBar(Vertical):
             super().__init__()
             self.expr = expr
 
+    def __init__(self, hint: str, *, id: str) -> None:
+        super().__init__(id=id)
+        self.hint = hint
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="filter-line"):
             yield Static("/", id="filter-prompt")
-            yield Input(placeholder=FILTER_HINT, id="filter-input", select_on_focus=False)
+            placeholder = f"{FILTER_EXAMPLE}   Enter applies, {self.hint}"
+            yield Input(placeholder=placeholder, id="filter-input", select_on_focus=False)
         yield Static(id="filter-error")
 
     def on_mount(self) -> None:
@@ -90,6 +97,12 @@ class FilterBar(Vertical):
 
 
 class MainScreen(Screen[None]):
+    BACK = Binding(
+        "escape", "back", "close the prompt, leave a drill-down, clear the filter", id="back"
+    )
+    CLOSE = Binding(
+        "K", "close", "close the marked sockets, else this one (asks first; root)", id="close"
+    )
     BINDINGS = [
         Binding("slash", "filter", "filter, in the language of `bufmon snapshot`", id="filter"),
         Binding("s", "sort(1)", "sort by the next column (or click its title)", id="sort-next"),
@@ -102,27 +115,24 @@ class MainScreen(Screen[None]):
             "x", "unix", "show or hide idle UNIX sockets (flagged ones always show)", id="unix"
         ),
         Binding("enter", "open", "socket details, or the members of a group", id="open"),
-        Binding(
-            "escape", "back", "close the prompt, leave a drill-down, clear the filter", id="back"
-        ),
-        Binding("m", "mark", "mark or unmark the socket (K closes the marked ones)", id="mark"),
-        Binding(
-            "K", "close", "close the marked sockets, else this one (asks first; root)", id="close"
-        ),
+        BACK,
+        Binding("m", "mark", "mark or unmark the socket (close acts on the marked)", id="mark"),
+        CLOSE,
         Binding(
             "c", "copy", "copy as text, ss command or JSON (OSC 52, else to a file)", id="copy"
         ),
         Binding("e", "export", "export the list as JSON or CSV to a new file", id="export"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, keymap: Keymap) -> None:
         super().__init__()
+        self.keymap = keymap
         self.state = ListState()  # what the list shows; its filter fills the prompt
         self.meters = TextLine(id="meters")
         self.titles = ColumnTitles(id="titles")
         self.socket_list = SocketList(id="list")
         self.notices = TextLine(id="notices")
-        self.filter_bar = FilterBar(id="filter-bar")
+        self.filter_bar = FilterBar(hint_line(keymap, [(self.BACK, "clears")]), id="filter-bar")
         self.status = TextLine(id="status")
 
     def compose(self) -> ComposeResult:
@@ -169,7 +179,9 @@ class MainScreen(Screen[None]):
                 state.group_by,
                 [scope.label for scope in state.scopes],
                 state.filter_expr,
-                held=listing.cursor > 0,
+                marked=len(self._marked()),
+                live_key=first_key(SocketList.TOP, self.keymap) if listing.cursor > 0 else None,
+                keys=(first_key(self.CLOSE, self.keymap), first_key(HELP, self.keymap)),
             )
         )
 
@@ -230,13 +242,18 @@ class MainScreen(Screen[None]):
     def action_export(self) -> None:
         self._ask_question(lambda: ExportAsked(None))
 
+    def _marked(self) -> list[Sock]:
+        """The marked sockets still there (the filter may hide some: the confirmation
+        lists each)."""
+        listing = self.socket_list
+        if listing.view is None or not listing.marked:
+            return []
+        return [s for s in listing.view.snapshot.sockets if s.key in listing.marked]
+
     def _marked_or_cursor(self) -> list[Sock]:
         """The marked sockets still listed, else the one under the cursor."""
-        listing = self.socket_list
-        if listing.view is not None and listing.marked:
-            return [s for s in listing.view.snapshot.sockets if s.key in listing.marked]
-        row = listing.cursor_row
-        return [row] if isinstance(row, Sock) else []
+        row = self.socket_list.cursor_row
+        return self._marked() or ([row] if isinstance(row, Sock) else [])
 
     def _ask_question(self, request: Callable[[], Message]) -> None:
         """Post a request, built on the rows it is meant for, that opens a question:

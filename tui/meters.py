@@ -82,8 +82,19 @@ def notice_text(notices: list[str], system_flags: list[Flag], error: str | None)
 
 
 def status_text(
-    matched: int, total: int, group_by: str | None, scopes: list[str], filter_expr: str, held: bool
+    matched: int,
+    total: int,
+    group_by: str | None,
+    scopes: list[str],
+    filter_expr: str,
+    *,
+    marked: int,
+    live_key: str | None,
+    keys: tuple[str, str],
 ) -> Text:
+    """The status line; `live_key` (None: the order is live) goes back to the live
+    order; `keys`: the keys bound now to close (the marked sockets) and to help."""
+    close_key, help_key = keys
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{matched} of {total}", LABEL)
     if group_by:
@@ -93,9 +104,11 @@ def status_text(
     if filter_expr:
         text.append("  /", DIM)
         text.append(printable(filter_expr))
-    if held:
-        text.append("  order held (g: live)", DIM)
-    text.append("   ? help", DIM)
+    if marked:
+        text.append(f"  {marked} marked ({close_key} closes them)", LABEL)
+    if live_key is not None:
+        text.append(f"  order held ({live_key}: live)", DIM)
+    text.append(f"   {help_key} help", DIM)
     return text
 
 

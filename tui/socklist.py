@@ -37,18 +37,20 @@ MAX_WAITING = 1000  # actions kept while the current View is computed
 
 
 class SocketList(ScrollView, can_focus=True):
+    TOP = Binding("g,home", "jump(0)", "first row (and the live order)", id="top")
     BINDINGS = [
         Binding("j,down", "move(1)", "next row", id="down"),
         Binding("k,up", "move(-1)", "previous row", id="up"),
         Binding("pagedown,ctrl+f", "page(1)", "page down", id="page-down"),
         Binding("pageup,ctrl+b", "page(-1)", "page up", id="page-up"),
-        Binding("g,home", "jump(0)", "first row", id="top"),
+        TOP,
         Binding("G,end", "jump(-1)", "last row", id="bottom"),
     ]
     COMPONENT_CLASSES = {"socket-list--cursor", "socket-list--marked"}
 
-    class Moved(Message):
-        """The cursor moved (the status line tells whether the order is held)."""
+    class Changed(Message):
+        """The cursor moved or a mark changed: the status line tells whether the order
+        is held and how many sockets are marked."""
 
     class LayoutChanged(Message):
         def __init__(self, layout: Layout, width: int) -> None:
@@ -240,6 +242,7 @@ class SocketList(ScrollView, can_focus=True):
             return
         self.marked ^= {row.key}
         self.refresh_line(self.cursor)
+        self.post_message(self.Changed())
 
     def render_line(self, y: int) -> Strip:
         strip = self._line(self.scroll_offset.y + y)
@@ -270,7 +273,7 @@ class SocketList(ScrollView, can_focus=True):
         self.refresh_line(old)
         self.refresh_line(index)
         self._keep_cursor_visible()
-        self.post_message(self.Moved())
+        self.post_message(self.Changed())
 
     def _keep_cursor_visible(self) -> None:
         top, height = self.scroll_offset.y, self.scrollable_content_region.height

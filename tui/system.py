@@ -13,14 +13,15 @@ from textual.widgets import Static
 from collectors.model import Flag
 from collectors.untrusted import printable
 from tui.fmt import DIM, SEVERITY_STYLES, human_bytes, human_rate
+from tui.help import HELP, Keymap, hint_line
 from tui.meters import LABEL
 from tui.plots import Mark, PlotPanel, PlotSpec, plot_rows
 from tui.trail import SystemPast
 from tui.view import RATE_COUNTERS, SHOWN_STATES
 
 TITLE = "System  socket memory, sockets by state, the counters the rules read"
-HINT = "Esc back  ? help"
 FIXED_ROWS = 6  # title, hint, flags, flag row and axis lines: what the plots leave room for
+BACK = Binding("escape,y", "back", "back to the list", id="back")
 RATE_TITLES = {
     "ovfl": "listen ovfl/s",
     "prune": "prunes/s",
@@ -55,10 +56,11 @@ def flags_text(flags: list[Flag]) -> Text:
 
 
 class SystemScreen(Screen[None]):
-    BINDINGS = [Binding("escape,y", "back", "back to the list", id="back")]
+    BINDINGS = [BACK]
 
-    def __init__(self) -> None:
+    def __init__(self, keymap: Keymap | None = None) -> None:
         super().__init__()
+        self.keymap = keymap or {}
         self.past: SystemPast | None = None
         self.title_line = Static(TITLE, id="system-title")
         self.flags = Static(id="system-flags")
@@ -69,7 +71,7 @@ class SystemScreen(Screen[None]):
         with VerticalScroll(id="system-body"):
             yield self.flags
             yield self.plots
-        yield Static(HINT, id="system-hint")
+        yield Static(hint_line(self.keymap, [(BACK, "back"), (HELP, "help")]), id="system-hint")
 
     def on_mount(self) -> None:
         self._draw()

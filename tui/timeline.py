@@ -10,12 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui.fmt import DIM, SEVERITY_STYLES
+from tui.question import Question
 
 PLAYED = Style(bold=True)
 CURSOR = Style(bold=True, reverse=True)
@@ -69,7 +69,7 @@ class Timeline(Widget):
         return self.text_for(self.content_region.width)
 
 
-class TimePrompt(ModalScreen[float]):
+class TimePrompt(Question[float]):
     """Asks for a time; dismisses with it once `parse` accepts it (its error shows meanwhile)."""
 
     DEFAULT_CSS = """
@@ -107,7 +107,7 @@ class TimePrompt(ModalScreen[float]):
         self.dismiss(moment)
 
 
-class IncidentsScreen(ModalScreen[float]):
+class IncidentsScreen(Question[float]):
     """Every flag raised in the recording, one line each as `replay --incidents` prints
     them; Enter goes to the moment the chosen one rose."""
 
