@@ -138,6 +138,14 @@ def test_pinned_so_rcvbuf_is_buffer_limited(ns: Netns) -> None:
         assert "set by SO_RCVBUF" in flag.reason
         assert LIMIT_VERDICTS["rcvbuf"][0] in text
         assert "fixed by the application: buffer_limited" in text
+        zero = [
+            f
+            for _, s in watch(monitor, sc.client_port, 3.0)
+            if (f := flag_of(s, "peer_zero_window"))
+        ]
+        # a window below one MSS here is the pinned buffer's, not a slow reader's
+        assert all("reads too slowly" not in f.advice for f in zero), zero[0].advice
+        assert all("receive buffer is the limit" in f.reason for f in zero), zero[0].reason
     monitor.close()
 
 

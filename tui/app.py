@@ -76,7 +76,7 @@ class Collected:
     snapshot: Snapshot | None = None
     summary: Summary | None = None
     view: View | None = None
-    detail: tuple[Sock | None, Past] | None = None
+    detail: tuple[Sock | None, Sock | None, Past] | None = None  # socket, other end, history
     system: SystemPast | None = None
     error: str | None = None
 
@@ -292,12 +292,13 @@ class BufmonApp(App[int]):
         self,
         snapshot: Snapshot,
         key: SockKey | None,
-    ) -> tuple[Sock | None, Past] | None:
-        """Worker thread: the detail screen's socket and its history (None: no detail)."""
+    ) -> tuple[Sock | None, Sock | None, Past] | None:
+        """Worker thread: the detail screen's socket, its other end and its history (None:
+        no detail); both ends are found here, off the UI thread (each a scan)."""
         if key is None:
             return None
         sock = next((s for s in snapshot.sockets if s.key == key), None)
-        return sock, self._past(key, snapshot.time)
+        return sock, other_end(snapshot, sock), self._past(key, snapshot.time)
 
     def _past(self, key: SockKey, now: float) -> Past:
         """Worker thread, holding the source lock: one socket's history and flag spans."""
@@ -355,8 +356,8 @@ class BufmonApp(App[int]):
     def _show_detail(self, result: Collected) -> None:
         screen, snap = self._top(), result.snapshot
         if isinstance(screen, DetailScreen) and result.detail is not None and snap is not None:
-            sock, past = result.detail
-            screen.show(sock, other_end(snap, sock), snap.system.sysctls, past)
+            sock, peer, past = result.detail
+            screen.show(sock, peer, snap.system.sysctls, past)
         elif isinstance(screen, SystemScreen) and result.system is not None:
             screen.show_past(result.system)
 

@@ -260,8 +260,13 @@ class SocketRules:
         mss = info.get("snd_mss") or 0
         if snd_wnd == 0:
             why = "snd_wnd 0"
-        elif snd_wnd is not None and snd_wnd < mss and self._peer_limited(s, now, ctx):
-            why = "small window"
+        elif (
+            snd_wnd is not None
+            and snd_wnd < mss
+            and (limit := self.send_limit(s, now, ctx)) is not None
+            and limit.rwnd
+        ):
+            why = "small buffer" if limit.cause == "rcvbuf" else "small window"
         elif s.timer == "persist":
             why = "persist timer"
         else:

@@ -88,8 +88,9 @@ def peer_zero_window(
     sock: Named, held: float | None, stuck: float, why: str, window: int = 0, mss: int = 0
 ) -> tuple[str, str]:
     """held is None when one sample cannot tell how long; `why` is "snd_wnd 0",
-    "persist timer" or "small window" (then `window` is below one `mss`)."""
-    if why == "small window":
+    "persist timer", "small window" (then `window` is below one `mss`) or "small buffer"
+    (the same, while the receiving application keeps up: its buffer is the limit)."""
+    if why in ("small window", "small buffer"):
         shut = f"holds its window at {window:,} bytes, below one MSS ({mss:,} bytes),"
     else:
         shut = f"keeps its window shut ({why})"
@@ -99,8 +100,16 @@ def peer_zero_window(
     else:
         how = f"{shut} for {secs(held)}"
         acked = f"nothing acknowledged for {secs(stuck)}" if stuck >= 1 else "acks still trickle in"
+    reason = (
+        f"Peer {peer(sock)} {how}: {size(sock.send_q)} wait in Send-Q of {owner(sock)}, {acked}."
+    )
+    if why == "small buffer":
+        return (
+            f"{reason} The receiver keeps up: its receive buffer is the limit.",
+            SEND_CAUSES["rcvbuf"][1],
+        )
     return (
-        f"Peer {peer(sock)} {how}: {size(sock.send_q)} wait in Send-Q of {owner(sock)}, {acked}.",
+        reason,
         f"The peer application reads too slowly or not at all: fix it, and set "
         f"TCP_USER_TIMEOUT in {owner(sock)} so a peer that never reads is dropped.",
     )
