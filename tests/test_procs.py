@@ -117,38 +117,6 @@ def test_attributes_own_and_child_sockets(child: Child) -> None:
     assert_notice_counts_only_unreadable(index)
 
 
-def test_scan_ahead_attributes_like_the_scan_in_process(child: Child) -> None:
-    """The forked child's full scan gives the same owners, notice and scan count."""
-    child_sock = child.open_listener()
-    with socket.socket() as own:
-        inodes = [child_sock.inode, inode_of(own), closed_socket_inode()]
-        results = []
-        for ahead in (False, True):
-            socks = [sock_of(inode) for inode in inodes]
-            index = ProcessIndex()
-            if ahead:
-                index.scan_ahead()
-                assert index._ahead is not None  # this host has two cores
-            index.attribute(socks)
-            results.append(
-                ([s.process.pid if s.process else None for s in socks], index.notice, index.scans)
-            )
-            index.close()
-    assert results[0][0] == [child.pid, os.getpid(), None]
-    assert results[1][:2] == results[0][:2]
-    assert results[1][2] >= results[0][2]  # every process, since nothing stops it early
-
-
-def test_scan_ahead_is_collected_when_no_refresh_used_it() -> None:
-    index = ProcessIndex()
-    index.scan_ahead()
-    ahead = index._ahead
-    assert ahead is not None
-    index.close()
-    with pytest.raises(ChildProcessError):  # already reaped: no zombie left
-        os.waitpid(ahead.pid, 0)
-
-
 def test_cache_is_reused_and_owners_are_scanned_first(child: Child) -> None:
     socks = [child.open_listener()]
     index = ProcessIndex()
