@@ -33,11 +33,9 @@ class Monitor:
         self._gc = FrozenGarbage()
         self.rates = RateMeter()
 
-    def collect(self, one_shot: bool = False) -> Snapshot:
+    def collect(self) -> Snapshot:
         """Sockets, processes and system facts, without diagnosis."""
         now = time.time()
-        if one_shot:  # the process scan runs beside the dump instead of after it
-            self.procs.scan_ahead()
         socks = self.namespaces.dump()
         self.rates.measure(socks, now)
         self.procs.attribute(socks)
@@ -76,11 +74,10 @@ class Monitor:
 
     def refresh(self, single_sample: bool = False) -> Snapshot:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them
-            snap = self.collect(one_shot=single_sample)
+            snap = self.collect()
             self.diagnoser.evaluate(snap, single_sample=single_sample)
             self._gc.adopted()
         return snap
 
     def close(self) -> None:
-        self.procs.close()
         self.namespaces.close()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import psutil
 
@@ -44,7 +43,6 @@ class ProcessIndex:
         self._unresolved: set[int] = set()  # inodes the last scan could not attribute
         self._last_full_pass = float("-inf")
         self._unreadable: set[int] = set()  # pids whose fds we may not read
-        self._ahead: ScanAhead | None = None  # a full scan running in a child process
 
     @property
     def notice(self) -> str | None:
@@ -72,16 +70,9 @@ class ProcessIndex:
             changed = True
         retry_all = time.monotonic() - self._last_full_pass >= self.full_scan_interval
         targets = unknown if retry_all else unknown - self._unresolved
-        ahead, self._ahead = self._ahead, None
         if targets:
-            scanned = ahead.result() if ahead is not None else None
-            if scanned is None:
-                self._scan(unknown, targets, self._pids_in_order(set(self._owner.values())))
-            else:
-                self._scan(unknown, targets, iter(scanned), scanned.get)
+            self._scan(unknown, targets)
             changed = True
-        elif ahead is not None:
-            ahead.result()
         self._unresolved = unknown - self._owner.keys()
         if changed:
             processes = self._processes
@@ -106,35 +97,14 @@ class ProcessIndex:
             self._owner = {inode: pid for inode, pid in self._owner.items() if pid not in dead}
         return bool(dead)
 
-    def scan_ahead(self) -> None:
-        """Start reading every process's socket fds in a child process, so that the
-        next attribute() costs no scan of its own: for one-shot commands on a host with
-        more than one core, which dump sockets meanwhile. Cached refreshes do not need it.
-        """
-        if self._owner or len(os.sched_getaffinity(0)) < 2:
-            return
-        self._ahead = ScanAhead(self)
-
-    def close(self) -> None:
-        """Collect a scan started ahead that no refresh used."""
-        if self._ahead is not None:
-            self._ahead.result()
-            self._ahead = None
-
-    def _scan(
-        self,
-        unknown: set[int],
-        targets: set[int],
-        pids: Iterator[int],
-        socket_inodes: Callable[[int], list[int] | None] | None = None,
-    ) -> None:
+    def _scan(self, unknown: set[int], targets: set[int]) -> None:
         """Look for the unknown inodes; stop once every target inode is found."""
         remaining = set(targets)
+        owners_first = set(self._owner.values())
         visited = set()
-        for pid in pids:
+        for pid in self._pids_in_order(owners_first):
             visited.add(pid)
-            inodes = self._socket_inodes(pid) if socket_inodes is None else socket_inodes(pid)
-            found = [inode for inode in inodes or () if inode in unknown]
+            found = [inode for inode in self._socket_inodes(pid) if inode in unknown]
             if found and self._learn(pid):
                 for inode in found:
                     self._owner.setdefault(inode, pid)
@@ -201,53 +171,3 @@ def create_time_of(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except GONE:
         return None
-
-
-class ScanAhead:
-    """A forked child reads every /proc/PID/fd while the parent does other work.
-
-    It sends back int64 words: pid, count, then count socket inodes; count -1 for a
-    process whose fds it may not read.
-    """
-
-    def __init__(self, index: ProcessIndex) -> None:
-        self.index = index
-        read_end, write_end = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: scan, write, leave without any clean-up of ours
-            os.close(read_end)
-            code = 1
-            try:
-                words = array("q")
-                for pid in index._all_pids():
-                    inodes = index._socket_inodes(pid)
-                    count = -1 if pid in index._unreadable else len(inodes)
-                    words.extend((pid, count, *inodes))
-                with os.fdopen(write_end, "wb") as out:
-                    out.write(words.tobytes())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        self.pipe = os.fdopen(read_end, "rb")
-
-    def result(self) -> dict[int, list[int] | None] | None:
-        """pid -> its socket inodes (None: unreadable), in /proc order; None if it failed."""
-        with self.pipe:
-            data = self.pipe.read()
-        _pid, status = os.waitpid(self.pid, 0)
-        if status != 0:
-            return None
-        words = array("q")
-        words.frombytes(data)
-        found: dict[int, list[int] | None] = {}
-        i = 0
-        while i < len(words):
-            pid, count = words[i], words[i + 1]
-            i += 2
-            found[pid] = None if count < 0 else words[i : i + count].tolist()
-            i += max(count, 0)
-        self.index.scans += len(found)
-        unreadable = {pid for pid, inodes in found.items() if inodes is None}
-        self.index._unreadable = (self.index._unreadable - found.keys()) | unreadable
-        return found
