@@ -84,6 +84,8 @@ def row(sock: Sock, rates: bool = False) -> tuple[str, ...]:
         process_text(sock),
         flag_tags(sock.flags),
     )
+    if "".join(cells).isprintable():  # the common case: one check instead of one a cell
+        return cells
     return tuple(printable(cell) for cell in cells)
 
 
@@ -92,14 +94,10 @@ def table(socks: list[Sock], rates: bool = False) -> str:
     extra = RATE_COLUMNS if rates else ()
     titles = (*COLUMNS[:_RATES_AT], *extra, *COLUMNS[_RATES_AT:])
     rows = [titles, *(row(s, rates) for s in socks)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(titles))]
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
     numeric = {3, 4, 7, 8, *range(_RATES_AT, _RATES_AT + len(extra))}
-    lines = []
-    for r in rows:
-        pairs = enumerate(zip(r, widths, strict=True))
-        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in pairs]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    line = "  ".join(f"{{:{'>' if i in numeric else '<'}{w}}}" for i, w in enumerate(widths)).format
+    return "\n".join([line(*r).rstrip() for r in rows])
 
 
 def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:

@@ -83,6 +83,15 @@ _BITFIELDS = {
     "delivery_rate_app_limited": (7, 0, 1),
     "fastopen_client_fail": (7, 1, 3),
 }
+
+
+def _bits_of(byte: int) -> tuple[tuple[int, ...], ...]:
+    """Each value of a bitfield byte -> its fields' values, in _BITFIELDS order."""
+    fields = [(shift, mask) for at, shift, mask in _BITFIELDS.values() if at == byte]
+    return tuple(tuple((value >> shift) & mask for shift, mask in fields) for value in range(256))
+
+
+_BITS_OF_BYTE = {6: _bits_of(6), 7: _bits_of(7)}  # looked up, not shifted, per socket
 _SIZES = {"B": 1, "I": 4, "Q": 8, "H": 2}
 MIN_LEN = 8
 
@@ -138,8 +147,8 @@ class TcpInfo(bytes):
         """Every field the kernel sent, by the kernel's names without the tcpi_ prefix."""
         lay = layout(len(self))
         values = lay.struct.unpack_from(self, 0)
-        bits = [(values[byte] >> shift) & mask for byte, shift, mask in _BITFIELDS.values()]
-        return dict(zip(lay.names, (*values[: len(_HEAD)], *bits, *values[MIN_LEN:]), strict=True))
+        bits = _BITS_OF_BYTE[6][values[6]] + _BITS_OF_BYTE[7][values[7]]
+        return dict(zip(lay.names, values[: len(_HEAD)] + bits + values[MIN_LEN:], strict=True))
 
     @classmethod
     def from_json(cls, doc: dict[str, int]) -> TcpInfo:

@@ -163,3 +163,12 @@ def test_too_short_is_none(pair: tuple[socket.socket, socket.socket]) -> None:
     assert [tcpinfo.decode(raw, 0, n) for n in range(tcpinfo.MIN_LEN)] == [None] * 8
     head = decoded(raw[:8])
     assert head.get("state") == 1 and head.get("rto") is None
+
+
+def test_to_json_bitfields_match_get_for_every_byte_value() -> None:
+    """to_json looks bytes 6 and 7 up in tables; get() shifts and masks: they agree."""
+    names = ("snd_wscale", "rcv_wscale", "delivery_rate_app_limited", "fastopen_client_fail")
+    for value in range(256):
+        info = TcpInfo(bytes(6) + bytes([value, 255 - value]) + bytes(96))
+        doc = info.to_json()
+        assert {name: doc[name] for name in names} == {name: info.get(name) for name in names}
