@@ -12,7 +12,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,7 +53,7 @@ from tui.source import MonitorSource, SockKey, Source
 from tui.state import ListState
 from tui.system import SystemScreen
 from tui.trail import Past, SystemPast
-from tui.view import GroupRow, Summary, View, ViewRequest, compute_view, summarize
+from tui.view import GroupRow, Positions, Summary, View, ViewRequest, compute_view, summarize
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -233,7 +233,7 @@ class BufmonApp(App[int]):
 
     # --- refresh loop ----------------------------------------------------------------
 
-    def _hold(self) -> dict[Hashable, int] | None:
+    def _hold(self) -> Positions | None:
         """Freeze the order while the cursor is away from the top row."""
         listing = self.main.socket_list
         view = listing.view

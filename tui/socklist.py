@@ -12,7 +12,7 @@ details it opened, or the list).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from inspect import isawaitable
 from typing import Any
 
@@ -79,8 +79,8 @@ class SocketList(ScrollView, can_focus=True):
         self._releasing = False  # a held key runs: the action it queues runs first
 
     @property
-    def rows(self) -> list[Any]:
-        return [] if self.view is None else self.view.rows
+    def rows(self) -> Sequence[Any]:
+        return () if self.view is None else self.view.rows
 
     @property
     def cursor_row(self) -> Any | None:
@@ -101,7 +101,7 @@ class SocketList(ScrollView, can_focus=True):
             self._group_by = view.request.group_by
             self._relayout()
         count = len(view.rows)
-        found = None if following_top else view.index.get(key)
+        found = None if following_top or key is None else view.index.find(key)
         self.cursor = found if found is not None else max(0, min(self.cursor, count - 1))
         self._cache.clear()
         if self.virtual_size.height != count:

@@ -8,13 +8,13 @@ Nothing here touches Textual: the transitions are plain functions of the state.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bufmon.filters import Predicate, with_unix
 from collectors.model import Sock
-from tui.view import DEFAULT_SORT, GROUP_ORDER, Scope, ViewRequest, sorts_for
+from tui.view import DEFAULT_SORT, GROUP_ORDER, Positions, Scope, ViewRequest, sorts_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class ListState:
     def scopes(self) -> tuple[Scope, ...]:
         return tuple(d.scope for d in self.drills)
 
-    def request(self, hold: Mapping[Hashable, int] | None = None) -> ViewRequest:
+    def request(self, hold: Positions | None = None) -> ViewRequest:
         """What to compute for this state; `hold` keeps an order the user is reading."""
         return ViewRequest(
             self.generation,

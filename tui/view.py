@@ -6,9 +6,9 @@ Nothing here touches Textual; the UI thread only swaps in a finished `View`.
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from bufmon.filters import Predicate
 from bufmon.present import netns_text, worst_key
@@ -178,15 +178,74 @@ class ViewRequest:
     reverse: bool
     group_by: str | None
     scopes: tuple[Scope, ...]
-    hold: Mapping[Hashable, int] | None = None  # keep this order; new rows go last
+    hold: Positions | None = None  # keep this order; new rows go last
+
+
+class Ordered(Sequence[Any]):
+    """The rows of a `_Prepared` in one order, without copying them: at 200,000 rows a
+    copy costs more than the sort, and the list only ever reads the rows on screen."""
+
+    __slots__ = ("_order", "_rows")
+
+    def __init__(self, rows: list[Any], order: list[int]) -> None:
+        self._rows, self._order = rows, order
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, at: int) -> Any: ...
+    @overload
+    def __getitem__(self, at: slice) -> list[Any]: ...
+    def __getitem__(self, at: int | slice) -> Any:
+        if isinstance(at, slice):
+            return list(map(self._rows.__getitem__, self._order[at]))
+        return self._rows[self._order[at]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self._rows.__getitem__, self._order)
+
+
+class Positions(Mapping[Hashable, int]):
+    """Row key -> position in one order, built only when asked: the list looks up one
+    key (`find`, scans in C), a held order looks up every key (`as_dict`, built once)."""
+
+    __slots__ = ("_dict", "_order", "_prepared")
+
+    def __init__(self, prepared: _Prepared, order: list[int]) -> None:
+        self._prepared, self._order = prepared, order
+        self._dict: dict[Hashable, int] | None = None
+
+    def find(self, key: Hashable) -> int | None:
+        if self._dict is not None:
+            return self._dict.get(key)
+        try:
+            return self._order.index(self._prepared.row_keys().index(key))
+        except ValueError:
+            return None
+
+    def as_dict(self) -> dict[Hashable, int]:
+        if self._dict is None:
+            keys = map(self._prepared.row_keys().__getitem__, self._order)
+            self._dict = dict(zip(keys, range(len(self._order)), strict=True))
+        return self._dict
+
+    def __getitem__(self, key: Hashable) -> int:
+        return self.as_dict()[key]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return map(self._prepared.row_keys().__getitem__, self._order)
 
 
 @dataclass(slots=True)
 class View:
     request: ViewRequest
     snapshot: Snapshot
-    rows: list[Row]
-    index: dict[Hashable, int]
+    rows: Ordered
+    index: Positions
     matched: int  # sockets left after scopes and filter
 
 
@@ -210,7 +269,16 @@ class _Prepared:
     """Rows of one (snapshot, scopes, filter, grouping) with their sort keys, kept so that
     a new sort or reverse on the same snapshot skips filtering and key computing."""
 
-    __slots__ = ("group_by", "predicate", "row_keys", "rows", "scopes", "snapshot", "sort_keys")
+    __slots__ = (
+        "_row_keys",
+        "_slots",
+        "group_by",
+        "predicate",
+        "rows",
+        "scopes",
+        "snapshot",
+        "sort_keys",
+    )
 
     def __init__(self, snapshot: Snapshot, request: ViewRequest) -> None:
         self.snapshot, self.predicate = snapshot, request.predicate
@@ -221,8 +289,9 @@ class _Prepared:
         if request.predicate is not None:
             socks = list(filter(request.predicate, socks))
         self.rows: list[Any] = group(socks, request.group_by) if request.group_by else socks
-        self.row_keys = [r.key for r in self.rows]
         self.sort_keys: dict[str, list[Any]] = {}
+        # built on the first lookup: a list following its top row never looks a row up
+        self._row_keys: list[Hashable] | None = None
 
     def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
         return (
@@ -231,6 +300,11 @@ class _Prepared:
             and self.scopes == request.scopes
             and self.group_by == request.group_by
         )
+
+    def row_keys(self) -> list[Hashable]:
+        if self._row_keys is None:
+            self._row_keys = [r.key for r in self.rows]
+        return self._row_keys
 
     def keys_for(self, sort: str) -> list[Any]:
         keys = self.sort_keys.get(sort)
@@ -254,16 +328,13 @@ def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
     order = sorted(
         range(len(keys)), key=keys.__getitem__, reverse=sorts[sort][1] != request.reverse
     )
-    hold, row_keys = request.hold, prepared.row_keys
+    hold = request.hold
     if hold:
-        last = len(hold)
-        order.sort(key=lambda i: hold.get(row_keys[i], last))
+        last, row_keys, held = len(hold), prepared.row_keys(), hold.as_dict().get
+        order.sort(key=lambda i: held(row_keys[i], last))
     rows = prepared.rows
-    index: dict[Hashable, int] = dict(
-        zip(map(row_keys.__getitem__, order), range(len(order)), strict=True)
-    )
     socks = sum(r.count for r in rows) if request.group_by else len(rows)
-    return View(request, snapshot, [rows[i] for i in order], index, socks)
+    return View(request, snapshot, Ordered(rows, order), Positions(prepared, order), socks)
 
 
 @dataclass(slots=True)
