@@ -266,40 +266,17 @@ def group(socks: list[Sock], by: str) -> list[GroupRow]:
 
 
 class _Prepared:
-    """Rows of one (snapshot, scopes, filter, grouping) with their sort keys, kept so that
-    a new sort or reverse on the same snapshot skips filtering and key computing."""
+    """The rows of one grouping of a filtered snapshot, with the sort keys computed so
+    far: a new sort or reverse on the same snapshot skips filtering and key computing."""
 
-    __slots__ = (
-        "_row_keys",
-        "_slots",
-        "group_by",
-        "predicate",
-        "rows",
-        "scopes",
-        "snapshot",
-        "sort_keys",
-    )
+    __slots__ = ("_row_keys", "group_by", "rows", "sort_keys")
 
-    def __init__(self, snapshot: Snapshot, request: ViewRequest) -> None:
-        self.snapshot, self.predicate = snapshot, request.predicate
-        self.scopes, self.group_by = request.scopes, request.group_by
-        socks = snapshot.sockets
-        for scope in request.scopes:
-            socks = [s for s in socks if scope.match(s)]
-        if request.predicate is not None:
-            socks = list(filter(request.predicate, socks))
-        self.rows: list[Any] = group(socks, request.group_by) if request.group_by else socks
+    def __init__(self, socks: list[Sock], group_by: str | None) -> None:
+        self.group_by = group_by
+        self.rows: list[Any] = group(socks, group_by) if group_by else socks
         self.sort_keys: dict[str, list[Any]] = {}
         # built on the first lookup: a list following its top row never looks a row up
         self._row_keys: list[Hashable] | None = None
-
-    def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
-        return (
-            self.snapshot is snapshot
-            and self.predicate is request.predicate
-            and self.scopes == request.scopes
-            and self.group_by == request.group_by
-        )
 
     def row_keys(self) -> list[Hashable]:
         if self._row_keys is None:
@@ -314,14 +291,45 @@ class _Prepared:
         return keys
 
 
-_last: _Prepared | None = None  # one entry; replaced whole, so safe across worker threads
+class _Filtered:
+    """The sockets of one (snapshot, scopes, filter) and each grouping of them asked so
+    far: regrouping (`v`) and back skip the filter, and a grouping seen before its keys."""
+
+    __slots__ = ("groupings", "predicate", "scopes", "snapshot", "socks")
+
+    def __init__(self, snapshot: Snapshot, request: ViewRequest) -> None:
+        self.snapshot, self.predicate, self.scopes = snapshot, request.predicate, request.scopes
+        socks = snapshot.sockets
+        for scope in request.scopes:
+            socks = [s for s in socks if scope.match(s)]
+        if request.predicate is not None:
+            socks = list(filter(request.predicate, socks))
+        self.socks = socks
+        self.groupings: dict[str | None, _Prepared] = {}
+
+    def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
+        return (
+            self.snapshot is snapshot
+            and self.predicate is request.predicate
+            and self.scopes == request.scopes
+        )
+
+    def grouped(self, group_by: str | None) -> _Prepared:
+        prepared = self.groupings.get(group_by)
+        if prepared is None:
+            prepared = self.groupings[group_by] = _Prepared(self.socks, group_by)
+        return prepared
+
+
+_last: _Filtered | None = None  # one entry; replaced whole, so safe across worker threads
 
 
 def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
     global _last
-    prepared = _last
-    if prepared is None or not prepared.fits(snapshot, request):
-        prepared = _last = _Prepared(snapshot, request)
+    filtered = _last
+    if filtered is None or not filtered.fits(snapshot, request):
+        filtered = _last = _Filtered(snapshot, request)
+    prepared = filtered.grouped(request.group_by)
     sorts = sorts_for(request.group_by)
     sort = request.sort if request.sort in sorts else DEFAULT_SORT
     keys = prepared.keys_for(sort)
