@@ -82,6 +82,32 @@ def test_reverse_and_filter() -> None:
     assert listeners.rows and all(s.state == "LISTEN" for s in listeners.rows)
 
 
+def test_endpoints_sort_by_address_then_port_number() -> None:
+    snap = synthetic_snapshot(300)
+    snap.sockets.extend(
+        make_sock(local_addr=addr, local_port=port, peer_addr=addr, peer_port=port)
+        for addr, port in (("10.0.0.1", 9000), ("10.0.0.10", 80), ("10.0.0.1", 443))
+    )
+    for column in ("local", "peer"):
+        pairs = [
+            (s.local_addr, s.local_port) if column == "local" else (s.peer_addr, s.peer_port)
+            for s in compute_view(snap, request(sort=column)).rows
+        ]
+        assert pairs == sorted(pairs)
+        assert len(set(pairs)) > 50
+
+
+def test_positions_find_each_row_without_building_the_whole_index() -> None:
+    before = synthetic_snapshot(120)
+    view = compute_view(before, request(sort="rtt", reverse=True))
+    rows = list(view.rows)
+    assert [view.index.find(row.key) for row in rows] == list(range(len(rows)))
+    assert view.index.find(("net:[0]", -1)) is None
+    assert view.rows[3:6] == rows[3:6]
+    assert dict(view.index) == {row.key: i for i, row in enumerate(rows)}
+    assert all(view.index.find(row.key) == i for i, row in enumerate(rows))  # from the dict
+
+
 def test_a_held_order_keeps_old_rows_in_place_and_appends_new_ones() -> None:
     before = compute_view(synthetic_snapshot(50), request())
     after = compute_view(synthetic_snapshot(80), request(hold=before.index))
