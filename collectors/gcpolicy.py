@@ -35,6 +35,13 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def settle() -> None:
+    """Freeze what a refresh made after its snapshot was adopted (a view's sorted and
+    filtered lists of every socket): young collections would walk each of them, one
+    cache miss per socket, twice before they age out of the young generations."""
+    gc.freeze()
+
+
 class FrozenGarbage:
     def __init__(self) -> None:
         self.thawed_at = time.monotonic()

@@ -27,6 +27,7 @@ from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
 from bufmon.pacing import Pace
 from bufmon.viewconfig import ViewSettings, load_view, save_view, settings_path
+from collectors.gcpolicy import settle
 from collectors.model import Snapshot, Sock
 from collectors.untrusted import printable
 from tui.actions import Actions
@@ -283,6 +284,7 @@ class BufmonApp(App[int]):
                 result.system = self.source.trail.system() if system else None
             result.view = compute_view(snapshot, request)
             result.snapshot = snapshot
+            settle()
         except Exception as exc:  # a refresh error is a notice; the app keeps running
             result.error = one_line(exc)
         result.cost = time.monotonic() - result.started
@@ -377,6 +379,7 @@ class BufmonApp(App[int]):
     def _compute(self, snapshot: Snapshot, request: ViewRequest) -> None:
         try:
             view: View | None = compute_view(snapshot, request)
+            settle()
         except Exception as exc:  # shown as a notice; the previous view stays
             view, self.error = None, one_line(exc)
         self.hand_over(self._computed, view)
