@@ -6,6 +6,8 @@ pure functions over the snapshot model, no kernel involved.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from factories import make_listener, make_sock, make_udp
 
@@ -171,3 +173,23 @@ def test_summary_rates_are_per_second() -> None:
     assert rates["ovfl"] == 1.5 and rates["udperr"] == 18.5 and rates["prune"] == 0.0
     snap.system.interval = 0.0  # first refresh: no rates yet
     assert all(rate is None for _, rate in summarize(snap).rates)
+
+
+def test_views_are_freed_by_reference_counting() -> None:
+    """The app freezes a computed view (collectors.gcpolicy.settle): a replaced one must
+    hold no reference cycle, or it would stay until the next thaw."""
+    snapshots = [synthetic_snapshot(60, seed=seed) for seed in (1, 2)]
+    gc.collect()
+    gc.disable()
+    try:
+        for snap in snapshots:
+            plain = compute_view(snap, request(sort="local"))
+            held = compute_view(snap, request(hold=plain.index))
+            grouped = compute_view(snap, request(group_by="process"))
+            assert held.index.find(plain.rows[0].key) == 0 and grouped.rows
+            del plain, held, grouped
+        del snapshots, snap
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert unreachable == 0
