@@ -84,7 +84,7 @@ def test_reverse_and_filter() -> None:
     assert listeners.rows and all(s.state == "LISTEN" for s in listeners.rows)
 
 
-def test_endpoints_sort_by_address_then_port_number() -> None:
+def test_endpoints_and_processes_sort_by_text_then_number() -> None:
     snap = synthetic_snapshot(300)
     snap.sockets.extend(
         make_sock(local_addr=addr, local_port=port, peer_addr=addr, peer_port=port)
@@ -97,6 +97,10 @@ def test_endpoints_sort_by_address_then_port_number() -> None:
         ]
         assert pairs == sorted(pairs)
         assert len(set(pairs)) > 50
+    listed = compute_view(snap, request(sort="process")).rows
+    processes = [(s.process.comm, s.process.pid) if s.process else ("", 0) for s in listed]
+    assert processes == sorted(processes)
+    assert len(set(processes)) > 2
 
 
 def test_positions_find_each_row_without_building_the_whole_index() -> None:

@@ -36,10 +36,20 @@ def _queue_key(fill: float | None, queued: int) -> float:
     return (fill or 0.0) + queued * TIE
 
 
-def _endpoint_key(addr: str, port: int) -> str:
-    """(addr, port) order as one string (port: 0-65535, two characters high byte first):
-    C sorts strings about three times faster than tuples."""
-    return f"{addr}\0{chr(port >> 8)}{chr(port & 255)}"
+def _text_number_key(text: str, number: int, width: int = 2) -> str:
+    """(text, number) order as one string: text, NUL, then `number` (below 256**width) in
+    `width` characters, high byte first. C sorts strings about three times faster than
+    tuples."""
+    return text + "\0" + number.to_bytes(width).decode("latin-1")
+
+
+def _process_key(s: Sock) -> str:
+    """(comm, pid) order, a connection in an accept queue after its listener's process."""
+    value = _process_value(s)
+    if value is None:
+        return ""
+    key = _text_number_key(value[0], value[1], 3)  # pids stay below 2**22
+    return key + "\0" if len(value) == 3 else key
 
 
 def _rate_key(rate: float | None) -> float:
@@ -54,7 +64,7 @@ class Grouping:
     label: Callable[[Any], str]
 
 
-def _process_value(s: Sock) -> Hashable:
+def _process_value(s: Sock) -> tuple[str, int] | tuple[str, int, str] | None:
     """(comm, pid); a connection still in an accept queue groups under its listener's
     process as (comm, pid, "accept queue")."""
     if s.process is not None:
@@ -144,9 +154,9 @@ SOCKET_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "netns": (netns_text, False),
     "proto": (lambda s: s.proto, False),
     "state": (lambda s: s.state, False),
-    "local": (lambda s: _endpoint_key(s.local_addr, s.local_port), False),
-    "peer": (lambda s: _endpoint_key(s.peer_addr, s.peer_port), False),
-    "process": (lambda s: _process_value(s) or ("", 0), False),
+    "local": (lambda s: _text_number_key(s.local_addr, s.local_port), False),
+    "peer": (lambda s: _text_number_key(s.peer_addr, s.peer_port), False),
+    "process": (_process_key, False),
     "recvq": (lambda s: _queue_key(s.recv_fill(), s.recv_q), True),
     "sendq": (lambda s: _queue_key(s.send_fill(), s.send_q), True),
     "rtt": (lambda s: -1 if s.info is None else s.info.get("rtt") or 0, True),
