@@ -285,12 +285,13 @@ class _Prepared:
     """The rows of one grouping of a filtered snapshot, with the sort keys computed so
     far: a new sort or reverse on the same snapshot skips filtering and key computing."""
 
-    __slots__ = ("_row_keys", "group_by", "rows", "sort_keys")
+    __slots__ = ("_orders", "_row_keys", "group_by", "rows", "sort_keys")
 
     def __init__(self, socks: list[Sock], group_by: str | None) -> None:
         self.group_by = group_by
         self.rows: list[Any] = group(socks, group_by) if group_by else socks
         self.sort_keys: dict[str, list[Any]] = {}
+        self._orders: dict[tuple[str, bool], list[int]] = {}  # (sort, descending) -> order
         # built on the first lookup: a list following its top row never looks a row up
         self._row_keys: list[Hashable] | None = None
 
@@ -305,6 +306,16 @@ class _Prepared:
             key = sorts_for(self.group_by)[sort][0]
             keys = self.sort_keys[sort] = [key(r) for r in self.rows]
         return keys
+
+    def order(self, sort: str, descending: bool) -> list[int]:
+        """Positions in `rows`, sorted; kept, so going back to an order costs nothing
+        (never changed: callers copy before reordering)."""
+        order = self._orders.get((sort, descending))
+        if order is None:
+            keys = self.keys_for(sort)
+            order = sorted(range(len(keys)), key=keys.__getitem__, reverse=descending)
+            self._orders[(sort, descending)] = order
+        return order
 
 
 class _Filtered:
@@ -348,14 +359,11 @@ def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
     prepared = filtered.grouped(request.group_by)
     sorts = sorts_for(request.group_by)
     sort = request.sort if request.sort in sorts else DEFAULT_SORT
-    keys = prepared.keys_for(sort)
-    order = sorted(
-        range(len(keys)), key=keys.__getitem__, reverse=sorts[sort][1] != request.reverse
-    )
+    order = prepared.order(sort, sorts[sort][1] != request.reverse)
     hold = request.hold
     if hold:
         last, row_keys, held = len(hold), prepared.row_keys(), hold.as_dict().get
-        order.sort(key=lambda i: held(row_keys[i], last))
+        order = sorted(order, key=lambda i: held(row_keys[i], last))
     rows = prepared.rows
     socks = sum(r.count for r in rows) if request.group_by else len(rows)
     return View(request, snapshot, Ordered(rows, order), Positions(prepared, order), socks)
