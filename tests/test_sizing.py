@@ -63,6 +63,7 @@ def info(**fields: int) -> TcpInfo:
 
 SECOND = 1_000_000
 CEILING = Source("ceiling", 8192, 8192, "equals tcp_rmem[2]")
+GROWING = Source("autotuned", 131072, 6291456, "between tcp_rmem[1] and [2]")
 
 
 @pytest.mark.parametrize(
@@ -72,6 +73,9 @@ CEILING = Source("ceiling", 8192, 8192, "equals tcp_rmem[2]")
         (Window(SECOND, SECOND * 6 // 10, 0, 1.0), Receiver(CEILING, False), "rcvbuf"),
         (Window(SECOND, SECOND * 6 // 10, 0, 1.0), Receiver(CEILING, True), "network"),
         (Window(SECOND, SECOND * 9 // 10, 0, 1.0), Receiver(CEILING, True), "peer"),
+        # a buffer autotuning can still grow follows the reader's pace: the peer's window
+        (Window(SECOND, SECOND * 6 // 10, 0, 1.0), Receiver(GROWING, False), "network"),
+        (Window(SECOND, SECOND * 9 // 10, 0, 1.0), Receiver(GROWING, False), "peer"),
         (Window(SECOND, SECOND * 9 // 10, 0, 1.0), None, "peer"),
         (Window(SECOND, 0, SECOND * 6 // 10, 1.0), None, "buffer"),
         (Window(SECOND, 0, 0, 1.0, full=0.8), None, "buffer"),  # full, all sent, cwnd free

@@ -9,7 +9,9 @@ while there is no such history yet, and the verdict says so.
 
 Causes: "application" (busy less than `busy_share` of the window: little to send),
 "peer" (the peer's receive window: the peer reads slowly, or is not in view),
-"rcvbuf" (the receive window of a peer in view that keeps up: its receive buffer),
+"rcvbuf" (the receive window of a peer in view that keeps up and whose buffer cannot
+grow by itself: its receive buffer; one autotuning can still grow follows the reading
+application's pace, so that window is the peer's),
 "buffer" (our send buffer) and "network" (none of those: cwnd, loss, the path).
 """
 
@@ -225,7 +227,8 @@ def send_limit(
     """What limits the sender: the recent `window` increments when the sender was busy
     in it, else the lifetime totals; None when the kernel has no chrono counters.
     With `sysctls` (and `skmem`) the limiting buffer's source is named; with a
-    `receiver` that keeps up, a receive window limit is blamed on its buffer."""
+    `receiver` that keeps up, a receive window limit is blamed on its buffer unless
+    autotuning can still grow it."""
     cfg = cfg or SendQueueFull()
     total = totals(info)
     if total is None:
@@ -245,7 +248,12 @@ def send_limit(
     source = None
     if busy_share is not None and busy_share < cfg.busy_share:
         cause = "application"
-    elif keeps_up and receiver is not None and rwnd_share >= cfg.buffer_share:
+    elif (
+        keeps_up
+        and receiver is not None
+        and receiver.rcvbuf.kind != "autotuned"
+        and rwnd_share >= cfg.buffer_share
+    ):
         cause, source = "rcvbuf", receiver.rcvbuf
     elif rwnd_share >= cfg.peer_share:
         cause = "peer"
