@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bufmon.diagnosis.config import ConfigError, default_path, parse_toml, read_toml
+from bufmon.diagnosis.config import ConfigError, default_path, parse_toml, read_text, read_toml
 
 THEMES = ("dark", "light")
 _KEY_NAME = re.compile(r"^(?:[a-z0-9_]+\+)*(?:[a-z0-9_]+|.)$")
@@ -144,10 +144,7 @@ def save_view(path: str, settings: ViewSettings) -> None:
     The write is atomic (a temporary file renamed over it) and keeps the file's mode;
     a symlinked file (dotfiles) is written where the link points, the link kept."""
     path = os.path.realpath(path)
-    old = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
+    old = read_text(path) if os.path.exists(path) else ""
     rest = without_view(old).rstrip("\n")
     new = (rest + "\n\n" if rest else "") + view_section(settings)
     _check_same_rest(old, new, path)

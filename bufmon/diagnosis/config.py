@@ -224,12 +224,16 @@ def parse_toml(text: str) -> dict[str, Any]:
         raise tomllib.TOMLDecodeError("nested too deeply") from None
 
 
-def read_toml(path: str) -> dict[str, Any]:
-    data = _read_file(path)
+def read_text(path: str) -> str:
+    """The config file's text, read as _read_file does (never blocking, bounded)."""
     try:
-        text = data.decode("utf-8")
+        return _read_file(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (at byte offset {exc.start})") from None
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    text = read_text(path)
     try:
         return parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
