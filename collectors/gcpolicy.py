@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 THAW_SECONDS = 300.0
+_thawing = False  # the last adoption thawed: stay unfrozen until the next (the GC is per process)
 
 
 @contextmanager
@@ -38,8 +39,10 @@ def gc_paused() -> Iterator[None]:
 def settle() -> None:
     """Freeze what a refresh made after its snapshot was adopted (a view's sorted and
     filtered lists of every socket): young collections would walk each of them, one
-    cache miss per socket, twice before they age out of the young generations."""
-    gc.freeze()
+    cache miss per socket, twice before they age out of the young generations. Not
+    after a thaw: that one lasts until the next adoption, so cycles can be collected."""
+    if not _thawing:
+        gc.freeze()
 
 
 class FrozenGarbage:
@@ -48,8 +51,10 @@ class FrozenGarbage:
 
     def adopted(self) -> None:
         """A new snapshot is live: freeze, or once in a while thaw so cycles get freed."""
+        global _thawing
         now = time.monotonic()
-        if now - self.thawed_at >= THAW_SECONDS:
+        _thawing = now - self.thawed_at >= THAW_SECONDS
+        if _thawing:
             gc.unfreeze()
             self.thawed_at = now
         else:
