@@ -7,9 +7,7 @@ the previous refresh has been applied (never a fixed-rate timer that could overl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from tui.ask import ConfirmClose
 from tui.chooser import ColumnChooser
 from tui.detail import HISTORY_FIELDS, DetailScreen, other_end
 from tui.fmt import one_line
+from tui.hangup import HangupDriver
 from tui.help import HELP, HelpScreen, Section, clash, remapped
 from tui.main import MainScreen
 from tui.messages import (
@@ -64,7 +63,6 @@ P = TypeVar("P", bound=Past)
 MIN_WIDTH, MIN_HEIGHT = 60, 15
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the next
-STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)  # HUP: the SSH session dropped
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
 
 
@@ -162,7 +160,6 @@ class BufmonApp(App[int]):
         self._viewing = False
         self._view_again = False
         self._timer: Timer | None = None
-        self._signals: dict[int, Any] = {}  # signal -> the handler to restore
         self.main = MainScreen(self.settings.keys)
         self.main.socket_list.expect(self.state.generation)
         self.actions = Actions(self)
@@ -175,28 +172,14 @@ class BufmonApp(App[int]):
     def get_default_screen(self) -> Screen[Any]:
         return self.main
 
-    def on_mount(self) -> None:
-        self._quit_on_signals()
-        self.check_size()
-
-    def _quit_on_signals(self) -> None:
+    def get_driver_class(self) -> type[HangupDriver]:
         """SIGHUP (the SSH session dropped) and SIGTERM quit like `q`: the terminal is
-        given back as it was (main screen, cursor shown, no mouse reporting)."""
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            previous = signal.getsignal(sig)
-            try:
-                loop.add_signal_handler(sig, self.exit)
-            except (RuntimeError, ValueError):  # not in the main thread: no signals here
-                return
-            self._signals[sig] = previous
+        given back as it was (main screen, cursor shown, no mouse reporting); a terminal
+        gone quits too, within a bound even when the clean exit hangs (tui/hangup.py)."""
+        return HangupDriver
 
-    def _restore_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig, previous in self._signals.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._signals.clear()
+    def on_mount(self) -> None:
+        self.check_size()
 
     def on_screen_ready(self) -> None:
         self._show_state()
@@ -542,7 +525,6 @@ class BufmonApp(App[int]):
         self._show_state()
 
     def on_unmount(self) -> None:
-        self._restore_signals()
         with self.source_lock:  # a collect worker may be mid-dump on the same sockets
             self.source.close()
 
