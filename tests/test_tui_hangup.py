@@ -162,6 +162,22 @@ def test_a_frozen_terminal_that_hangs_up_ends_bufmon(busy: Netns, mode: str) -> 
         term.kill()
 
 
+def test_a_paused_view_ends_when_its_terminal_hangs_up(busy: Netns) -> None:
+    """No signal and nothing left to write: the terminal itself tells it is gone."""
+    term = Pty("quiet", busy)
+    try:
+        term.wait_for(b"bufmon")
+        os.write(term.master, b" ")  # pause
+        term.wait_for(b"PAUSED")
+        term.drain(1)
+        term.hang_up()
+        took, status = term.end()
+        print(f"hang-up, paused: bufmon ended after {took:.1f} s, status {status}")
+        assert status == 0
+    finally:
+        term.kill()
+
+
 def test_sigterm_ends_bufmon_on_a_frozen_terminal(busy: Netns) -> None:
     """The terminal still open, never read: no clean exit can write its last bytes,
     the deadline ends bufmon."""

@@ -5,12 +5,13 @@ and start a deadline: a process still alive GRACE seconds later exits at once wi
 128+signal (a lost terminal counts as SIGHUP). A thread of its own notices them, through
 signal.set_wakeup_fd: the UI thread may be the one that is stuck.
 
-HangupDriver avoids the two ways Textual's LinuxDriver hung the clean exit once the terminal
-was gone. Its output thread dies on the first failed write (EIO after a hang-up), and its
-bounded queue, no longer drained, then blocks the UI thread's next write for ever. And
-any SIGCONT (the kernel sends one with the SIGHUP to a session leader on hang-up) starts
-application mode again, with a second output and input thread, even when nothing had
-stopped it; the input thread left over keeps the interpreter from exiting.
+HangupDriver mends two behaviours of Textual's LinuxDriver. Its output thread dies on the
+first failed write (EIO once the terminal hung up), and its bounded queue, no longer
+drained, then blocks the UI thread's next write for ever: the view hung, and a SIGHUP
+handled in the event loop could not end it. And any SIGCONT (the kernel sends one with
+the SIGHUP to a session leader on hang-up) starts application mode again, leaving the
+old output thread idle on its queue and the old input thread reading beside the new one,
+even when nothing had stopped the view.
 """
 
 from __future__ import annotations
@@ -137,9 +138,11 @@ class GuardedTerminal(io.RawIOBase):
         return self.fd
 
     def write(self, b: ReadableBuffer, /) -> int:
-        if not self.gone:
+        while not self.gone:
             try:
                 return os.write(self.fd, b)
+            except BlockingIOError:  # someone made the terminal non-blocking: wait
+                select.select([], [self.fd], [])
             except OSError:  # EIO: hung up; EPIPE, EBADF: closed
                 self.gone = True
                 self.lost()
