@@ -113,16 +113,19 @@ class Pty:
             os.close(self.master)
             self.master = -1
 
-    def end(self) -> tuple[float, int | None]:
-        """Seconds until bufmon ended from now, reading its terminal, and its exit status
-        (None: not ended BOUND + 5 s on; it is killed then)."""
+    def end(self, read: bool = True) -> tuple[float, int | None]:
+        """Seconds until bufmon ended from now, reading its terminal or not, and its exit
+        status (None: not ended BOUND + 5 s on; it is killed then)."""
         start = time.monotonic()
         while (took := time.monotonic() - start) < BOUND + 5:
             pid, status = os.waitpid(self.leader, os.WNOHANG)
             if pid:
                 self.leader = 0
                 return took, os.waitstatus_to_exitcode(status)
-            self.drain(0.1)
+            if read:
+                self.drain(0.1)
+            else:
+                time.sleep(0.1)
         self.kill()
         return took, None
 
@@ -185,7 +188,7 @@ def test_sigterm_ends_bufmon_on_a_frozen_terminal(busy: Netns) -> None:
     try:
         frozen(term)
         os.kill(term.pid, signal.SIGTERM)
-        took, status = term.end()
+        took, status = term.end(read=False)
         print(f"SIGTERM, frozen terminal: bufmon ended after {took:.1f} s, status {status}")
         assert status is not None, f"bufmon lived on {took:.0f} s after SIGTERM"
         assert took < BOUND
