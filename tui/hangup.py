@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import select
@@ -117,7 +118,7 @@ class Hangup:
                         self.trip(signum)
                 # the loop runs Python's handlers of other signals (SIGWINCH, SIGCONT)
                 self._in_loop(lambda: None)
-            elif any(not os.isatty(fd) for fd in self.ttys):  # hung up: TCGETS fails (EIO)
+            elif any(not os.isatty(tty) for tty in self.ttys):  # hung up: TCGETS fails
                 self.trip(signal.SIGHUP)
 
 
@@ -162,8 +163,9 @@ class HangupDriver(LinuxDriver):
         size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(app, debug=debug, mouse=mouse, size=size)
-        out = sys.__stderr__  # where LinuxDriver writes
-        assert out is not None
+        out = sys.__stderr__  # where LinuxDriver draws
+        if out is None:  # started with 2>&-: nowhere to draw (and to say so)
+            raise OSError(errno.EBADF, "standard error is closed: the view draws there")
         self.hangup = Hangup([self.fileno, out.fileno()])
         terminal = GuardedTerminal(out.fileno(), lambda: self.hangup.trip(signal.SIGHUP))
         self._file = io.TextIOWrapper(
