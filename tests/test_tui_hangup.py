@@ -1,6 +1,9 @@
 """The installed bufmon view ends when its terminal goes away, within a bound, even once
 the terminal stopped reading and the view's output is stuck (the terminal frozen, then
-hung up: an SSH session or tmux pane lost under heavy output)."""
+hung up: an SSH session or tmux pane lost under heavy output).
+
+"Stuck" is read from where bufmon's threads sleep in the kernel (/proc/PID/task/*/wchan,
+this kernel's names): a thread in n_tty_write's wait_woken, the UI thread on a futex."""
 
 from __future__ import annotations
 
@@ -45,11 +48,14 @@ class Pty:
     def __init__(self, mode: str, ns: Netns) -> None:
         argv = [sys.executable, SESSION, mode, BUFMON, "--netns", ns.name, "--interval", "0.25"]
         env = {**os.environ, "TERM": "xterm-256color"}
-        self.leader, self.master = os.forkpty()
-        if self.leader == 0:  # the child: nothing but exec
+        self.master, tty = os.openpty()
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+        self.leader = os.fork()
+        if self.leader == 0:  # the child: a session of its own on the pty, then exec
+            os.close(self.master)
+            os.login_tty(tty)
             os.execve(argv[0], argv, env)
-        size = struct.pack("HHHH", ROWS, COLUMNS, 0, 0)
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+        os.close(tty)
         self.pid = self.leader if mode == "exec" else self._child()
 
     def _child(self) -> int:
