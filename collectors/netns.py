@@ -15,9 +15,10 @@ import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 
 from collectors.cgroups import container_owner
 from collectors.model import Sock
@@ -29,6 +30,7 @@ NETNS_RUN_DIR = "/run/netns"
 PROC_NET_INIT_INO = 0xEFFFFFF9
 NS_GET_NSTYPE = 0xB703  # ioctl _IO(0xb7, 0x3): the CLONE_NEW* type of an nsfs file
 CLONE_NEWNET = 0x40000000
+SCAN_MIN = 1024  # new pids tried one by one rather than listing /proc, at least
 
 
 class NetnsError(RuntimeError):
@@ -47,13 +49,17 @@ class Namespace:
         return {"label": self.label, "inode": self.inode, "holder": self.holder, "name": self.name}
 
 
-def _link_inode(path: str) -> int | None:
-    """The inode of a /proc/PID/ns/net link; readlink works where stat is denied (pid 1)."""
+def _link_text(path: str) -> str | None:
     try:
-        link = os.readlink(path)  # "net:[4026531833]"
+        return os.readlink(path)
     except OSError:
         return None
-    if not (link.startswith("net:[") and link.endswith("]")):
+
+
+def _link_inode(path: str) -> int | None:
+    """The inode of a /proc/PID/ns/net link; readlink works where stat is denied (pid 1)."""
+    link = _link_text(path)  # "net:[4026531833]"
+    if link is None or not (link.startswith("net:[") and link.endswith("]")):
         return None
     try:
         return int(link[5:-1])
@@ -128,13 +134,16 @@ def _named() -> dict[int, Namespace]:
 class Discovery:
     """Named namespaces plus every distinct /proc/PID/ns/net, keyed by inode.
 
-    A process seldom changes namespace, so each walk reads the link of new pids only
-    (and once more on the walk after, past the moment `unshare` or `ip netns exec`
-    move right after they start) and remembers the others' links: a host with
-    thousands of processes pays a /proc listing, not thousands of readlinks, and not
-    even the listing while /proc/loadavg says no process started or ended. Every
-    `recheck` seconds all links are read again, for a process that moved later or a
-    pid reused meanwhile.
+    A process seldom changes namespace, so a walk reads the link of new pids only (and
+    once more on the walk after, past the moment `unshare` or `ip netns exec` move
+    right after they start) and remembers the others' links. New pids are found
+    without listing /proc: /proc/loadavg gives the last pid the kernel handed out, and
+    the pids since the previous walk are tried one by one (most are gone or were
+    threads) while they are fewer than a listing would go through. Each namespace's
+    holder (its lowest pid) is checked to be still there, so a namespace whose last
+    process ended goes. While /proc/loadavg says no task started or ended, nothing is
+    read at all. Every `recheck` seconds /proc is listed and all links read again, for
+    a process that moved later and for the pids of ended processes.
     A namespace still first seen through the same process keeps its `known` entry, so
     cgroup labels are read once per namespace, not every refresh."""
 
@@ -142,62 +151,152 @@ class Discovery:
         self.host_inode = host_inode
         self.recheck = recheck
         self.proc = proc
-        self.links_read = 0  # /proc/PID/ns/net links read so far
-        self._inode_of: dict[str, int | None] = {}  # pid -> namespace inode, None: unreadable
-        self._young: set[str] = set()  # pids first seen by the last walk
-        self._first_pid: dict[int, str] = {}  # namespace inode -> its lowest pid
-        self._stamp: str | None = None  # see _tasks_stamp
+        self.links_read = 0  # /proc/PID/ns/net links read (or tried) so far
+        self.listings = 0  # /proc listings so far
+        self._inode_of: dict[int, int | None] = {}  # pid -> namespace inode, None: unreadable
+        self._young: set[int] = set()  # pids first seen by the last walk
+        self._first_pid: dict[int, int] = {}  # namespace inode -> its lowest pid
+        self._stamp: tuple[bytes, int] | None = None  # see _tasks_stamp
         self._last_full = float("-inf")
+        # pids are tried by number only when /proc numbers them as our pid namespace,
+        # whose last pid /proc/loadavg gives
+        self._scan = _link_text(f"{proc}/self") == str(os.getpid())
 
     def walk(self, known: dict[int, Namespace]) -> dict[int, Namespace]:
         now = time.monotonic()
         full = now - self._last_full >= self.recheck
         if full:
             self._last_full = now
-        stamp = self._tasks_stamp()
-        if full or self._young or stamp is None or stamp != self._stamp:
+        stamp = self._tasks_stamp()  # before reading: a pid given out later waits for the next
+        if full or stamp is None or self._stamp is None:
             self._list_pids(full)
+        elif stamp != self._stamp or self._young:
+            new = self._new_pids(self._stamp[1], stamp[1]) if self._scan else None
+            if new is None:
+                self._list_pids(False)
+            else:
+                self._read_new(new)
         self._stamp = stamp
         found = _named()
         for inode, pid in self._first_pid.items():
             if inode not in found:
-                path = f"{self.proc}/{pid}/ns/net"
-                found[inode] = self._namespace(inode, pid, path, known.get(inode))
+                found[inode] = self._namespace(inode, str(pid), known.get(inode))
         return found
 
-    def _tasks_stamp(self) -> str | None:
+    def _tasks_stamp(self) -> tuple[bytes, int] | None:
         """The task count and the last pid given out (/proc/loadavg): while both stay
-        the same no process started (each takes a new pid) and none ended."""
+        the same no task started (each takes a new pid) and none ended."""
         try:
             with open(f"{self.proc}/loadavg", "rb") as f:
                 fields = f.read().split()
-        except OSError:
+            return fields[3], int(fields[4])
+        except (OSError, IndexError, ValueError):
             return None
-        return b" ".join(fields[3:5]).decode("ascii", "replace")
+
+    def _new_pids(self, previous: int, last: int) -> Iterable[int] | None:
+        """The pids given out after `previous` up to `last`, None when there are more
+        than a /proc listing goes through or when where they wrapped is unknown."""
+        if last >= previous:
+            spans = [range(previous + 1, last + 1)]
+        else:  # past pid_max the kernel starts again from the low pids
+            pid_max = self._pid_max()
+            if pid_max is None or pid_max <= previous:
+                return None
+            spans = [range(previous + 1, pid_max), range(1, last + 1)]
+        if sum(map(len, spans)) > max(SCAN_MIN, len(self._inode_of)):
+            return None
+        return chain.from_iterable(spans)
+
+    def _pid_max(self) -> int | None:
+        try:
+            with open(f"{self.proc}/sys/kernel/pid_max", "rb") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def _read(self, pid: int) -> int | None:
+        self.links_read += 1
+        return _link_inode(f"{self.proc}/{pid}/ns/net")
+
+    def _is_process(self, pid: int) -> bool:
+        """Whether `pid` is a process, not a thread's id (/proc/TID opens but is not listed)."""
+        try:
+            with open(f"{self.proc}/{pid}/status", "rb") as f:
+                head = f.read(512)  # Name, Umask, State, Tgid: Tgid comes fourth
+        except OSError:
+            return False
+        for line in head.splitlines():
+            if line.startswith(b"Tgid:"):
+                return line[5:].strip() == str(pid).encode()
+        return False
+
+    def _hold(self, inode: int, pid: int) -> None:
+        """Count `pid` in namespace `inode`, whose holder is its lowest pid."""
+        holder = self._first_pid.get(inode)
+        if holder is None or pid < holder:
+            self._first_pid[inode] = pid
+
+    def _set(self, pid: int, inode: int | None) -> None:
+        if inode is None:
+            self._inode_of.pop(pid, None)
+        else:
+            self._inode_of[pid] = inode
+            self._hold(inode, pid)
 
     def _list_pids(self, full: bool) -> None:
         """Every pid's namespace inode: read for new (and young) pids, else remembered."""
+        self.listings += 1
         before, young = self._inode_of, self._young
-        inode_of: dict[str, int | None] = {}
-        first_pid: dict[int, str] = {}
-        self._young = set()
-        # /proc lists pids in ascending order: a namespace's holder is its lowest pid
-        for pid in os.listdir(self.proc):
-            if not pid.isdigit():
+        self._inode_of, self._first_pid, self._young = {}, {}, set()
+        for name in os.listdir(self.proc):
+            if not name.isdigit():
                 continue
+            pid = int(name)
             if full or pid not in before or pid in young:
                 if before and pid not in before:
                     self._young.add(pid)
-                inode = inode_of[pid] = _ns_inode(f"{self.proc}/{pid}/ns/net")
-                self.links_read += 1
+                inode = self._read(pid)
             else:
-                inode = inode_of[pid] = before[pid]
-            if inode is not None and inode not in first_pid:
-                first_pid[inode] = pid
-        self._inode_of, self._first_pid = inode_of, first_pid
+                inode = before[pid]
+            self._inode_of[pid] = inode  # None too: an unreadable pid is not read again
+            if inode is not None:
+                self._hold(inode, pid)
 
-    def _namespace(self, inode: int, pid: str, path: str, seen: Namespace | None) -> Namespace:
+    def _read_new(self, new: Iterable[int]) -> None:
+        """Read the young pids again and the `new` ones (processes only), then check
+        every holder: no listing."""
+        young, self._young = self._young, set()
+        for pid in young:
+            self._set(pid, self._read(pid))
+        for pid in new:
+            inode = self._read(pid)  # most fail: the pid ended, or a thread's went
+            if inode is not None and self._is_process(pid):
+                self._young.add(pid)
+            else:
+                inode = None
+            self._set(pid, inode)
+        for inode, pid in list(self._first_pid.items()):
+            if not self._still_in(pid, inode):
+                self._first_pid.pop(inode)
+                members = sorted(p for p, i in self._inode_of.items() if i == inode)
+                for member in members:
+                    if self._still_in(member, inode):
+                        self._hold(inode, member)
+                        break
+
+    def _still_in(self, pid: int, inode: int) -> bool:
+        """Whether process `pid` is still in namespace `inode` (else it is counted
+        where it is now, or forgotten when it ended)."""
+        if self._inode_of.get(pid) != inode:
+            return False
+        now = self._read(pid)
+        if now != inode:
+            self._set(pid, now)
+        return now == inode
+
+    def _namespace(self, inode: int, pid: str, seen: Namespace | None) -> Namespace:
         """The namespace `inode`, first seen through process `pid`."""
+        path = f"{self.proc}/{pid}/ns/net"
         if inode == self.host_inode:
             return Namespace(inode, "host", path, "")
         if seen is not None and seen.path == path:

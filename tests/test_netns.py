@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -133,28 +135,69 @@ def test_namespaces_appear_and_vanish_between_refreshes() -> None:
         ns.close()
 
 
-def _unnamed_holder() -> subprocess.Popen[str]:
-    """A process alone in a namespace of its own (no /run/netns name)."""
-    script = f'exec {sys.executable} -c "$0" 7004'
-    return _start(["unshare", "--net", "sh", "-c", script, LISTENER])
+def _in_own_pid_namespace(scenario: str) -> dict:
+    """What tests/pidns_discovery.py SCENARIO saw, run where /proc has only its processes."""
+    tests = Path(__file__).resolve().parent
+    script, env = tests / "pidns_discovery.py", {**os.environ, "PYTHONPATH": str(tests.parent)}
+    cmd = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+           sys.executable, str(script), scenario]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True, env=env)
+    return json.loads(done.stdout)
 
 
-def test_discovery_reads_only_the_links_of_new_processes() -> None:
-    discovery = Discovery(os.stat("/proc/self/ns/net").st_ino, recheck=3600)
-    discovery.walk({})
-    first = discovery.links_read
-    assert first >= len([p for p in os.listdir("/proc") if p.isdigit()]) // 2
-    holder = _unnamed_holder()
-    try:
-        inode = os.stat(f"/proc/{holder.pid}/ns/net").st_ino
-        found = discovery.walk({})
-        # the new process is read (its namespace appears), the others are remembered
-        assert found[inode].holder.endswith(f"/{holder.pid}")
-        assert discovery.links_read - first < first // 2
-    finally:
-        holder.kill()
-        holder.wait()
-    assert inode not in discovery.walk({})  # its only process is gone: so is it
+def _found(seen: dict) -> dict[str, str]:
+    """The expected namespaces as the walk found them: inode -> holder's pid."""
+    return {i: h.rpartition("/")[2] for i, h in seen["found"].items() if i in seen["expected"]}
+
+
+def _pids(expected: dict[str, str]) -> dict[str, str]:
+    return {i: h.rpartition("/")[2] for i, h in expected.items()}
+
+
+def test_discovery_finds_new_processes_without_listing_proc() -> None:
+    seen = _in_own_pid_namespace("new_processes")
+    assert _found(seen) == _pids(seen["expected"])
+    assert seen["listings"] == 0  # the pids since the last walk were tried, /proc not listed
+    # the new pids, plus each namespace's holder checked: not every process's link
+    assert seen["links_read"] <= len(seen["expected"]) + len(seen["found"]) + 2
+    assert not set(seen["expected"]) & set(seen["after_end"])  # their processes ended: gone
+
+
+def test_discovery_finds_a_process_that_moves_after_it_started() -> None:
+    seen = _in_own_pid_namespace("moves_later")
+    assert seen["inode"] not in seen["before"]  # still in the host namespace when first read
+    assert seen["found"][seen["inode"]].endswith(f"/{seen['pid']}")
+    assert seen["listings"] == 0
+
+
+def test_discovery_follows_a_namespace_whose_holder_ends() -> None:
+    seen = _in_own_pid_namespace("holder_ends")
+    first, second = seen["pids"]
+    inode = seen["inode"]
+    holders = [walk.get(inode, "gone").rpartition("/")[2] for walk in seen["walks"]]
+    assert holders == [str(first), str(second), "gone"]
+    assert seen["listings"] == 0
+
+
+def test_discovery_lists_proc_when_pids_jumped_far() -> None:
+    seen = _in_own_pid_namespace("pid_gap")
+    assert _found(seen) == _pids(seen["expected"])
+    assert seen["listings"] == 1
+
+
+def test_discovery_tries_new_pids_across_the_pid_max_wrap() -> None:
+    seen = _in_own_pid_namespace("wrapped")
+    assert seen["pids"][0] == seen["pid_max"] - 1 and seen["pids"][1] < seen["pids"][0]
+    assert _found(seen) == _pids(seen["expected"])
+    assert seen["listings"] == 0
+
+
+def test_discovery_counts_processes_not_threads() -> None:
+    seen = _in_own_pid_namespace("thread_alone")
+    assert seen["tid"] != seen["pid"]
+    # /proc/TID/ns/net opens, but /proc lists processes: both ways agree, without it
+    assert seen["inode"] not in seen["walked"] and seen["inode"] not in seen["listed"]
+    assert seen["listings"] == 0
 
 
 def test_discovery_rereads_every_link_after_recheck_seconds() -> None:

@@ -1,0 +1,204 @@
+"""Namespace discovery seen from a PID namespace of its own (run by tests/test_netns.py).
+
+    PYTHONPATH=. unshare --mount --pid --fork --mount-proc --propagation private \\
+        .venv/bin/python tests/pidns_discovery.py SCENARIO
+
+Here /proc holds only the processes this script starts and pids are handed out for
+it alone (and can be steered through /proc/sys/kernel/ns_last_pid), so what a walk
+reads does not depend on the rest of the host. Each scenario starts processes in
+network namespaces of their own between walks of one Discovery and prints what the
+walks found as one JSON object; the test judges it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from collectors.netns import SCAN_MIN, Discovery, Namespace
+
+HOST = os.stat("/proc/self/ns/net").st_ino
+# a process whose second thread alone moves into a new network namespace
+THREAD_ALONE = (
+    "import ctypes, os, threading, time\n"
+    "def alone():\n"
+    "    ctypes.CDLL(None, use_errno=True).unshare(0x40000000)\n"
+    "    print(os.stat('/proc/thread-self/ns/net').st_ino, threading.get_native_id(),"
+    " flush=True)\n"
+    "    time.sleep(600)\n"
+    "threading.Thread(target=alone, daemon=True).start()\n"
+    "time.sleep(600)\n"
+)
+
+
+def inode_of(pid: int) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def moved(proc: subprocess.Popen[str]) -> int:
+    """The new namespace of `proc`, once `unshare` has put it there."""
+    deadline = time.monotonic() + 10
+    while (inode := inode_of(proc.pid)) == HOST:
+        assert time.monotonic() < deadline, "unshare never moved"
+        time.sleep(0.01)
+    return inode
+
+
+def alone(stdin: bool = False) -> subprocess.Popen[str]:
+    """A process alone in a new network namespace (pid kept: unshare execs sleep)."""
+    pipe = subprocess.PIPE if stdin else None
+    if stdin:  # it moves when told, long after it started
+        cmd = ["sh", "-c", "read go && exec unshare --net sleep 600"]
+    else:
+        cmd = ["unshare", "--net", "sleep", "600"]
+    return subprocess.Popen(cmd, stdin=pipe, text=True)
+
+
+def holders(found: dict[int, Namespace]) -> dict[str, str]:
+    return {str(inode): ns.holder for inode, ns in found.items()}
+
+
+def set_last_pid(pid: int) -> None:
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid))
+
+
+def new_processes(discovery: Discovery) -> dict[str, object]:
+    """Started between two walks: found, by their own pids, without a listing."""
+    discovery.walk({})
+    listings, links = discovery.listings, discovery.links_read
+    procs = [alone() for _ in range(3)]
+    inodes = [moved(p) for p in procs]
+    found = discovery.walk({})
+    out = {
+        "expected": {str(i): f"unshare/{p.pid}" for i, p in zip(inodes, procs, strict=True)},
+        "found": holders(found),
+        "listings": discovery.listings - listings,
+        "links_read": discovery.links_read - links,
+        "pids": len([p for p in os.listdir("/proc") if p.isdigit()]),
+    }
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    out["after_end"] = holders(discovery.walk({}))
+    return out
+
+
+def moves_later(discovery: Discovery) -> dict[str, object]:
+    """A process read while still in the host namespace, moved before the next walk."""
+    discovery.walk({})
+    proc = alone(stdin=True)
+    before = holders(discovery.walk({}))
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    inode = moved(proc)
+    listings = discovery.listings
+    out = {
+        "inode": str(inode),
+        "before": before,
+        "found": holders(discovery.walk({})),
+        "listings": discovery.listings - listings,
+        "pid": proc.pid,
+    }
+    proc.kill()
+    proc.wait()
+    return out
+
+
+def holder_ends(discovery: Discovery) -> dict[str, object]:
+    """The holder ends while a later process stays in its namespace; then that one ends."""
+    first = alone()
+    inode = moved(first)
+    second = subprocess.Popen(["nsenter", f"--net=/proc/{first.pid}/ns/net", "sleep", "600"])
+    while inode_of(second.pid) != inode:
+        time.sleep(0.01)
+    listings = discovery.listings
+    walks = [holders(discovery.walk({}))]
+    for proc in (first, second):
+        proc.kill()
+        proc.wait()
+        walks.append(holders(discovery.walk({})))
+    return {
+        "inode": str(inode),
+        "pids": [first.pid, second.pid],
+        "walks": walks,
+        "listings": discovery.listings - listings - 1,  # the first walk lists
+    }
+
+
+def pid_gap(discovery: Discovery) -> dict[str, object]:
+    """Pids jumped further than a listing would go through: /proc is listed."""
+    discovery.walk({})
+    listings = discovery.listings
+    set_last_pid(int(Path("/proc/sys/kernel/ns_last_pid").read_text()) + 2 * SCAN_MIN)
+    proc = alone()
+    inode = moved(proc)
+    out = {
+        "expected": {str(inode): f"unshare/{proc.pid}"},
+        "found": holders(discovery.walk({})),
+        "listings": discovery.listings - listings,
+    }
+    proc.kill()
+    proc.wait()
+    return out
+
+
+def wrapped(discovery: Discovery) -> dict[str, object]:
+    """Pids wrap past pid_max between two walks: the new ones are still tried."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    set_last_pid(pid_max - 2)
+    discovery.walk({})  # the pids jumped: this one lists
+    listings = discovery.listings
+    procs = [alone() for _ in range(3)]  # pid_max - 1, then low pids again
+    inodes = [moved(p) for p in procs]
+    out = {
+        "pids": [p.pid for p in procs],
+        "pid_max": pid_max,
+        "expected": {str(i): f"unshare/{p.pid}" for i, p in zip(inodes, procs, strict=True)},
+        "found": holders(discovery.walk({})),
+        "listings": discovery.listings - listings,
+    }
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    return out
+
+
+def thread_alone(discovery: Discovery) -> dict[str, object]:
+    """A thread alone in a namespace is no process: neither a walk nor a listing has it."""
+    discovery.walk({})
+    listings = discovery.listings
+    proc = subprocess.Popen([sys.executable, "-c", THREAD_ALONE], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    inode, tid = proc.stdout.readline().split()
+    walked = holders(discovery.walk({}))
+    out = {
+        "inode": inode,
+        "tid": int(tid),
+        "pid": proc.pid,
+        "walked": walked,
+        "listings": discovery.listings - listings,
+        "listed": holders(Discovery(HOST, recheck=0).walk({})),
+    }
+    proc.kill()
+    proc.wait()
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Discovery], dict[str, object]]] = {
+    f.__name__: f for f in (new_processes, moves_later, holder_ends, pid_gap, wrapped, thread_alone)
+}
+
+
+def main() -> None:
+    assert os.getpid() == 1, "run under unshare --pid --fork --mount-proc"
+    print(json.dumps(SCENARIOS[sys.argv[1]](Discovery(HOST, recheck=3600))))
+
+
+if __name__ == "__main__":
+    main()
