@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import PIPE
 
 from collectors.netns import SCAN_MIN, Discovery, Namespace
 
@@ -32,6 +33,13 @@ THREAD_ALONE = (
     " flush=True)\n"
     "    time.sleep(600)\n"
     "threading.Thread(target=alone, daemon=True).start()\n"
+    "time.sleep(600)\n"
+)
+
+# its pid and namespace as /proc numbers them
+SAYS_WHERE = (
+    "import os, time\n"
+    "print(os.readlink('/proc/self'), os.stat('/proc/self/ns/net').st_ino, flush=True)\n"
     "time.sleep(600)\n"
 )
 
@@ -190,13 +198,31 @@ def thread_alone(discovery: Discovery) -> dict[str, object]:
     return out
 
 
+def foreign_proc(discovery: Discovery) -> dict[str, object]:
+    """/proc numbers another PID namespace's pids (not remounted): /proc is listed."""
+    discovery.walk({})
+    listings = discovery.listings
+    proc = subprocess.Popen(["unshare", "--net", sys.executable, "-c", SAYS_WHERE], stdout=PIPE)
+    assert proc.stdout is not None
+    pid, inode = proc.stdout.readline().split()
+    out = {
+        "expected": {inode.decode(): f"/{pid.decode()}"},
+        "found": holders(discovery.walk({})),
+        "listings": discovery.listings - listings,
+    }
+    proc.kill()
+    proc.wait()
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Discovery], dict[str, object]]] = {
-    f.__name__: f for f in (new_processes, moves_later, holder_ends, pid_gap, wrapped, thread_alone)
+    f.__name__: f
+    for f in (new_processes, moves_later, holder_ends, pid_gap, wrapped, thread_alone, foreign_proc)
 }
 
 
 def main() -> None:
-    assert os.getpid() == 1, "run under unshare --pid --fork --mount-proc"
+    assert os.getpid() == 1, "run under unshare --pid --fork"
     print(json.dumps(SCENARIOS[sys.argv[1]](Discovery(HOST, recheck=3600))))
 
 

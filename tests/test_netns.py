@@ -135,12 +135,13 @@ def test_namespaces_appear_and_vanish_between_refreshes() -> None:
         ns.close()
 
 
-def _in_own_pid_namespace(scenario: str) -> dict:
-    """What tests/pidns_discovery.py SCENARIO saw, run where /proc has only its processes."""
+def _in_own_pid_namespace(scenario: str, own_proc: bool = True) -> dict:
+    """What tests/pidns_discovery.py SCENARIO saw, run where /proc has only its processes
+    (or, own_proc False, where /proc is still the host's)."""
     tests = Path(__file__).resolve().parent
     script, env = tests / "pidns_discovery.py", {**os.environ, "PYTHONPATH": str(tests.parent)}
-    cmd = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-           sys.executable, str(script), scenario]  # fmt: skip
+    proc = ["--mount", "--mount-proc", "--propagation", "private"] if own_proc else []
+    cmd = ["unshare", "--pid", "--fork", *proc, sys.executable, str(script), scenario]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True, env=env)
     return json.loads(done.stdout)
 
@@ -198,6 +199,12 @@ def test_discovery_counts_processes_not_threads() -> None:
     # /proc/TID/ns/net opens, but /proc lists processes: both ways agree, without it
     assert seen["inode"] not in seen["walked"] and seen["inode"] not in seen["listed"]
     assert seen["listings"] == 0
+
+
+def test_discovery_lists_proc_when_proc_numbers_another_pid_namespace() -> None:
+    seen = _in_own_pid_namespace("foreign_proc", own_proc=False)
+    assert _found(seen) == _pids(seen["expected"])
+    assert seen["listings"] == 1  # /proc/loadavg's last pid is not in /proc's numbering
 
 
 def test_discovery_rereads_every_link_after_recheck_seconds() -> None:
