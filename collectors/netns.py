@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import math
 import os
 import socket
 import time
@@ -31,6 +32,7 @@ PROC_NET_INIT_INO = 0xEFFFFFF9
 NS_GET_NSTYPE = 0xB703  # ioctl _IO(0xb7, 0x3): the CLONE_NEW* type of an nsfs file
 CLONE_NEWNET = 0x40000000
 SCAN_MIN = 1024  # new pids tried one by one rather than listing /proc, at least
+RETRIED = 32  # pids before the last walk's last pid tried again while unknown
 
 
 class NetnsError(RuntimeError):
@@ -134,54 +136,63 @@ def _named() -> dict[int, Namespace]:
 class Discovery:
     """Named namespaces plus every distinct /proc/PID/ns/net, keyed by inode.
 
-    A process seldom changes namespace, so a walk reads the link of new pids only (and
-    once more on the walk after, past the moment `unshare` or `ip netns exec` move
-    right after they start) and remembers the others' links. New pids are found
-    without listing /proc: /proc/loadavg gives the last pid the kernel handed out, and
-    the pids since the previous walk are tried one by one (most are gone or were
-    threads) while they are fewer than a listing would go through. Each namespace's
-    holder (its lowest pid) is checked to be still there, so a namespace whose last
-    process ended goes. While /proc/loadavg says no task started or ended, nothing is
-    read at all. Every `recheck` seconds /proc is listed and all links read again, for
-    a process that moved later and for the pids of ended processes.
+    A process seldom changes namespace, so a walk reads the link of new pids (and once
+    more on the walk after, past the moment `unshare` or `ip netns exec` move right
+    after they start) and remembers the others'. New pids are found without listing
+    /proc: /proc/loadavg gives the last pid the kernel handed out, and the pids since
+    the previous walk are tried one by one (most are gone or were threads) while they
+    are fewer than a listing goes through; else /proc is listed. Each namespace's holder
+    (its lowest pid) is checked to be still there, so a namespace whose last process
+    ended goes at once. Each walk also reads again its share of the remembered links,
+    so that every one is read again within `recheck` seconds (a process that moved
+    later), and /proc is listed once every `recheck` seconds (a pid the tries missed).
+    While no process starts or ends, a walk reads only that share.
     A namespace still first seen through the same process keeps its `known` entry, so
     cgroup labels are read once per namespace, not every refresh."""
 
     def __init__(self, host_inode: int, recheck: float = 30.0, proc: str = "/proc") -> None:
         self.host_inode = host_inode
-        self.recheck = recheck
+        self.recheck = recheck  # <= 0: list /proc and read every link each walk
         self.proc = proc
         self.links_read = 0  # /proc/PID/ns/net links read (or tried) so far
         self.listings = 0  # /proc listings so far
         self._inode_of: dict[int, int | None] = {}  # pid -> namespace inode, None: unreadable
         self._young: set[int] = set()  # pids first seen by the last walk
         self._first_pid: dict[int, int] = {}  # namespace inode -> its lowest pid
+        self._moved = False  # a remembered pid ended or moved since holders were checked
+        self._due: list[int] = []  # remembered pids whose links coming walks read again
         self._stamp: tuple[bytes, int] | None = None  # see _tasks_stamp
-        self._last_full = float("-inf")
+        self._last_walk: float | None = None
+        self._last_listing = float("-inf")
         # pids are tried by number only when /proc numbers them as our pid namespace,
         # whose last pid /proc/loadavg gives
         self._scan = _link_text(f"{proc}/self") == str(os.getpid())
 
     def walk(self, known: dict[int, Namespace]) -> dict[int, Namespace]:
         now = time.monotonic()
-        full = now - self._last_full >= self.recheck
-        if full:
-            self._last_full = now
         stamp = self._tasks_stamp()  # before reading: a pid given out later waits for the next
-        if full or stamp is None or self._stamp is None:
-            self._list_pids(full)
-        elif stamp != self._stamp or self._young:
-            new = self._new_pids(self._stamp[1], stamp[1]) if self._scan else None
-            if new is None:
-                self._list_pids(False)
-            else:
-                self._read_new(new)
-        self._stamp = stamp
+        if self._last_walk is None or self.recheck <= 0:
+            self._list_pids(reread=True)
+        else:
+            self._catch_up(stamp, now, now - self._last_walk)
+        self._stamp, self._last_walk = stamp, now
         found = _named()
         for inode, pid in self._first_pid.items():
             if inode not in found:
                 found[inode] = self._namespace(inode, str(pid), known.get(inode))
         return found
+
+    def _catch_up(self, stamp: tuple[bytes, int] | None, now: float, since: float) -> None:
+        """What changed in the `since` seconds after the last walk, without reading
+        every link."""
+        new = self._new_pids(stamp)
+        if new is None or now - self._last_listing >= self.recheck:
+            self._list_pids(reread=False)
+        else:
+            self._read_new(new)
+        self._reread_share(since)
+        if stamp != self._stamp or self._moved:
+            self._check_holders()
 
     def _tasks_stamp(self) -> tuple[bytes, int] | None:
         """The task count and the last pid given out (/proc/loadavg): while both stay
@@ -193,9 +204,16 @@ class Discovery:
         except (OSError, IndexError, ValueError):
             return None
 
-    def _new_pids(self, previous: int, last: int) -> Iterable[int] | None:
-        """The pids given out after `previous` up to `last`, None when there are more
-        than a /proc listing goes through or when where they wrapped is unknown."""
+    def _new_pids(self, stamp: tuple[bytes, int] | None) -> Iterable[int] | None:
+        """The pids given out since the last walk's stamp, None when they cannot be
+        told, when there are more than a /proc listing goes through, or when where
+        they wrapped is unknown. The last RETRIED pids before are tried again when
+        unknown: a pid is given out a moment before its process shows in /proc."""
+        if not self._scan or stamp is None or self._stamp is None:
+            return None
+        if stamp == self._stamp:
+            return ()
+        previous, last = self._stamp[1], stamp[1]
         if last >= previous:
             spans = [range(previous + 1, last + 1)]
         else:  # past pid_max the kernel starts again from the low pids
@@ -205,7 +223,9 @@ class Discovery:
             spans = [range(previous + 1, pid_max), range(1, last + 1)]
         if sum(map(len, spans)) > max(SCAN_MIN, len(self._inode_of)):
             return None
-        return chain.from_iterable(spans)
+        retried = range(max(previous - RETRIED, 0) + 1, previous + 1)
+        unknown = (pid for pid in retried if pid not in self._inode_of)
+        return chain(unknown, *spans)
 
     def _pid_max(self) -> int | None:
         try:
@@ -237,22 +257,28 @@ class Discovery:
             self._first_pid[inode] = pid
 
     def _set(self, pid: int, inode: int | None) -> None:
+        """Remember what was read of `pid` (None: it ended, or is no process)."""
+        if self._inode_of.get(pid, inode) != inode:
+            self._moved = True
         if inode is None:
             self._inode_of.pop(pid, None)
         else:
             self._inode_of[pid] = inode
             self._hold(inode, pid)
 
-    def _list_pids(self, full: bool) -> None:
-        """Every pid's namespace inode: read for new (and young) pids, else remembered."""
+    def _list_pids(self, reread: bool) -> None:
+        """Every listed pid's namespace inode: read for new and young pids (all when
+        `reread`), else remembered; holders are recounted from them."""
         self.listings += 1
+        self._last_listing = time.monotonic()
         before, young = self._inode_of, self._young
         self._inode_of, self._first_pid, self._young = {}, {}, set()
+        self._moved = False
         for name in os.listdir(self.proc):
             if not name.isdigit():
                 continue
             pid = int(name)
-            if full or pid not in before or pid in young:
+            if reread or pid not in before or pid in young:
                 if before and pid not in before:
                     self._young.add(pid)
                 inode = self._read(pid)
@@ -263,8 +289,7 @@ class Discovery:
                 self._hold(inode, pid)
 
     def _read_new(self, new: Iterable[int]) -> None:
-        """Read the young pids again and the `new` ones (processes only), then check
-        every holder: no listing."""
+        """Read the young pids again and the `new` ones (processes only)."""
         young, self._young = self._young, set()
         for pid in young:
             self._set(pid, self._read(pid))
@@ -275,6 +300,21 @@ class Discovery:
             else:
                 inode = None
             self._set(pid, inode)
+
+    def _reread_share(self, since: float) -> None:
+        """Read again the remembered links that came due in the `since` seconds past,
+        in turn, so that each is read again within `recheck` seconds."""
+        share = min(len(self._inode_of), math.ceil(len(self._inode_of) * since / self.recheck))
+        for _ in range(share):
+            if not self._due:
+                self._due = list(self._inode_of)
+            pid = self._due.pop()
+            if pid in self._inode_of:
+                self._set(pid, self._read(pid))
+
+    def _check_holders(self) -> None:
+        """Each namespace's holder is still there and in it, else the next lowest pid
+        remembered in it that is; a namespace with none left is gone."""
         for inode, pid in list(self._first_pid.items()):
             if not self._still_in(pid, inode):
                 self._first_pid.pop(inode)
@@ -283,6 +323,7 @@ class Discovery:
                     if self._still_in(member, inode):
                         self._hold(inode, member)
                         break
+        self._moved = False
 
     def _still_in(self, pid: int, inode: int) -> bool:
         """Whether process `pid` is still in namespace `inode` (else it is counted

@@ -118,6 +118,33 @@ def moves_later(discovery: Discovery) -> dict[str, object]:
     return out
 
 
+def moves_much_later(discovery: Discovery) -> dict[str, object]:
+    """A remembered process (no longer young) moves: a share of walks finds it."""
+    discovery.recheck = 3.0  # each link read again within 3 s, /proc listed every 3 s
+    others = [subprocess.Popen(["sleep", "600"]) for _ in range(10)]  # links to go through
+    discovery.walk({})
+    proc = alone(stdin=True)
+    for _ in range(2):  # read as new, then once more as young: now it is remembered
+        discovery.walk({})
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    inode = str(moved(proc))
+    start, listings = time.monotonic(), discovery.listings
+    while inode not in (found := holders(discovery.walk({}))) and time.monotonic() < start + 5:
+        time.sleep(0.1)
+    out = {
+        "found": found.get(inode, ""),
+        "pid": proc.pid,
+        "seconds": time.monotonic() - start,
+        "listings": discovery.listings - listings,
+    }
+    for each in (proc, *others):
+        each.kill()
+        each.wait()
+    return out
+
+
 def holder_ends(discovery: Discovery) -> dict[str, object]:
     """The holder ends while a later process stays in its namespace; then that one ends."""
     first = alone()
@@ -217,7 +244,16 @@ def foreign_proc(discovery: Discovery) -> dict[str, object]:
 
 SCENARIOS: dict[str, Callable[[Discovery], dict[str, object]]] = {
     f.__name__: f
-    for f in (new_processes, moves_later, holder_ends, pid_gap, wrapped, thread_alone, foreign_proc)
+    for f in (
+        new_processes,
+        moves_later,
+        moves_much_later,
+        holder_ends,
+        pid_gap,
+        wrapped,
+        thread_alone,
+        foreign_proc,
+    )
 }
 
 

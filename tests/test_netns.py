@@ -171,6 +171,13 @@ def test_discovery_finds_a_process_that_moves_after_it_started() -> None:
     assert seen["listings"] == 0
 
 
+def test_discovery_finds_a_remembered_process_that_moved_within_recheck() -> None:
+    seen = _in_own_pid_namespace("moves_much_later")
+    assert seen["found"].endswith(f"/{seen['pid']}")
+    # each walk read its share of the links again: found before /proc is listed (at 3 s)
+    assert seen["seconds"] < 3.0 and seen["listings"] == 0
+
+
 def test_discovery_follows_a_namespace_whose_holder_ends() -> None:
     seen = _in_own_pid_namespace("holder_ends")
     first, second = seen["pids"]
