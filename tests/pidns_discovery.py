@@ -121,7 +121,7 @@ def moves_later(discovery: Discovery) -> dict[str, object]:
 def moves_much_later(discovery: Discovery) -> dict[str, object]:
     """A remembered process (no longer young) moves: a share of walks finds it."""
     discovery.recheck = 3.0  # each link read again within 3 s, /proc listed every 3 s
-    others = [subprocess.Popen(["sleep", "600"]) for _ in range(10)]  # links to go through
+    others = [subprocess.Popen(["sleep", "600"], text=True) for _ in range(10)]  # links to read
     discovery.walk({})
     proc = alone(stdin=True)
     for _ in range(2):  # read as new, then once more as young: now it is remembered
@@ -164,6 +164,29 @@ def holder_ends(discovery: Discovery) -> dict[str, object]:
         "walks": walks,
         "listings": discovery.listings - listings - 1,  # the first walk lists
     }
+
+
+def late_pid(discovery: Discovery) -> dict[str, object]:
+    """A pid given out before a walk whose process shows in /proc only after it (as
+    while a fork is under way): the next walk still tries it."""
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+    set_last_pid(last + 5)  # pids up to last + 5 given out; none shows yet
+    discovery.walk({})
+    set_last_pid(last + 1)
+    proc = alone()  # last + 2: the process that showed late
+    inode = moved(proc)
+    set_last_pid(last + 5)  # back where the walk saw it: no new pid since
+    listings = discovery.listings
+    out = {
+        "pid": proc.pid,
+        "last_seen": last + 5,
+        "expected": {str(inode): f"unshare/{proc.pid}"},
+        "found": holders(discovery.walk({})),
+        "listings": discovery.listings - listings,
+    }
+    proc.kill()
+    proc.wait()
+    return out
 
 
 def pid_gap(discovery: Discovery) -> dict[str, object]:
@@ -249,6 +272,7 @@ SCENARIOS: dict[str, Callable[[Discovery], dict[str, object]]] = {
         moves_later,
         moves_much_later,
         holder_ends,
+        late_pid,
         pid_gap,
         wrapped,
         thread_alone,

@@ -187,6 +187,13 @@ def test_discovery_follows_a_namespace_whose_holder_ends() -> None:
     assert seen["listings"] == 0
 
 
+def test_discovery_tries_again_a_pid_that_showed_after_the_walk() -> None:
+    seen = _in_own_pid_namespace("late_pid")
+    assert seen["pid"] < seen["last_seen"]  # given out before the first walk's stamp
+    assert _found(seen) == _pids(seen["expected"])
+    assert seen["listings"] == 0
+
+
 def test_discovery_lists_proc_when_pids_jumped_far() -> None:
     seen = _in_own_pid_namespace("pid_gap")
     assert _found(seen) == _pids(seen["expected"])
