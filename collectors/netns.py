@@ -16,10 +16,10 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 
 from collectors.cgroups import container_owner
 from collectors.model import Sock
@@ -119,6 +119,17 @@ def _comm(pid: str) -> str:
         return "?"
 
 
+def _names(path: str) -> Generator[str]:
+    """The entries of the directory `path`, read from it as they are asked for."""
+    try:
+        listing = os.scandir(path)
+    except OSError:
+        return
+    with listing:
+        for entry in listing:
+            yield entry.name
+
+
 def _named() -> dict[int, Namespace]:
     found: dict[int, Namespace] = {}
     try:
@@ -145,8 +156,9 @@ class Discovery:
     (its lowest pid) is checked to be still there, so a namespace whose last process
     ended goes at once. Each walk also reads again its share of the remembered links,
     so that every one is read again within `recheck` seconds (a process that moved
-    later), and /proc is listed once every `recheck` seconds (a pid the tries missed).
-    While no process starts or ends, a walk reads only that share.
+    later), and lists its share of /proc (a pid the tries missed: the directory stays
+    open and each walk goes on where the last stopped). While no process starts or
+    ends, a walk reads only those shares.
     A namespace still first seen through the same process keeps its `known` entry, so
     cgroup labels are read once per namespace, not every refresh."""
 
@@ -161,9 +173,11 @@ class Discovery:
         self._first_pid: dict[int, int] = {}  # namespace inode -> its lowest pid
         self._moved = False  # a remembered pid ended or moved since holders were checked
         self._due: list[int] = []  # remembered pids whose links coming walks read again
+        self._listing: Generator[str] | None = None  # /proc, listed a share a walk
+        self._entries = 0  # in /proc when it was last listed to the end
+        self._listed = 0  # entries of /proc listed since the listing started again
         self._stamp: tuple[bytes, int] | None = None  # see _tasks_stamp
         self._last_walk: float | None = None
-        self._last_listing = float("-inf")
         # pids are tried by number only when /proc numbers them as our pid namespace,
         # whose last pid /proc/loadavg gives
         self._scan = _link_text(f"{proc}/self") == str(os.getpid())
@@ -174,7 +188,7 @@ class Discovery:
         if self._last_walk is None or self.recheck <= 0:
             self._list_pids(reread=True)
         else:
-            self._catch_up(stamp, now, now - self._last_walk)
+            self._catch_up(stamp, now - self._last_walk)
         self._stamp, self._last_walk = stamp, now
         found = _named()
         for inode, pid in self._first_pid.items():
@@ -182,17 +196,27 @@ class Discovery:
                 found[inode] = self._namespace(inode, str(pid), known.get(inode))
         return found
 
-    def _catch_up(self, stamp: tuple[bytes, int] | None, now: float, since: float) -> None:
+    def _catch_up(self, stamp: tuple[bytes, int] | None, since: float) -> None:
         """What changed in the `since` seconds after the last walk, without reading
         every link."""
         new = self._new_pids(stamp)
-        if new is None or now - self._last_listing >= self.recheck:
+        if new is None:
             self._list_pids(reread=False)
         else:
             self._read_new(new)
-        self._reread_share(since)
+            self._list_share(self._share(self._entries, since))
+        self._reread_share(self._share(len(self._inode_of), since))
         if stamp != self._stamp or self._moved:
             self._check_holders()
+
+    def _share(self, count: int, since: float) -> int:
+        """How many of `count` come due in `since` seconds, all within `recheck`."""
+        return min(count, math.ceil(count * since / self.recheck))
+
+    def close(self) -> None:
+        if self._listing is not None:
+            self._listing.close()
+            self._listing = None
 
     def _tasks_stamp(self) -> tuple[bytes, int] | None:
         """The task count and the last pid given out (/proc/loadavg): while both stay
@@ -270,11 +294,12 @@ class Discovery:
         """Every listed pid's namespace inode: read for new and young pids (all when
         `reread`), else remembered; holders are recounted from them."""
         self.listings += 1
-        self._last_listing = time.monotonic()
         before, young = self._inode_of, self._young
         self._inode_of, self._first_pid, self._young = {}, {}, set()
         self._moved = False
-        for name in os.listdir(self.proc):
+        names = os.listdir(self.proc)
+        self._entries = len(names)
+        for name in names:
             if not name.isdigit():
                 continue
             pid = int(name)
@@ -301,10 +326,26 @@ class Discovery:
                 inode = None
             self._set(pid, inode)
 
-    def _reread_share(self, since: float) -> None:
-        """Read again the remembered links that came due in the `since` seconds past,
-        in turn, so that each is read again within `recheck` seconds."""
-        share = min(len(self._inode_of), math.ceil(len(self._inode_of) * since / self.recheck))
+    def _list_share(self, share: int) -> None:
+        """The next `share` entries of /proc (pids ascend), reading the links of the
+        pids not remembered; at the end the next walk starts again."""
+        if self._listing is None:
+            self._listing = _names(self.proc)
+        listed = self._listed
+        for name in islice(self._listing, share):
+            self._listed += 1
+            if name.isdigit() and (pid := int(name)) not in self._inode_of:
+                inode = self._read(pid)
+                if inode is not None:
+                    self._young.add(pid)
+                self._set(pid, inode)
+        if self._listed - listed < share:  # the end
+            self._entries, self._listed = self._listed or self._entries, 0
+            self.close()
+
+    def _reread_share(self, share: int) -> None:
+        """Read again `share` remembered links, in turn: each is read again within
+        `recheck` seconds."""
         for _ in range(share):
             if not self._due:
                 self._due = list(self._inode_of)
@@ -509,3 +550,4 @@ class NamespaceSet:
         for diag in self._diags.values():
             diag.close()
         self._diags.clear()
+        self.discovery.close()

@@ -189,6 +189,31 @@ def late_pid(discovery: Discovery) -> dict[str, object]:
     return out
 
 
+def missed_pid(discovery: Discovery) -> dict[str, object]:
+    """A pid the tries missed (it showed long after the walk that tried it): the walks'
+    shares of the /proc listing find it within a turn or two of `recheck` seconds."""
+    discovery.recheck = 2.0
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+    set_last_pid(last + 100)  # pids given out; far more than are tried again
+    discovery.walk({})
+    set_last_pid(last + 1)
+    proc = alone()  # last + 2
+    inode = str(moved(proc))
+    set_last_pid(last + 100)
+    start, listings = time.monotonic(), discovery.listings
+    while inode not in (found := holders(discovery.walk({}))) and time.monotonic() < start + 8:
+        time.sleep(0.1)
+    out = {
+        "found": found.get(inode, ""),
+        "pid": proc.pid,
+        "seconds": time.monotonic() - start,
+        "listings": discovery.listings - listings,
+    }
+    proc.kill()
+    proc.wait()
+    return out
+
+
 def pid_gap(discovery: Discovery) -> dict[str, object]:
     """Pids jumped further than a listing would go through: /proc is listed."""
     discovery.walk({})
@@ -273,6 +298,7 @@ SCENARIOS: dict[str, Callable[[Discovery], dict[str, object]]] = {
         moves_much_later,
         holder_ends,
         late_pid,
+        missed_pid,
         pid_gap,
         wrapped,
         thread_alone,

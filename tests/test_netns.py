@@ -194,6 +194,13 @@ def test_discovery_tries_again_a_pid_that_showed_after_the_walk() -> None:
     assert seen["listings"] == 0
 
 
+def test_discovery_finds_a_missed_pid_by_listing_proc_a_share_a_walk() -> None:
+    seen = _in_own_pid_namespace("missed_pid")
+    assert seen["found"].endswith(f"/{seen['pid']}")
+    assert seen["listings"] == 0  # never listed at once
+    assert seen["seconds"] < 2 * 2.0 + 1  # the share it was behind, then its turn
+
+
 def test_discovery_lists_proc_when_pids_jumped_far() -> None:
     seen = _in_own_pid_namespace("pid_gap")
     assert _found(seen) == _pids(seen["expected"])
