@@ -3,8 +3,8 @@
 A netlink socket belongs to the namespace it was created in, so each namespace is
 entered once (setns in this thread, open the socket, come back) and its socket is
 reused across refreshes. Namespaces are discovered each refresh from /run/netns and
-/proc/PID/ns/net (Discovery: only new processes' links are read); those that vanish
-are closed and dropped.
+/proc/PID/ns/net (Discovery: new processes' links, and a share of the others); those
+that vanish are closed and dropped.
 """
 
 from __future__ import annotations
@@ -349,6 +349,8 @@ class Discovery:
         for _ in range(share):
             if not self._due:
                 self._due = list(self._inode_of)
+                if not self._due:
+                    return
             pid = self._due.pop()
             if pid in self._inode_of:
                 self._set(pid, self._read(pid))
