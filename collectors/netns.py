@@ -295,21 +295,18 @@ class Discovery:
         `reread`), else remembered; holders are recounted from them."""
         self.listings += 1
         before, young = self._inode_of, self._young
-        self._inode_of, self._first_pid, self._young = {}, {}, set()
-        self._moved = False
         names = os.listdir(self.proc)
         self._entries = len(names)
-        for name in names:
-            if not name.isdigit():
-                continue
-            pid = int(name)
-            if reread or pid not in before or pid in young:
-                if before and pid not in before:
-                    self._young.add(pid)
-                inode = self._read(pid)
-            else:
-                inode = before[pid]
-            self._inode_of[pid] = inode  # None too: an unreadable pid is not read again
+        pids = [int(name) for name in names if name.isdigit()]
+        # None kept for an unreadable pid: it is not read again
+        self._inode_of = {pid: before.get(pid) for pid in pids}
+        self._young = set()
+        for pid in pids if reread else [p for p in pids if p not in before or p in young]:
+            if before and pid not in before:
+                self._young.add(pid)
+            self._inode_of[pid] = self._read(pid)
+        self._first_pid, self._moved = {}, False
+        for pid, inode in self._inode_of.items():
             if inode is not None:
                 self._hold(inode, pid)
 
