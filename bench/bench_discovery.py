@@ -1,6 +1,6 @@
 """What finding every network namespace costs a refresh on a host with many processes.
 
-    sudo .venv/bin/python bench/bench_discovery.py [--processes 5000] [--rounds 21]
+    sudo .venv/bin/python bench/bench_discovery.py [--processes 5000] [--rounds 21] [--interval 1]
 
 Runs itself again under `unshare --mount --pid --fork --mount-proc` with a private
 /run/netns, so /proc holds only the processes it starts: `--processes` sleepers
