@@ -209,9 +209,18 @@ def _names(known: dict[int, str]) -> tuple[str, ...]:
     return tuple(known.get(code, str(code)) for code in range(256))
 
 
+def _port_table() -> tuple[int, ...]:
+    """ntohs of every 16-bit value, built from bytes (65,536 calls took ~15 ms of start-up):
+    each value's big-endian bytes read in host order."""
+    big_endian = bytearray(2 * 65536)
+    big_endian[0::2] = b"".join(bytes([high]) * 256 for high in range(256))
+    big_endian[1::2] = bytes(range(256)) * 256
+    return tuple(memoryview(big_endian).cast("H"))
+
+
 _STATES = _names(STATE_NAMES)
 # Ports arrive in network byte order: a table is cheaper than a call per port.
-_PORTS = tuple(socket.ntohs(raw) for raw in range(65536))
+_PORTS = _port_table()
 _TIMERS = _names(TIMER_NAMES)
 NLMSGHDR_HEAD = struct.Struct("=IHHI")  # length, type, flags, seq
 

@@ -11,6 +11,7 @@ from factories import make_sock
 
 from collectors.model import Sock
 from collectors.sockdiag import (
+    _PORTS,
     EXT_TCP,
     NLMSG_ERROR,
     NLMSGHDR,
@@ -73,3 +74,7 @@ def test_an_error_code_beyond_any_errno_is_a_diag_error() -> None:
     err = NLMSGHDR.pack(36, NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -(2**31)) + b"\0" * 16
     with pytest.raises(DiagError, match=r"tcp dump failed: error 2147483648"):
         decode_messages(err, "tcp", "host", [])
+
+
+def test_the_port_table_is_ntohs_of_every_16_bit_value() -> None:
+    assert tuple(socket.ntohs(raw) for raw in range(65536)) == _PORTS

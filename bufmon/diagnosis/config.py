@@ -7,15 +7,11 @@ Each flag kind is a TOML table named like the flag, e.g.
     clear = 3.0         # seconds it must be false before the flag goes away
 """
 
-from __future__ import annotations
-
 import math
 import os
 import re
 import stat
-import tomllib
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
 from bufmon.pacing import DEFAULT_CPU_SHARE
 
@@ -28,150 +24,136 @@ class ConfigError(ValueError):
     """One line: the file (or "--set"), the key and what is wrong."""
 
 
-def _fraction(default: float) -> Any:
-    return field(default=default, metadata={"fraction": True})
+# A value from 0 to 1. Each key's annotation (int, float or Fraction) says how a value
+# for it is checked: this module keeps its annotations as objects (no `from __future__
+# import annotations`).
+Fraction = Annotated[float, "from 0 to 1"]
 
 
-@dataclass(frozen=True, slots=True)
-class StalledReader:
+# Sections are NamedTuples, not dataclasses: eighteen frozen dataclasses took ~25 ms
+# of every start-up.
+class StalledReader(NamedTuple):
     hold: float = 5.0
     clear: float = 3.0
 
 
-@dataclass(frozen=True, slots=True)
-class SlowReader:
+class SlowReader(NamedTuple):
     window: float = 10.0
-    fill: float = _fraction(0.5)  # r / rb
-    share: float = _fraction(0.5)  # part of the window spent above `fill`
+    fill: Fraction = 0.5  # r / rb
+    share: Fraction = 0.5  # part of the window spent above `fill`
     min_queue: int = 65536
     clear: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class PeerZeroWindow:
+class PeerZeroWindow(NamedTuple):
     hold: float = 3.0
     critical: float = 10.0  # seconds without bytes_acked progress
     clear: float = 3.0
 
 
-@dataclass(frozen=True, slots=True)
-class SendQueueFull:
+class SendQueueFull(NamedTuple):
     hold: float = 5.0
-    fill: float = _fraction(0.9)  # w / tb
-    peer_share: float = _fraction(0.8)  # rwnd_limited / busy_time: the peer is the limit
-    buffer_share: float = _fraction(0.5)  # sndbuf_limited / busy_time: our buffer is
-    busy_share: float = _fraction(0.5)  # busy_time / window below this: the app is the limit
+    fill: Fraction = 0.9  # w / tb
+    peer_share: Fraction = 0.8  # rwnd_limited / busy_time: the peer is the limit
+    buffer_share: Fraction = 0.5  # sndbuf_limited / busy_time: our buffer is
+    busy_share: Fraction = 0.5  # busy_time / window below this: the app is the limit
     clear: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class BufferLimited:
+class BufferLimited(NamedTuple):
     hold: float = 5.0  # seconds a sender must stay limited by a fixed buffer
     clear: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class CloseWait:
+class CloseWait(NamedTuple):
     hold: float = 30.0  # seconds in CLOSE-WAIT before an info flag
     warn: float = 300.0  # seconds in CLOSE-WAIT before it becomes a warning
     clear: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class OrphanSockets:
-    warn: float = _fraction(0.5)  # orphans (sockstat TCP orphan) / tcp_max_orphans
-    critical: float = _fraction(0.9)
+class OrphanSockets(NamedTuple):
+    warn: Fraction = 0.5  # orphans (sockstat TCP orphan) / tcp_max_orphans
+    critical: Fraction = 0.9
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class RcvbufOverrun:
-    near: float = _fraction(0.9)  # r / rb that counts as full on a small buffer
+class RcvbufOverrun(NamedTuple):
+    near: Fraction = 0.9  # r / rb that counts as full on a small buffer
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptQueueFull:
+class AcceptQueueFull(NamedTuple):
     hold: float = 2.0
-    fill: float = _fraction(0.8)
+    fill: Fraction = 0.8
     full_hold: float = 1.0  # Recv-Q > Send-Q: critical after this long
     clear: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class SynBacklog:
+class SynBacklog(NamedTuple):
     hold: float = 2.0
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class UdpDrops:
+class UdpDrops(NamedTuple):
     hold: float = 2.0  # for the fill warning; a rising drop count is critical at once
-    fill: float = _fraction(0.9)
+    fill: Fraction = 0.9
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class DgramQueueFull:
+class DgramQueueFull(NamedTuple):
     hold: float = 3.0  # seconds a UNIX datagram queue must not drain
     clear: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryPressure:
-    warn: float = _fraction(0.8)  # of tcp_mem's pressure value
+class MemoryPressure(NamedTuple):
+    warn: Fraction = 0.8  # of tcp_mem's pressure value
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class PortExhaustion:
+class PortExhaustion(NamedTuple):
     hold: float = 2.0
-    warn: float = _fraction(0.5)  # of the ip_local_port_range size
-    critical: float = _fraction(0.8)
+    warn: Fraction = 0.5  # of the ip_local_port_range size
+    critical: Fraction = 0.8
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class NagleHint:
+class NagleHint(NamedTuple):
     hold: float = 10.0
     rtt_ratio: float = 10.0  # srtt / min_rtt
     min_srtt_ms: float = 20.0
     clear: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryConfig:
+class HistoryConfig(NamedTuple):
     window: float = 600.0  # seconds of per-socket history
     linger: float = 60.0  # seconds a closed flagged socket stays listed
     max_mb: float = 48.0  # history budget; busy sockets keep less than `window` past it
 
 
-@dataclass(frozen=True, slots=True)
-class RefreshConfig:
+class RefreshConfig(NamedTuple):
     # share of one core the default interval keeps refreshes within (longer waits on
     # a host where one refresh is slow); 0: never wait longer. --interval, + and - rule.
-    cpu_share: float = _fraction(DEFAULT_CPU_SHARE)
+    cpu_share: Fraction = DEFAULT_CPU_SHARE
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    stalled_reader: StalledReader = field(default_factory=StalledReader)
-    slow_reader: SlowReader = field(default_factory=SlowReader)
-    peer_zero_window: PeerZeroWindow = field(default_factory=PeerZeroWindow)
-    send_queue_full: SendQueueFull = field(default_factory=SendQueueFull)
-    buffer_limited: BufferLimited = field(default_factory=BufferLimited)
-    close_wait: CloseWait = field(default_factory=CloseWait)
-    orphan_sockets: OrphanSockets = field(default_factory=OrphanSockets)
-    rcvbuf_overrun: RcvbufOverrun = field(default_factory=RcvbufOverrun)
-    accept_queue_full: AcceptQueueFull = field(default_factory=AcceptQueueFull)
-    syn_backlog: SynBacklog = field(default_factory=SynBacklog)
-    udp_drops: UdpDrops = field(default_factory=UdpDrops)
-    dgram_queue_full: DgramQueueFull = field(default_factory=DgramQueueFull)
-    memory_pressure: MemoryPressure = field(default_factory=MemoryPressure)
-    port_exhaustion: PortExhaustion = field(default_factory=PortExhaustion)
-    nagle_hint: NagleHint = field(default_factory=NagleHint)
-    history: HistoryConfig = field(default_factory=HistoryConfig)
-    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+class Config(NamedTuple):
+    stalled_reader: StalledReader = StalledReader()
+    slow_reader: SlowReader = SlowReader()
+    peer_zero_window: PeerZeroWindow = PeerZeroWindow()
+    send_queue_full: SendQueueFull = SendQueueFull()
+    buffer_limited: BufferLimited = BufferLimited()
+    close_wait: CloseWait = CloseWait()
+    orphan_sockets: OrphanSockets = OrphanSockets()
+    rcvbuf_overrun: RcvbufOverrun = RcvbufOverrun()
+    accept_queue_full: AcceptQueueFull = AcceptQueueFull()
+    syn_backlog: SynBacklog = SynBacklog()
+    udp_drops: UdpDrops = UdpDrops()
+    dgram_queue_full: DgramQueueFull = DgramQueueFull()
+    memory_pressure: MemoryPressure = MemoryPressure()
+    port_exhaustion: PortExhaustion = PortExhaustion()
+    nagle_hint: NagleHint = NagleHint()
+    history: HistoryConfig = HistoryConfig()
+    refresh: RefreshConfig = RefreshConfig()
 
 
 def default_path() -> str:
@@ -217,7 +199,10 @@ def _read_file(path: str) -> bytes:
 
 
 def parse_toml(text: str) -> dict[str, Any]:
-    """tomllib.loads, with input nested past Python's recursion limit as a TOMLDecodeError."""
+    """tomllib.loads, with input nested past Python's recursion limit as a TOMLDecodeError
+    (a ValueError). tomllib loads here: only a config file or `--set` needs it."""
+    import tomllib
+
     try:
         return tomllib.loads(text)
     except RecursionError:
@@ -236,7 +221,7 @@ def read_toml(path: str) -> dict[str, Any]:
     text = read_text(path)
     try:
         return parse_toml(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:
         message = str(exc)
         match = _TOML_LINE.search(message)
         if match:
@@ -252,46 +237,44 @@ def _parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"--set: {text!r}: expected section.key=value")
     try:
         value = parse_toml(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:
         value = raw.strip()  # not a TOML value: keep the text so the error can quote it
     return {section: {key: value}}
 
 
 def _apply(config: Config, data: dict[str, Any], source: str) -> Config:
     changes: dict[str, Any] = {}
-    sections = {f.name for f in fields(Config)}
+    sections = set(Config._fields)
     for section, table in data.items():
         if section not in sections:
             raise ConfigError(f"{source}: unknown section [{section}]")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: {section}: expected a table of keys")
         changes[section] = _apply_section(getattr(config, section), section, table, source)
-    return replace(config, **changes)
+    return config._replace(**changes)
 
 
 def _apply_section(current: Any, section: str, table: dict[str, Any], source: str) -> Any:
-    known = {f.name: f for f in fields(current)}
+    kinds = type(current).__annotations__
     values: dict[str, Any] = {}
     for key, value in table.items():
-        spec = known.get(key)
         where = f"{source}: {section}.{key}"
-        if spec is None:
+        if key not in kinds:
             raise ConfigError(f"{where}: unknown key")
-        kind = str(spec.type)  # "int" or "float": annotations are strings in this module
-        values[key] = _check_value(value, kind, spec.metadata.get("fraction", False), where)
-    return replace(current, **values)
+        values[key] = _check_value(value, kinds[key], where)
+    return current._replace(**values)
 
 
-def _check_value(value: Any, kind: str, fraction: bool, where: str) -> float | int:
+def _check_value(value: Any, kind: Any, where: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        wanted = "an integer" if kind == "int" else "a number"
+        wanted = "an integer" if kind is int else "a number"
         raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
-    if kind == "int" and not isinstance(value, int):
+    if kind is int and not isinstance(value, int):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if not math.isfinite(value) or value > MAX_VALUE:
         raise ConfigError(f"{where}: expected a finite number up to {MAX_VALUE:g}, got {value!r}")
     if value < 0:
         raise ConfigError(f"{where}: must not be negative, got {value!r}")
-    if fraction and value > 1:
+    if kind == Fraction and value > 1:
         raise ConfigError(f"{where}: expected a fraction between 0 and 1, got {value!r}")
-    return value if kind == "int" else float(value)
+    return value if kind is int else float(value)
