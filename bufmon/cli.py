@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from bufmon import __version__
-from bufmon.clidoc import add_examples
-from bufmon.completion import SHELLS, completion_script
+from bufmon.clidoc import SHELLS, add_examples
 from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
@@ -303,6 +302,8 @@ def run(argv: list[str]) -> int:
     expr = " ".join(getattr(args, "filter", []) or [])
     keep = with_unix(expr, getattr(args, "unix", False))
     if args.command == "completion":
+        from bufmon.completion import completion_script
+
         _write(completion_script(args.shell, parser).rstrip("\n"))
         return EXIT_OK
     if args.command in record_commands.COMMANDS:

@@ -13,6 +13,8 @@ from typing import Any
 
 from bufmon.exporter.command import DEFAULT_LISTEN, DEFAULT_PORT
 
+SHELLS = ("bash", "zsh")  # `bufmon completion SHELL` (bufmon.completion writes them)
+
 # command ("" for bufmon itself) -> (command line, what it does)
 EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "": (

@@ -9,7 +9,6 @@ import shlex
 from bufmon.clidoc import CommandDoc, OptionDoc, command_docs
 from bufmon.filters import COMPARE_FIELDS, FIELD_VALUES, MATCH_FIELDS
 
-SHELLS = ("bash", "zsh")
 EMPTY_BASH, EMPTY_ZSH = '""', "''"  # the case pattern of "no command yet"
 SELECTORS = {"--netns": ("current", "all")}  # words worth offering for a free-form value
 

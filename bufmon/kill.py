@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bufmon.actions import closable, close_all, describe, tally
-from bufmon.textout import shown, table
-from collectors.destroy import REFUSED, may_destroy
-from collectors.model import Sock
+if TYPE_CHECKING:  # the handler loads what it uses: every `bufmon` builds this parser
+    from collectors.model import Sock
 
 DESCRIPTION = """Close the TCP and UDP sockets FILTER matches through sock_diag SOCK_DESTROY,
 as `ss -K` does: list them, ask, then close exactly those (the peer sees a reset).
@@ -51,7 +49,10 @@ def _confirmed(count: int) -> bool:
 
 
 def cmd_kill(args: argparse.Namespace, expr: str, keep: Callable[[Sock], bool]) -> int:
+    from bufmon.actions import closable, close_all, describe, tally
     from bufmon.monitor import Monitor
+    from bufmon.textout import shown, table
+    from collectors.destroy import REFUSED, may_destroy
 
     if not expr.strip():
         raise KillError("refusing to close every socket: give a filter, e.g. port:8080", EXIT_USAGE)

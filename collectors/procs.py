@@ -9,10 +9,9 @@ full_scan_interval seconds, unless new ones appear. Command lines are never read
 from __future__ import annotations
 
 import os
+import pwd
 import time
 from collections.abc import Iterable, Iterator
-
-import psutil
 
 from collectors.model import Process, Sock
 from collectors.untrusted import read_comm
@@ -21,8 +20,7 @@ SOCKET_PREFIX = "socket:["
 NOT_ROOT_NOTICE = "not running as root: processes of other users are not shown"
 
 
-# Processes and fds come and go while we look: skipping them is normal.
-GONE = (OSError, psutil.NoSuchProcess, psutil.AccessDenied)
+# Processes and fds come and go while we look: skipping them (OSError) is normal.
 
 
 def unreadable_notice(count: int) -> str:
@@ -39,7 +37,7 @@ class ProcessIndex:
         self.scans = 0  # /proc/PID/fd directories read so far
         self._owner: dict[int, int] = {}  # inode -> pid
         self._process_of: dict[int, Process] = {}  # inode -> facts, rebuilt on changes
-        self._processes: dict[int, tuple[float, Process]] = {}  # pid -> (create_time, facts)
+        self._processes: dict[int, tuple[int, Process]] = {}  # pid -> (start_time, facts)
         self._unresolved: set[int] = set()  # inodes the last scan could not attribute
         self._last_full_pass = float("-inf")
         self._unreadable: set[int] = set()  # pids whose fds we may not read
@@ -90,7 +88,9 @@ class ProcessIndex:
     def _forget_dead(self) -> bool:
         """Drop pids that died or were reused (another start time); True if any."""
         dead = {
-            pid for pid, (created, _) in self._processes.items() if create_time_of(pid) != created
+            pid
+            for pid, (started, _) in self._processes.items()
+            if start_time(self.proc, pid) != started
         }
         if dead:
             self._processes = {pid: p for pid, p in self._processes.items() if pid not in dead}
@@ -155,19 +155,41 @@ class ProcessIndex:
         """Record the facts of pid unless already known; False when it is gone."""
         if pid in self._processes:
             return True
-        try:
-            proc = psutil.Process(pid)
-            create_time = proc.create_time()
-            user = proc.username()
-            comm = read_comm(f"{self.proc}/{pid}/comm")
-        except GONE:
+        started = start_time(self.proc, pid)
+        if started is None:
             return False
-        self._processes[pid] = (create_time, Process(pid=pid, comm=comm, user=user))
+        try:
+            user = user_name(real_uid(self.proc, pid))
+            comm = read_comm(f"{self.proc}/{pid}/comm")
+        except OSError:
+            return False
+        self._processes[pid] = (started, Process(pid=pid, comm=comm, user=user))
         return True
 
 
-def create_time_of(pid: int) -> float | None:
+def start_time(proc: str, pid: int) -> int | None:
+    """When pid started (clock ticks after boot): with the pid, names one process (a
+    reused pid starts later). None when it is gone or its stat does not read as expected."""
     try:
-        return psutil.Process(pid).create_time()
-    except GONE:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
         return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) ", comm may hold ")"
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def real_uid(proc: str, pid: int) -> int:
+    with open(f"{proc}/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Uid:"):
+                return int(line.split()[1])
+    raise OSError(f"{proc}/{pid}/status has no Uid line")
+
+
+def user_name(uid: int) -> str:
+    """The user's name, else the uid as text (a user not in the password database)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -24,7 +24,7 @@ NEEDS_ROOT = "needs root (network namespaces, other users' processes)"
 AS_NOBODY = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 # What an unprivileged run imports: bufmon's headless packages, their dependencies,
 # and the test helpers.
-PACKAGES = ("bufmon", "collectors", "psutil", "pyroute2", "orjson")
+PACKAGES = ("bufmon", "collectors", "pyroute2", "orjson")
 HELPERS = ("factories.py",)
 
 
@@ -84,7 +84,7 @@ def _open_to_all(top: Path) -> None:
 
 
 def _python_for_nobody() -> str:
-    """This Python's interpreter (same version: psutil's C module is built for it)."""
+    """This Python's interpreter (same version: orjson's C module is built for it)."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [os.path.realpath(sys.executable), sys._base_executable]
     candidates += [p for p in (shutil.which(f"python{version}"),) if p]
