@@ -38,7 +38,7 @@ class Monitor:
         now = time.time()
         socks = self.namespaces.dump()
         self.rates.measure(socks, now)
-        self.procs.attribute(socks)
+        self.procs.attribute(socks, self.namespaces.chosen())
         tie_to_listeners(socks)
         link_peers(self.namespaces.unix)
         notices = list(self.namespaces.notices)

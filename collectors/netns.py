@@ -58,7 +58,7 @@ def _link_text(path: str) -> str | None:
         return None
 
 
-def _link_inode(path: str) -> int | None:
+def link_inode(path: str) -> int | None:
     """The inode of a /proc/PID/ns/net link; readlink works where stat is denied (pid 1)."""
     link = _link_text(path)  # "net:[4026531833]"
     if link is None or not (link.startswith("net:[") and link.endswith("]")):
@@ -71,7 +71,7 @@ def _link_inode(path: str) -> int | None:
 
 def _ns_inode(path: str) -> int | None:
     """The namespace inode of a /proc link or a /run/netns entry, None when unreadable."""
-    inode = _link_inode(path)
+    inode = link_inode(path)
     if inode is not None:
         return inode
     try:
@@ -260,7 +260,7 @@ class Discovery:
 
     def _read(self, pid: int) -> int | None:
         self.links_read += 1
-        return _link_inode(f"{self.proc}/{pid}/ns/net")
+        return link_inode(f"{self.proc}/{pid}/ns/net")
 
     def _is_process(self, pid: int) -> bool:
         """Whether `pid` is a process, not a thread's id (/proc/TID opens but is not listed)."""
@@ -485,12 +485,16 @@ class NamespaceSet:
                 found[self.own_inode] = self._own()
             return found
         path, what = _selected_path(sel)
-        inode = _link_inode(path) or _checked_inode(path, what)
+        inode = link_inode(path) or _checked_inode(path, what)
         if inode == self.host_inode:
             return {inode: Namespace(inode, "host", path, "")}
         owner = container_owner(sel) if _is_pid(sel) else (decode_name(sel), None)
         label, name = owner if owner and owner[0] else (f"net:[{inode}]", None)
         return {inode: Namespace(inode, label, path, "", name)}
+
+    def chosen(self) -> set[int] | None:
+        """The selected namespaces' inodes; None when every namespace is selected."""
+        return None if self.selector == "all" else set(self.namespaces)
 
     def foreign(self) -> Namespace | None:
         """The one selected namespace when it is not bufmon's own (its facts differ)."""

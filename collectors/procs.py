@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from collectors.model import Process, Sock
+from collectors.netns import link_inode
 from collectors.untrusted import read_comm
 
 SOCKET_PREFIX = "socket:["
@@ -48,10 +49,12 @@ class ProcessIndex:
             return NOT_ROOT_NOTICE
         return unreadable_notice(len(self._unreadable)) if self._unreadable else None
 
-    def attribute(self, socks: list[Sock]) -> None:
+    def attribute(self, socks: list[Sock], netns: set[int] | None = None) -> None:
         """Set sock.process for every socket whose owner is visible, else None.
 
         The common refresh (no socket closed, no new one) is one pass over the sockets.
+        `netns`: the inodes of the namespaces the sockets come from, when not all: a scan
+        reads their processes before the others (which usually own none of them).
         """
         process_of = self._process_of.get
         unknown: set[int] = set()
@@ -69,7 +72,7 @@ class ProcessIndex:
         retry_all = time.monotonic() - self._last_full_pass >= self.full_scan_interval
         targets = unknown if retry_all else unknown - self._unresolved
         if targets:
-            self._scan(unknown, targets)
+            self._scan(unknown, targets, netns)
             changed = True
         self._unresolved = unknown - self._owner.keys()
         if changed:
@@ -97,12 +100,12 @@ class ProcessIndex:
             self._owner = {inode: pid for inode, pid in self._owner.items() if pid not in dead}
         return bool(dead)
 
-    def _scan(self, unknown: set[int], targets: set[int]) -> None:
+    def _scan(self, unknown: set[int], targets: set[int], netns: set[int] | None) -> None:
         """Look for the unknown inodes; stop once every target inode is found."""
         remaining = set(targets)
         owners_first = set(self._owner.values())
         visited = set()
-        for pid in self._pids_in_order(owners_first):
+        for pid in self._pids_in_order(owners_first, netns):
             visited.add(pid)
             found = [inode for inode in self._socket_inodes(pid) if inode in unknown]
             if found and self._learn(pid):
@@ -114,11 +117,13 @@ class ProcessIndex:
         self._unreadable &= visited  # a full pass: forget pids that are gone
         self._last_full_pass = time.monotonic()
 
-    def _pids_in_order(self, owners_first: set[int]) -> Iterator[int]:
+    def _pids_in_order(self, owners_first: set[int], netns: set[int] | None) -> Iterator[int]:
+        """Known owners; then the processes in `netns` (one link read each), then the rest."""
         yield from owners_first
-        for pid in self._all_pids():
-            if pid not in owners_first:
-                yield pid
+        rest = [pid for pid in self._all_pids() if pid not in owners_first]
+        if netns is not None:  # stable: pid order within each part
+            rest.sort(key=lambda pid: link_inode(f"{self.proc}/{pid}/ns/net") not in netns)
+        yield from rest
 
     def _all_pids(self) -> Iterable[int]:
         with os.scandir(self.proc) as entries:

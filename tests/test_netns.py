@@ -297,3 +297,40 @@ def test_stalled_reader_inside_a_namespace_is_flagged() -> None:
             monitor.close()
     assert flagged, "stalled reader in a namespace was not flagged"
     assert flagged[0].process is not None and flagged[0].process.pid == os.getpid()
+
+
+class _Visits(ProcessIndex):
+    """Records the pids whose descriptors a scan reads, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visited: list[int] = []
+
+    def _socket_inodes(self, pid: int) -> list[int]:
+        self.visited.append(pid)
+        return super()._socket_inodes(pid)
+
+
+def test_a_scan_reads_the_chosen_namespaces_processes_first() -> None:
+    # a process outside the namespace, started first (a lower pid, read first in pid
+    # order) and holding sockets, must not be read when the namespace's process owns all
+    outside = _start([sys.executable, "-c", LISTENER, "7003"])
+    ns = Netns("nsfirst").open()
+    inside = _start(ns.command(sys.executable, "-c", LISTENER, "7004"))
+    nsset = NamespaceSet(ns.name)
+    try:
+        socks = nsset.dump()
+        in_order, chosen = _Visits(), _Visits()
+        in_order.attribute(socks)
+        chosen.attribute(socks, nsset.chosen())
+    finally:
+        nsset.close()
+        for proc in (outside, inside):
+            proc.kill()
+            proc.wait()
+        ns.close()
+    (listener,) = _listeners(socks, 7004)
+    assert listener.process is not None and listener.process.pid == inside.pid
+    assert chosen.visited == [inside.pid]  # found there: no other process read
+    assert outside.pid in in_order.visited  # pid order reads it on the way
+    assert nsset.chosen() == set(nsset.namespaces) and NamespaceSet("all").chosen() is None
