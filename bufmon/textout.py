@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from bufmon.present import netns_text, worst_first
@@ -30,8 +30,15 @@ COLUMNS = (
 )
 
 
+_PERCENTS = tuple(f"{n}%" for n in range(301))  # a table of 40,000 rows formats 80,000
+
+
 def percent(fill: float | None) -> str:
-    return "-" if fill is None else f"{fill * 100:.0f}%"
+    """ "42%"; rounded half to even, as f"{fill * 100:.0f}%" would."""
+    if fill is None:
+        return "-"
+    n = round(fill * 100)
+    return _PERCENTS[n] if 0 <= n < len(_PERCENTS) else f"{n}%"
 
 
 def process_text(sock: Sock) -> str:
@@ -49,8 +56,8 @@ def human_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def flag_tags(flags: Iterable[Flag]) -> str:
-    return ",".join(f.kind for f in flags) or "-"
+def flag_tags(flags: Sequence[Flag]) -> str:
+    return ",".join([f.kind for f in flags]) if flags else "-"
 
 
 RATE_COLUMNS = ("Rx/s", "Tx/s", "Retr/s")  # with `snapshot --rates`, after Tx%
@@ -96,8 +103,9 @@ def table(socks: list[Sock], rates: bool = False) -> str:
     rows = [titles, *(row(s, rates) for s in socks)]
     widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
     numeric = {3, 4, 7, 8, *range(_RATES_AT, _RATES_AT + len(extra))}
-    line = "  ".join(f"{{:{'>' if i in numeric else '<'}{w}}}" for i, w in enumerate(widths)).format
-    return "\n".join([line(*r).rstrip() for r in rows])
+    # printf-style: a third faster than str.format over 40,000 rows; the same text for str
+    line = "  ".join(f"%{'' if i in numeric else '-'}{w}s" for i, w in enumerate(widths))
+    return "\n".join([(line % r).rstrip() for r in rows])
 
 
 def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:

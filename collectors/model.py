@@ -309,7 +309,8 @@ class Sock:
         return used / sk[SK_SNDBUF]
 
     def worst_severity(self) -> int:
-        return max((SEVERITY_RANK[f.severity] for f in self.flags), default=0)
+        flags = self.flags
+        return max([SEVERITY_RANK[f.severity] for f in flags]) if flags else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
