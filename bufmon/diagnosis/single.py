@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bufmon.diagnosis.latch import Finding
@@ -22,7 +23,8 @@ def as_flag(kind: str, finding: Finding | None, now: float) -> Flag | None:
 
 def socket_flags(
     s: Sock, config: Config, rules: SocketRules, now: float, unix_rules: UnixRules
-) -> list[Flag]:
+) -> Sequence[Flag]:
+    """The flags one sample raises on `s`; () (shared, no list) for most sockets."""
     if isinstance(s, UnixSock):  # one sample shows no drain progress: only the backlog
         finding = unix_rules.accept_queue(s) if s.is_listener else None
         flags = [as_flag("accept_queue_full", finding, now)]
@@ -33,11 +35,14 @@ def socket_flags(
         cfg = config.udp_drops
         flags = [as_flag("udp_drops", udp_finding(s, None, cfg.fill, 0.0), now)]
     elif s.info is not None and s.state not in HANDSHAKE:
-        zero = rules.zero_window(s, Track(now), now)
-        full = None if zero is not None else rules.send_full(s, Track(now), now)
+        track = Track(now)  # no history: both rules only read it
+        zero = rules.zero_window(s, track, now)
+        full = None if zero is not None else rules.send_full(s, track, now)
+        if zero is None and full is None:
+            return ()
         flags = [as_flag("peer_zero_window", zero, now), as_flag("send_queue_full", full, now)]
     else:
-        return []
+        return ()
     return [f for f in flags if f is not None]
 
 
