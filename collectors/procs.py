@@ -1,9 +1,10 @@
 """Which process owns a socket: inode -> pid from /proc/PID/fd, kept across refreshes.
 
 Only unknown inodes cause a scan. The pids that already own sockets are scanned first
-(new connections usually belong to the same servers), the rest only while inodes are
-still missing. Inodes nobody visible owns are looked for again at most every
-full_scan_interval seconds, unless new ones appear. Command lines are never read.
+(new connections usually belong to the same servers), then the processes of the chosen
+namespaces, the rest only while inodes are still missing. Inodes nobody visible owns
+are looked for again at most every full_scan_interval seconds, unless new ones appear.
+Command lines are never read.
 """
 
 from __future__ import annotations
