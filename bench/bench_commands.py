@@ -11,9 +11,10 @@ and `snapshot --json` (whole process: start-up, imports, one refresh, output), a
 a refresh costs (T(1 + K) - T(1)) / K, start-up and the first (cold) refresh left
 out. Every bufmon process is started from the host with `--netns FARM`, as a user
 would, output to /dev/null. Printed: median and spread (min-max) per row, the ratio
-to `ss -tanmi`'s median, and each command's peak RSS. `--compare BUFMON` times another
-bufmon (e.g. an older checkout's .venv/bin/bufmon) in the same rounds. Prints a
-markdown table.
+to `ss -tanmi`'s median, the median CPU time (user + system: on a shared machine the
+steadier figure) and its ratio to `ss`'s, and each command's peak RSS. `--compare
+BUFMON` times another bufmon (e.g. an older checkout's .venv/bin/bufmon) in the same
+rounds. Prints a markdown table.
 
 bufmon runs with its bytecode cached, as an installed bufmon does (pip compiles it; an
 editable checkout writes __pycache__ on its first run): PYTHONDONTWRITEBYTECODE is
@@ -42,8 +43,9 @@ from collectors.netns import entered
 TARGETS = {"snapshot": 1.5, "snapshot --json": 2.5, "watch": 0.7, "watch --json": 1.5}
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Seconds and peak RSS (KB) of one whole command, its output to /dev/null."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Seconds, peak RSS (KB) and CPU seconds (user + system) of one whole command, its
+    output to /dev/null."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -51,15 +53,20 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
-    return took, usage.ru_maxrss
+    return took, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
-def ss_in(netns: str) -> Callable[[], tuple[float, int]]:
-    def run() -> tuple[float, int]:
+def ss_in(netns: str) -> Callable[[], tuple[float, int, float]]:
+    def run() -> tuple[float, int, float]:
         with entered(f"/run/netns/{netns}"):  # ss forks from this thread: inside
             return timed(["ss", "-tanmi"])
 
     return run
+
+
+def per_refresh(first: list[float], last: list[float], extra: int) -> list[float]:
+    """(T(1 + extra) - T(1)) / extra of each round: one refresh, start-up left out."""
+    return [(b - a) / extra for a, b in zip(first, last, strict=True)]
 
 
 def cached_bytecode(cache: str) -> dict[str, str]:
@@ -74,7 +81,7 @@ def bench(farm: Farm, rounds: int, extra: int, compare: str | None, cache: str) 
     programs = {"": bufmon} if compare is None else {"": bufmon, " (compared)": compare}
     ns = ["--netns", farm.netns]
     once, more = ["--interval", "0", "--count", "1"], ["--interval", "0", "--count", str(1 + extra)]
-    jobs: dict[str, Callable[[], tuple[float, int]]] = {"ss -tanmi": ss_in(farm.netns)}
+    jobs: dict[str, Callable[[], tuple[float, int, float]]] = {"ss -tanmi": ss_in(farm.netns)}
     for suffix, program in programs.items():
         for name, args in {
             "snapshot": ["snapshot"],
@@ -88,35 +95,43 @@ def bench(farm: Farm, rounds: int, extra: int, compare: str | None, cache: str) 
     for suffix in programs:
         jobs["snapshot" + suffix]()  # untimed: fills the bytecode cache (watch's modules too)
     times: dict[str, list[float]] = {name: [] for name in jobs}
+    cpus: dict[str, list[float]] = {name: [] for name in jobs}
     rss: dict[str, int] = dict.fromkeys(jobs, 0)
     for _ in range(rounds):
         for name, job in jobs.items():
-            took, peak = job()
+            took, peak, cpu = job()
             times[name].append(took)
+            cpus[name].append(cpu)
             rss[name] = max(rss[name], peak)
     rows = {"ss -tanmi": times["ss -tanmi"]}
+    cpu_rows = {"ss -tanmi": cpus["ss -tanmi"]}
     for suffix in programs:
         for name in ("snapshot", "snapshot --json"):
             rows[name + suffix] = times[name + suffix]
+            cpu_rows[name + suffix] = cpus[name + suffix]
         for watch in ("watch", "watch --json"):
-            first, last = times[f"{watch} 1{suffix}"], times[f"{watch} {1 + extra}{suffix}"]
-            rows[watch + suffix] = [(b - a) / extra for a, b in zip(first, last, strict=True)]
-            rss[watch + suffix] = rss[f"{watch} {1 + extra}{suffix}"]
+            first, last = f"{watch} 1{suffix}", f"{watch} {1 + extra}{suffix}"
+            rows[watch + suffix] = per_refresh(times[first], times[last], extra)
+            cpu_rows[watch + suffix] = per_refresh(cpus[first], cpus[last], extra)
+            rss[watch + suffix] = rss[last]
     base = statistics.median(rows["ss -tanmi"])
+    cpu_base = statistics.median(cpu_rows["ss -tanmi"])
     print(f"{rounds} rounds, alternating; watch: {extra} refreshes after the first")
     print("bufmon's bytecode cached, as installed (see the module docstring)")
     if compare is not None:
         print(f"(compared): {compare}")
-    print("\n| command | median ms | min-max ms | x `ss -tanmi` | target | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| command | median ms | min-max ms | x `ss -tanmi` | target | CPU ms | CPU x `ss` "
+          "| peak RSS MB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, values in rows.items():
         med = statistics.median(values)
         command = name.removesuffix(" (compared)")
         target = f"<= {TARGETS[command]}" if command in TARGETS else ""
         spread = f"{min(values) * 1000:.0f}-{max(values) * 1000:.0f}"
         label = f"`bufmon {name}`" if command in TARGETS else f"`{name}`"
+        cpu = statistics.median(cpu_rows[name])
         print(f"| {label} | {med * 1000:.0f} | {spread} | {med / base:.2f} | {target} "
-              f"| {rss[name] / 1024:.0f} |")  # fmt: skip
+              f"| {cpu * 1000:.0f} | {cpu / cpu_base:.2f} | {rss[name] / 1024:.0f} |")  # fmt: skip
     print()
 
 
