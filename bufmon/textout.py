@@ -34,11 +34,13 @@ _PERCENTS = tuple(f"{n}%" for n in range(301))  # a table of 40,000 rows formats
 
 
 def percent(fill: float | None) -> str:
-    """ "42%"; rounded half to even, as f"{fill * 100:.0f}%" would."""
+    """ "42%", as f"{fill * 100:.0f}%" writes it (round() rounds half to even too)."""
     if fill is None:
         return "-"
-    n = round(fill * 100)
-    return _PERCENTS[n] if 0 <= n < len(_PERCENTS) else f"{n}%"
+    scaled = fill * 100
+    if 0 <= scaled < 300.5:  # also False for NaN: a replayed file may hold anything
+        return _PERCENTS[round(scaled)]
+    return f"{scaled:.0f}%"
 
 
 def process_text(sock: Sock) -> str:
