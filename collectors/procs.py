@@ -10,9 +10,10 @@ Command lines are never read.
 from __future__ import annotations
 
 import os
-import pwd
 import time
 from collections.abc import Iterable, Iterator
+
+import psutil
 
 from collectors.model import Process, Sock
 from collectors.netns import link_inode
@@ -22,7 +23,8 @@ SOCKET_PREFIX = "socket:["
 NOT_ROOT_NOTICE = "not running as root: processes of other users are not shown"
 
 
-# Processes and fds come and go while we look: skipping them (OSError) is normal.
+# Processes and fds come and go while we look: skipping them is normal.
+GONE = (OSError, psutil.NoSuchProcess, psutil.AccessDenied)
 
 
 def unreadable_notice(count: int) -> str:
@@ -39,7 +41,7 @@ class ProcessIndex:
         self.scans = 0  # /proc/PID/fd directories read so far
         self._owner: dict[int, int] = {}  # inode -> pid
         self._process_of: dict[int, Process] = {}  # inode -> facts, rebuilt on changes
-        self._processes: dict[int, tuple[int, Process]] = {}  # pid -> (start_time, facts)
+        self._processes: dict[int, tuple[float, Process]] = {}  # pid -> (create_time, facts)
         self._unresolved: set[int] = set()  # inodes the last scan could not attribute
         self._last_full_pass = float("-inf")
         self._unreadable: set[int] = set()  # pids whose fds we may not read
@@ -92,9 +94,7 @@ class ProcessIndex:
     def _forget_dead(self) -> bool:
         """Drop pids that died or were reused (another start time); True if any."""
         dead = {
-            pid
-            for pid, (started, _) in self._processes.items()
-            if start_time(self.proc, pid) != started
+            pid for pid, (started, _) in self._processes.items() if create_time_of(pid) != started
         }
         if dead:
             self._processes = {pid: p for pid, p in self._processes.items() if pid not in dead}
@@ -148,15 +148,14 @@ class ProcessIndex:
         """Record the facts of pid unless already known; False when it is gone."""
         if pid in self._processes:
             return True
-        started = start_time(self.proc, pid)
-        if started is None:
-            return False
         try:
-            user = user_name(real_uid(self.proc, pid))
+            proc = psutil.Process(pid)
+            created = proc.create_time()
+            user = proc.username()
             comm = read_comm(f"{self.proc}/{pid}/comm")
-        except OSError:
+        except GONE:
             return False
-        self._processes[pid] = (started, Process(pid=pid, comm=comm, user=user))
+        self._processes[pid] = (created, Process(pid=pid, comm=comm, user=user))
         return True
 
 
@@ -184,29 +183,8 @@ def socket_links(fd_path: str) -> tuple[list[int], bool]:
     return inodes, denied
 
 
-def start_time(proc: str, pid: int) -> int | None:
-    """When pid started (clock ticks after boot): with the pid, names one process (a
-    reused pid starts later). None when it is gone or its stat does not read as expected."""
+def create_time_of(pid: int) -> float | None:
     try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except GONE:
         return None
-    fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) ", comm may hold ")"
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
-
-
-def real_uid(proc: str, pid: int) -> int:
-    with open(f"{proc}/{pid}/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"Uid:"):
-                return int(line.split()[1])
-    raise OSError(f"{proc}/{pid}/status has no Uid line")
-
-
-def user_name(uid: int) -> str:
-    """The user's name, else the uid as text (a user not in the password database)."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)

@@ -36,7 +36,6 @@ NOT_NEEDED = (
     "collectors.destroy",
     "prometheus_client",
     "pyroute2",
-    "psutil",
     "orjson",  # JSON output only
     "tomllib",  # a config file or --set only
     "tempfile",  # saving the view's settings only
