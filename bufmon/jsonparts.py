@@ -1,0 +1,68 @@
+"""Shared parts for the `--json` outputs: what sockets have in common is encoded once.
+
+Sock.to_json(parts) takes these instead of fresh dicts: a socket's buffers, rates
+without their delivery rate, and steady runs of tcp_info become orjson Fragments made
+the first time a value is seen; a process becomes one dict for all its sockets. orjson
+writes the same text as for the plain parts (tests/test_json_fast.py checks it); the
+standard library cannot write Fragments, so its fallback asks for the plain parts.
+One SharedParts serves one document: what it keeps is freed with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from collectors.model import DELIVERY_RATE, Flag, JsonParts, Process, Rates, TcpInfo
+from collectors.tcpinfo import layout
+
+NO_FLAGS: list[Any] = []  # written, never changed
+
+
+def shared_head(doc: dict[str, Any], last: str) -> dict[str, Any]:
+    """`doc` (whose last key is `last`) with the members before it written once, under
+    the first key (their text `v0,"k1":v1,...`); each copy sets `last` itself."""
+    first = next(iter(doc))
+    text = orjson.dumps({k: v for k, v in doc.items() if k != last})
+    return {first: orjson.Fragment(text[len(orjson.dumps(first)) + 2 : -1]), last: None}
+
+
+class SharedParts(JsonParts):
+    """JsonParts for one document, each distinct value encoded once (see module doc)."""
+
+    def __init__(self) -> None:
+        self._skmem: dict[tuple[int, ...], orjson.Fragment] = {}
+        self._rates: dict[Rates, dict[str, Any]] = {}
+        self._processes: dict[int, tuple[Process, dict[str, Any]]] = {}
+
+    def skmem(self, skmem: tuple[int, ...] | None) -> Any:
+        if skmem is None:
+            return None
+        text = self._skmem.get(skmem)
+        if text is None:
+            text = self._skmem[skmem] = orjson.Fragment(orjson.dumps(super().skmem(skmem)))
+        return text
+
+    def tcp_info(self, info: TcpInfo) -> Any:
+        return layout(len(info)).shared().object(info)
+
+    def rates(self, rates: Rates, tcp_info: Mapping[str, Any] | None) -> Any:
+        shared = self._rates.get(rates)
+        if shared is None:  # the delivery rate differs between sockets: set in each copy
+            shared = self._rates[rates] = shared_head(rates.to_json(None), DELIVERY_RATE)
+        out = shared.copy()
+        out[DELIVERY_RATE] = None if tcp_info is None else tcp_info.get(DELIVERY_RATE)
+        return out
+
+    def process(self, process: Process | None) -> Any:
+        if process is None:
+            return None
+        known = self._processes.get(id(process))
+        if known is None:  # the Process is kept with its dict: its id stays its own
+            known = self._processes[id(process)] = (process, process.to_json())
+        return known[1]
+
+    def flags(self, flags: Sequence[Flag]) -> Any:
+        return super().flags(flags) if flags else NO_FLAGS
