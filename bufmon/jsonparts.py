@@ -10,15 +10,17 @@ One SharedParts serves one document: what it keeps is freed with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from collectors.model import DELIVERY_RATE, Flag, JsonParts, Process, Rates, TcpInfo
+from bufmon.jsoninfo import SharedInfo
+from collectors.model import DELIVERY_RATE, Flag, JsonParts, Process, Rates, Sock, TcpInfo
 from collectors.tcpinfo import layout
 
 NO_FLAGS: list[Any] = []  # written, never changed
+SAMPLE = 512  # sockets of a document looked at to tell its steady tcp_info fields
 
 
 def shared_head(doc: dict[str, Any], last: str) -> dict[str, Any]:
@@ -32,7 +34,10 @@ def shared_head(doc: dict[str, Any], last: str) -> dict[str, Any]:
 class SharedParts(JsonParts):
     """JsonParts for one document, each distinct value encoded once (see module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, socks: Sequence[Sock]) -> None:
+        """`socks`: the document's sockets (their tcp_info is sampled)."""
+        self._socks = socks
+        self._infos: dict[int, SharedInfo] = {}  # by tcp_info length
         self._skmem: dict[tuple[int, ...], orjson.Fragment] = {}
         self._rates: dict[Rates, dict[str, Any]] = {}
         self._processes: dict[int, tuple[Process, dict[str, Any]]] = {}
@@ -46,14 +51,22 @@ class SharedParts(JsonParts):
         return text
 
     def tcp_info(self, info: TcpInfo) -> Any:
-        return layout(len(info)).shared().object(info)
+        shared = self._infos.get(len(info))
+        if shared is None:
+            shared = self._infos[len(info)] = self._shared_info(len(info))
+        return shared.object(info)
 
-    def rates(self, rates: Rates, tcp_info: Mapping[str, Any] | None) -> Any:
+    def _shared_info(self, length: int) -> SharedInfo:
+        """SAMPLE tcp_info of this length, spread over the document."""
+        infos = [s.info for s in self._socks if s.info is not None and len(s.info) == length]
+        return SharedInfo(layout(length), infos[:: max(1, len(infos) // SAMPLE)])
+
+    def rates(self, rates: Rates, info: TcpInfo | None) -> Any:
         shared = self._rates.get(rates)
         if shared is None:  # the delivery rate differs between sockets: set in each copy
             shared = self._rates[rates] = shared_head(rates.to_json(None), DELIVERY_RATE)
         out = shared.copy()
-        out[DELIVERY_RATE] = None if tcp_info is None else tcp_info.get(DELIVERY_RATE)
+        out[DELIVERY_RATE] = None if info is None else info.get(DELIVERY_RATE)
         return out
 
     def process(self, process: Process | None) -> Any:

@@ -179,7 +179,7 @@ def json_chunks(snap: Snapshot, socks: list[Sock]) -> Iterator[bytes]:
 
     head, tail = _dumps(snap.to_json([])).split(SOCKETS_FIELD, 1)
     yield head + SOCKETS_FIELD[:-1]
-    parts = SharedParts()
+    parts = SharedParts(socks)
     for start in range(0, len(socks), BATCH):
         batch = socks[start : start + BATCH]
         text = _dumps([s.to_json(parts) for s in batch], functools.partial(_plain, batch))

@@ -6,7 +6,7 @@ and becomes a dict only when a consumer asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
@@ -176,15 +176,14 @@ class Rates(NamedTuple):
     retrans_per_s: float  # segments (total_retrans)
     retrans_share: float  # retransmitted / segments sent (segs_out); 0 when none sent
 
-    def to_json(self, tcp_info: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The JSON `rates`, with the delivery rate the kernel reports (bytes/s), read
-        from the socket's JSON `tcp_info`."""
+    def to_json(self, info: TcpInfo | None) -> dict[str, Any]:
+        """The JSON `rates`, with the delivery rate the kernel reports (bytes/s)."""
         return {
             "rx_bytes_per_s": round(self.rx_bytes_per_s),
             "tx_bytes_per_s": round(self.tx_bytes_per_s),
             "retrans_per_s": round(self.retrans_per_s, 2),
             "retrans_share": round(self.retrans_share, 4),
-            DELIVERY_RATE: None if tcp_info is None else tcp_info.get(DELIVERY_RATE),
+            DELIVERY_RATE: None if info is None else info.get(DELIVERY_RATE),
         }
 
     @classmethod
@@ -210,9 +209,8 @@ class JsonParts:
     def tcp_info(self, info: TcpInfo) -> Any:
         return info.to_json()
 
-    def rates(self, rates: Rates, tcp_info: Mapping[str, Any] | None) -> Any:
-        """`tcp_info`: what tcp_info() gave for the socket."""
-        return rates.to_json(tcp_info)
+    def rates(self, rates: Rates, info: TcpInfo | None) -> Any:
+        return rates.to_json(info)
 
     def process(self, process: Process | None) -> Any:
         return None if process is None else process.to_json()
@@ -342,7 +340,7 @@ class Sock:
 
     def to_json(self, parts: JsonParts = PLAIN) -> dict[str, Any]:
         """This socket's JSON object; `parts` writes the nested parts (see JsonParts)."""
-        info = None if self.info is None else parts.tcp_info(self.info)
+        info = self.info
         return {
             "proto": self.proto,
             "family": self.family,
@@ -354,7 +352,7 @@ class Sock:
             "recv_q": self.recv_q,
             "send_q": self.send_q,
             "skmem": parts.skmem(self.skmem),
-            "tcp_info": info,
+            "tcp_info": None if info is None else parts.tcp_info(info),
             "rates": None if self.rates is None else parts.rates(self.rates, info),
             "timer": self.timer,
             "uid": self.uid,

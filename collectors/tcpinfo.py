@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from functools import lru_cache
-from itertools import groupby
 from typing import Any
 
 # (name, struct code) in kernel order after the first 8 bytes of u8 fields.
@@ -94,7 +93,7 @@ def _bits_of(byte: int) -> tuple[tuple[int, ...], ...]:
 
 _BITS_OF_BYTE = {6: _bits_of(6), 7: _bits_of(7)}  # looked up, not shifted, per socket
 _SIZES = {"B": 1, "I": 4, "Q": 8, "H": 2}
-_CODES = {size: code for code, size in _SIZES.items()}
+CODES = {size: code for code, size in _SIZES.items()}  # struct code by field size
 MIN_LEN = 8
 
 Unpack = Callable[[Any, int], tuple[int, ...]]
@@ -167,7 +166,7 @@ class TcpInfo(bytes):
             if name in _BITFIELDS:
                 raw[offset] |= (value & mask) << shift
             else:
-                code = {1: "B", 2: "H", 4: "I", 8: "Q"}[end - offset]
+                code = CODES[end - offset]
                 struct.pack_into("=" + code, raw, offset, value)
         return cls(bytes(raw))
 
@@ -176,7 +175,7 @@ class Layout:
     """The whole fields of one tcp_info length, as one struct (for to_json), and the
     names of its JSON fields: the bitfields of bytes 6 and 7 in the kernel's order."""
 
-    __slots__ = ("_shared", "fields", "names", "struct")
+    __slots__ = ("fields", "names", "struct")
 
     def __init__(self, length: int) -> None:
         codes, size, names = "8B", MIN_LEN, [*_HEAD, *_BITFIELDS]
@@ -192,81 +191,6 @@ class Layout:
         self.struct = struct.Struct("=" + codes)
         self.names = tuple(names)
         self.fields = tuple(fields)
-        self._shared: SharedJson | None = None
-
-    def shared(self) -> SharedJson:
-        """This length's SharedJson, made the first time a JSON output asks for it."""
-        if self._shared is None:
-            self._shared = SharedJson(self)
-        return self._shared
-
-
-# Fields that most connections of a host have in common: the first ones up to fackets
-# (state, options, scales, timeouts, MSS, loss counters) and the last ones from rehash
-# (counters of rare events). The fields between move with traffic and time.
-_STEADY_UNTIL, _STEADY_FROM = "fackets", "rehash"
-RUN_TEXTS_MAX = 4096  # texts kept per steady run; past it the run's texts start over
-
-
-class _RunTexts(dict[bytes, Any]):
-    """The JSON text of one steady run of fields by the run's bytes: `v0,"n1":v1,...`,
-    an orjson Fragment to store under the run's first name."""
-
-    def __init__(self, offset: int, names: tuple[str, ...]) -> None:
-        super().__init__()
-        self.offset = offset
-        self.names = names
-
-    def __missing__(self, raw: bytes) -> Any:
-        import orjson  # late: only the JSON outputs need it
-
-        if len(self) >= RUN_TEXTS_MAX:
-            self.clear()
-        values = TcpInfo(bytes(self.offset) + raw).to_json()  # the run alone, in its place
-        text = orjson.dumps({name: values[name] for name in self.names})
-        piece = self[raw] = orjson.Fragment(text[len(orjson.dumps(self.names[0])) + 2 : -1])
-        return piece
-
-
-class SharedJson:
-    """tcp_info of one length as the `--json` outputs write it: each steady run of
-    fields (see _STEADY_UNTIL) is one text, made once for all the sockets with the same
-    bytes there; the moving fields are numbers. orjson writes from it the same JSON as
-    from TcpInfo.to_json()."""
-
-    __slots__ = ("moving", "runs", "template", "unpack_moving")
-
-    def __init__(self, lay: Layout) -> None:
-        names = lay.names
-        until = names.index(_STEADY_UNTIL) + 1 if _STEADY_UNTIL in names else len(names)
-        after = names.index(_STEADY_FROM) if _STEADY_FROM in names else len(names)
-        steady = {*names[:until], *names[after:]}
-        runs: list[tuple[str, slice, _RunTexts]] = []
-        moving: list[str] = []
-        codes = "="
-        for is_steady, group in groupby(lay.fields, key=lambda field: field[0][0] in steady):
-            fields = list(group)
-            start, end = fields[0][1], fields[-1][2]
-            if is_steady:
-                run = tuple(name for field_names, _, _ in fields for name in field_names)
-                runs.append((run[0], slice(start, end), _RunTexts(start, run)))
-                codes += f"{end - start}x"
-            else:
-                moving += [field_names[0] for field_names, _, _ in fields]
-                codes += "".join(_CODES[stop - at] for _, at, stop in fields)
-        self.runs = tuple(runs)
-        self.moving = tuple(moving)
-        self.unpack_moving = struct.Struct(codes).unpack_from
-        keys = {*self.moving, *(key for key, _, _ in self.runs)}
-        self.template = dict.fromkeys(name for name in names if name in keys)  # their order
-
-    def object(self, info: TcpInfo) -> dict[str, Any]:
-        """The JSON object of `info` (of this length): shared texts and numbers."""
-        out = self.template.copy()
-        out.update(zip(self.moving, self.unpack_moving(info), strict=True))
-        for key, cut, texts in self.runs:
-            out[key] = texts[info[cut]]
-        return out
 
 
 @lru_cache(maxsize=16)

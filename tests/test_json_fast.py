@@ -6,6 +6,7 @@ without a process, and a process whose name is not ASCII (the standard library p
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import orjson
 import pytest
 from scenes import Scene
 
+from bufmon import jsoninfo
+from bufmon.jsoninfo import SharedInfo
 from bufmon.jsonparts import SharedParts
 from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns, StalledReader
@@ -87,9 +90,12 @@ def test_the_namespace_holds_every_kind(snap: Snapshot) -> None:
 
 
 def test_each_socket_writes_as_its_plain_dict(snap: Snapshot) -> None:
-    parts = SharedParts()
+    mixed = SharedParts(snap.sockets)
     for sock in snap.sockets:
-        assert orjson.dumps(sock.to_json(parts)) == orjson.dumps(sock.to_json()), sock.state
+        plain = orjson.dumps(sock.to_json())
+        assert orjson.dumps(sock.to_json(mixed)) == plain, sock.state
+        # alone in its document, every field of its tcp_info looks steady: one text
+        assert orjson.dumps(sock.to_json(SharedParts([sock]))) == plain, sock.state
 
 
 def test_documents_are_the_same_bytes(snap: Snapshot) -> None:
@@ -116,21 +122,38 @@ def _tcp_info() -> bytes:
         return client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)
 
 
+def _variants(raw: bytes, count: int = 64) -> list[bytes]:
+    """`raw` with about half of its fields (a random choice) random in each copy."""
+    rng = random.Random(15)
+    fields = tcpinfo.layout(len(raw)).fields
+    moving = [field for field in fields if rng.random() < 0.5]
+    out = []
+    for _ in range(count):
+        copy = bytearray(raw)
+        for _, start, end in moving:
+            copy[start:end] = rng.randbytes(end - start)
+        out.append(bytes(copy))
+    return out
+
+
 def test_tcp_info_of_every_length_writes_as_its_dict() -> None:
-    """Every length an older kernel may send, and odd ones that cut a field."""
-    raw = _tcp_info()
-    for length in range(tcpinfo.MIN_LEN, len(raw) + 1):
-        info = TcpInfo(raw[:length])
-        shared = tcpinfo.layout(length).shared().object(info)
-        assert orjson.dumps(shared) == orjson.dumps(info.to_json()), length
+    """Every length an older kernel may send, and odd ones that cut a field; steady
+    runs and moving fields as a sample of sockets tells them apart."""
+    variants = _variants(_tcp_info())
+    for length in range(tcpinfo.MIN_LEN, len(variants[0]) + 1):
+        infos = [TcpInfo(raw[:length]) for raw in variants]
+        shared = SharedInfo(tcpinfo.layout(length), infos)
+        for info in infos:
+            assert orjson.dumps(shared.object(info)) == orjson.dumps(info.to_json()), length
+    assert len(shared.runs) > 1 and len(shared.moving) > 1  # both ways were taken
 
 
 def test_steady_texts_start_over_when_too_many(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sockets that differ in their steady fields each get their own text, however
-    many there are; the texts kept per run stay bounded."""
-    monkeypatch.setattr(tcpinfo, "RUN_TEXTS_MAX", 3)
+    """Sockets that differ where the sample saw one value still get their own text,
+    however many there are; the texts kept per run stay bounded."""
+    monkeypatch.setattr(jsoninfo, "RUN_TEXTS_MAX", 3)
     raw = _tcp_info()
-    shared = tcpinfo.SharedJson(tcpinfo.Layout(len(raw)))
+    shared = SharedInfo(tcpinfo.layout(len(raw)), [raw])  # one value each: all steady
     for rto in range(200000, 200010):
         info = TcpInfo(raw[:8] + rto.to_bytes(4, sys.byteorder) + raw[12:])
         assert orjson.dumps(shared.object(info)) == orjson.dumps(info.to_json())
