@@ -25,6 +25,13 @@ RUN_TEXTS_MAX = 4096  # texts kept per run; past it the run's texts start over
 Field = tuple[tuple[str, ...], int, int]  # JSON names, offset, end (Layout.fields)
 
 
+def after_first_key(doc: dict[str, Any]) -> orjson.Fragment:
+    """`doc`'s JSON text from its first value on, without the closing brace,
+    `v0,"k1":v1,...`: stored under the first key, orjson writes `doc`'s members."""
+    text = orjson.dumps(doc)
+    return orjson.Fragment(text[len(orjson.dumps(next(iter(doc)))) + 2 : -1])  # + `{` `:`
+
+
 class _RunTexts(dict[bytes, orjson.Fragment]):
     """The JSON text of one run of fields by its bytes: `v0,"n1":v1,...`, to store
     under the run's first name."""
@@ -38,8 +45,7 @@ class _RunTexts(dict[bytes, orjson.Fragment]):
         if len(self) >= RUN_TEXTS_MAX:
             self.clear()
         values = TcpInfo(bytes(self.offset) + raw).to_json()  # the run alone, in its place
-        text = orjson.dumps({name: values[name] for name in self.names})
-        piece = self[raw] = orjson.Fragment(text[len(orjson.dumps(self.names[0])) + 2 : -1])
+        piece = self[raw] = after_first_key({name: values[name] for name in self.names})
         return piece
 
 

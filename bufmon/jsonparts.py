@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bufmon.jsoninfo import SharedInfo
+from bufmon.jsoninfo import SharedInfo, after_first_key
 from collectors.model import DELIVERY_RATE, Flag, JsonParts, Process, Rates, Sock, TcpInfo
 from collectors.tcpinfo import layout
 
@@ -25,10 +25,9 @@ SAMPLE = 512  # sockets of a document looked at to tell its steady tcp_info fiel
 
 def shared_head(doc: dict[str, Any], last: str) -> dict[str, Any]:
     """`doc` (whose last key is `last`) with the members before it written once, under
-    the first key (their text `v0,"k1":v1,...`); each copy sets `last` itself."""
-    first = next(iter(doc))
-    text = orjson.dumps({k: v for k, v in doc.items() if k != last})
-    return {first: orjson.Fragment(text[len(orjson.dumps(first)) + 2 : -1]), last: None}
+    the first key; each copy sets `last` itself."""
+    head = {key: value for key, value in doc.items() if key != last}
+    return {next(iter(doc)): after_first_key(head), last: None}
 
 
 class SharedParts(JsonParts):
