@@ -10,8 +10,9 @@ TcpInfo.to_json(); a busy host, where most fields move, only shares less.
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from collectors.tcpinfo import CODES, Layout, TcpInfo
 
 STEADY_SHARE = 64  # a steady run: at most 1/64 as many values as sampled sockets
 MIN_RUN = 3  # fewer steady fields side by side are cheaper as numbers
-RUN_TEXTS_MAX = 4096  # texts kept per run; past it the run's texts start over
+SHARED_MAX = 4096  # values kept per Shared
 
 Field = tuple[tuple[str, ...], int, int]  # JSON names, offset, end (Layout.fields)
 
@@ -32,21 +33,25 @@ def after_first_key(doc: dict[str, Any]) -> orjson.Fragment:
     return orjson.Fragment(text[len(orjson.dumps(next(iter(doc)))) + 2 : -1])  # + `{` `:`
 
 
-class _RunTexts(dict[bytes, orjson.Fragment]):
-    """The JSON text of one run of fields by its bytes: `v0,"n1":v1,...`, to store
-    under the run's first name."""
+class Shared(dict[Hashable, Any]):
+    """What `make(key)` gives, made the first time a key is asked for; at most
+    SHARED_MAX values are kept (past it they start over), whatever the host holds."""
 
-    def __init__(self, offset: int, names: tuple[str, ...]) -> None:
+    def __init__(self, make: Callable[[Any], Any]) -> None:
         super().__init__()
-        self.offset = offset
-        self.names = names
+        self.make = make
 
-    def __missing__(self, raw: bytes) -> orjson.Fragment:
-        if len(self) >= RUN_TEXTS_MAX:
+    def __missing__(self, key: Hashable) -> Any:
+        if len(self) >= SHARED_MAX:
             self.clear()
-        values = TcpInfo(bytes(self.offset) + raw).to_json()  # the run alone, in its place
-        piece = self[raw] = after_first_key({name: values[name] for name in self.names})
-        return piece
+        value = self[key] = self.make(key)
+        return value
+
+
+def _run_text(offset: int, names: tuple[str, ...], raw: bytes) -> orjson.Fragment:
+    """The JSON text of the run of fields `names` at `offset`, whose bytes are `raw`."""
+    values = TcpInfo(bytes(offset) + raw).to_json()  # the run alone, in its place
+    return after_first_key({name: values[name] for name in names})
 
 
 class SharedInfo:
@@ -56,14 +61,15 @@ class SharedInfo:
     __slots__ = ("moving", "runs", "template", "unpack_moving")
 
     def __init__(self, lay: Layout, sample: Sequence[bytes]) -> None:
-        self.runs: tuple[tuple[str, slice, _RunTexts], ...] = ()
+        self.runs: tuple[tuple[str, slice, Shared], ...] = ()
         self.moving: tuple[str, ...] = ()
         codes = "="
         for steady, fields in _runs(lay.fields, sample):
             start, end = fields[0][1], fields[-1][2]
             if steady:
                 names = tuple(name for names, _, _ in fields for name in names)
-                self.runs += ((names[0], slice(start, end), _RunTexts(start, names)),)
+                texts = Shared(functools.partial(_run_text, start, names))
+                self.runs += ((names[0], slice(start, end), texts),)
                 codes += f"{end - start}x"
             else:
                 self.moving += tuple(names[0] for names, _, _ in fields)

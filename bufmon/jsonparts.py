@@ -5,7 +5,8 @@ without their delivery rate, and steady runs of tcp_info become orjson Fragments
 the first time a value is seen; a process becomes one dict for all its sockets. orjson
 writes the same text as for the plain parts (tests/test_json_fast.py checks it); the
 standard library cannot write Fragments, so its fallback asks for the plain parts.
-One SharedParts serves one document: what it keeps is freed with it.
+One SharedParts serves one document: what it keeps (at most jsoninfo.SHARED_MAX values
+of each kind) is freed with it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from bufmon.jsoninfo import SharedInfo, after_first_key
-from collectors.model import DELIVERY_RATE, Flag, JsonParts, Process, Rates, Sock, TcpInfo
+from bufmon.jsoninfo import Shared, SharedInfo, after_first_key
+from collectors.model import DELIVERY_RATE, PLAIN, Flag, JsonParts, Process, Rates, Sock, TcpInfo
 from collectors.tcpinfo import layout
 
 NO_FLAGS: list[Any] = []  # written, never changed
@@ -37,17 +38,12 @@ class SharedParts(JsonParts):
         """`socks`: the document's sockets (their tcp_info is sampled)."""
         self._socks = socks
         self._infos: dict[int, SharedInfo] = {}  # by tcp_info length
-        self._skmem: dict[tuple[int, ...], orjson.Fragment] = {}
-        self._rates: dict[Rates, dict[str, Any]] = {}
+        self._skmem = Shared(lambda skmem: orjson.Fragment(orjson.dumps(PLAIN.skmem(skmem))))
+        self._rates = Shared(lambda rates: shared_head(rates.to_json(None), DELIVERY_RATE))
         self._processes: dict[int, tuple[Process, dict[str, Any]]] = {}
 
     def skmem(self, skmem: tuple[int, ...] | None) -> Any:
-        if skmem is None:
-            return None
-        text = self._skmem.get(skmem)
-        if text is None:
-            text = self._skmem[skmem] = orjson.Fragment(orjson.dumps(super().skmem(skmem)))
-        return text
+        return None if skmem is None else self._skmem[skmem]
 
     def tcp_info(self, info: TcpInfo) -> Any:
         shared = self._infos.get(len(info))
@@ -61,10 +57,7 @@ class SharedParts(JsonParts):
         return SharedInfo(layout(length), infos[:: max(1, len(infos) // SAMPLE)])
 
     def rates(self, rates: Rates, info: TcpInfo | None) -> Any:
-        shared = self._rates.get(rates)
-        if shared is None:  # the delivery rate differs between sockets: set in each copy
-            shared = self._rates[rates] = shared_head(rates.to_json(None), DELIVERY_RATE)
-        out = shared.copy()
+        out = self._rates[rates].copy()  # the delivery rate differs between sockets
         out[DELIVERY_RATE] = None if info is None else info.get(DELIVERY_RATE)
         return out
 

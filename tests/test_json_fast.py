@@ -151,7 +151,7 @@ def test_tcp_info_of_every_length_writes_as_its_dict() -> None:
 def test_steady_texts_start_over_when_too_many(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sockets that differ where the sample saw one value still get their own text,
     however many there are; the texts kept per run stay bounded."""
-    monkeypatch.setattr(jsoninfo, "RUN_TEXTS_MAX", 3)
+    monkeypatch.setattr(jsoninfo, "SHARED_MAX", 3)
     raw = _tcp_info()
     shared = SharedInfo(tcpinfo.layout(len(raw)), [raw])  # one value each: all steady
     for rto in range(200000, 200010):
