@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from bufmon.memo import Memo
 from collectors.tcpinfo import CODES, Layout, TcpInfo
 
 STEADY_SHARE = 64  # a steady run: at most 1/64 as many values as sampled sockets
 MIN_RUN = 3  # fewer steady fields side by side are cheaper as numbers
-SHARED_MAX = 4096  # values kept per Shared
+SHARED_MAX = 4096  # values kept per Memo of shared texts
 
 Field = tuple[tuple[str, ...], int, int]  # JSON names, offset, end (Layout.fields)
 
@@ -31,21 +32,6 @@ def after_first_key(doc: dict[str, Any]) -> orjson.Fragment:
     `v0,"k1":v1,...`: stored under the first key, orjson writes `doc`'s members."""
     text = orjson.dumps(doc)
     return orjson.Fragment(text[len(orjson.dumps(next(iter(doc)))) + 2 : -1])  # + `{` `:`
-
-
-class Shared(dict[Hashable, Any]):
-    """What `make(key)` gives, made the first time a key is asked for; at most
-    SHARED_MAX values are kept (past it they start over), whatever the host holds."""
-
-    def __init__(self, make: Callable[[Any], Any]) -> None:
-        super().__init__()
-        self.make = make
-
-    def __missing__(self, key: Hashable) -> Any:
-        if len(self) >= SHARED_MAX:
-            self.clear()
-        value = self[key] = self.make(key)
-        return value
 
 
 def _run_text(offset: int, names: tuple[str, ...], raw: bytes) -> orjson.Fragment:
@@ -61,14 +47,14 @@ class SharedInfo:
     __slots__ = ("moving", "runs", "template", "unpack_moving")
 
     def __init__(self, lay: Layout, sample: Sequence[bytes]) -> None:
-        self.runs: tuple[tuple[str, slice, Shared], ...] = ()
+        self.runs: tuple[tuple[str, slice, Memo[bytes, orjson.Fragment]], ...] = ()
         self.moving: tuple[str, ...] = ()
         codes = "="
         for steady, fields in _runs(lay.fields, sample):
             start, end = fields[0][1], fields[-1][2]
             if steady:
                 names = tuple(name for names, _, _ in fields for name in names)
-                texts = Shared(functools.partial(_run_text, start, names))
+                texts = Memo(functools.partial(_run_text, start, names), SHARED_MAX)
                 self.runs += ((names[0], slice(start, end), texts),)
                 codes += f"{end - start}x"
             else:

@@ -5,8 +5,8 @@ without their delivery rate, and steady runs of tcp_info become orjson Fragments
 the first time a value is seen; a process becomes one dict for all its sockets. orjson
 writes the same text as for the plain parts (tests/test_json_fast.py checks it); the
 standard library cannot write Fragments, so its fallback asks for the plain parts.
-One SharedParts serves one document: what it keeps (at most jsoninfo.SHARED_MAX values
-of each kind) is freed with it.
+One SharedParts serves one document: what it keeps (at most SHARED_MAX values of
+each kind) is freed with it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from bufmon.jsoninfo import Shared, SharedInfo, after_first_key
+from bufmon.jsoninfo import SHARED_MAX, SharedInfo, after_first_key
+from bufmon.memo import Memo
 from collectors.model import DELIVERY_RATE, PLAIN, Flag, JsonParts, Process, Rates, Sock, TcpInfo
 from collectors.tcpinfo import layout
 
@@ -31,6 +32,14 @@ def shared_head(doc: dict[str, Any], last: str) -> dict[str, Any]:
     return {next(iter(doc)): after_first_key(head), last: None}
 
 
+def _skmem_text(skmem: tuple[int, ...]) -> orjson.Fragment:
+    return orjson.Fragment(orjson.dumps(PLAIN.skmem(skmem)))
+
+
+def _rates_head(rates: Rates) -> dict[str, Any]:
+    return shared_head(rates.to_json(None), DELIVERY_RATE)
+
+
 class SharedParts(JsonParts):
     """JsonParts for one document, each distinct value encoded once (see module doc)."""
 
@@ -38,8 +47,8 @@ class SharedParts(JsonParts):
         """`socks`: the document's sockets (their tcp_info is sampled)."""
         self._socks = socks
         self._infos: dict[int, SharedInfo] = {}  # by tcp_info length
-        self._skmem = Shared(lambda skmem: orjson.Fragment(orjson.dumps(PLAIN.skmem(skmem))))
-        self._rates = Shared(lambda rates: shared_head(rates.to_json(None), DELIVERY_RATE))
+        self._skmem = Memo(_skmem_text, SHARED_MAX)
+        self._rates = Memo(_rates_head, SHARED_MAX)
         self._processes: dict[int, tuple[Process, dict[str, Any]]] = {}
 
     def skmem(self, skmem: tuple[int, ...] | None) -> Any:
