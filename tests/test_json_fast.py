@@ -48,6 +48,8 @@ def snap() -> Iterator[Snapshot]:
     """Two refreshes of a namespace holding every kind of socket (rates need two)."""
     with Netns("jsonfast") as ns:
         scene = Scene(ns.name)
+        with entered(f"/run/netns/{ns.name}"):
+            unix = socket.socketpair()
         holder = subprocess.Popen(
             [*ns.command(sys.executable, "-c", HOLDER), NAME],
             stdin=subprocess.PIPE,
@@ -57,8 +59,7 @@ def snap() -> Iterator[Snapshot]:
         try:
             with entered(f"/run/netns/{ns.name}"):
                 scene.build()
-                unix = socket.socketpair()
-                unix[0].sendall(b"u" * 300)
+            unix[0].sendall(b"u" * 300)
             assert holder.stdout is not None and int(holder.stdout.readline())
             with StalledReader(ns):
                 monitor = Monitor(ns.name)
