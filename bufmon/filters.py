@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from bufmon.memo import Memo
 from bufmon.rates import retr_rate, rx_rate, tx_rate
 from collectors.model import (
     FLAG_KINDS,
@@ -127,20 +128,6 @@ def _integer(value: str, what: str, limit: int) -> int:
     return int(value)
 
 
-class _Memo(dict[str, bool]):
-    """A string test remembered per string; cleared when full so a long TUI run stays bounded."""
-
-    def __init__(self, test: Callable[[str], bool]) -> None:
-        super().__init__()
-        self.test = test
-
-    def __missing__(self, text: str) -> bool:
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        hit = self[text] = self.test(text)
-        return hit
-
-
 def _address_test(value: str) -> Callable[[str], bool]:
     """Exact address or CIDR; an IPv4 network also matches v4-mapped IPv6 addresses."""
     try:
@@ -158,7 +145,7 @@ def _address_test(value: str) -> Callable[[str], bool]:
             return mapped is not None and mapped in network
         return address.version == network.version and address in network
 
-    return _Memo(test).__getitem__
+    return Memo(test, _CACHE_LIMIT).__getitem__
 
 
 # --- fields -------------------------------------------------------------------------
@@ -235,7 +222,7 @@ def _netns(value: str) -> Predicate:
     """The namespace's label ("docker:0123456789ab") or its container's name ("docker:web")."""
     if not any(char in value for char in "*?["):
         return lambda s: s.netns == value or s.netns_name == value
-    match = _Memo(lambda label: fnmatchcase(label, value)).__getitem__
+    match = Memo[str, bool](lambda label: fnmatchcase(label, value), _CACHE_LIMIT).__getitem__
     return lambda s: match(s.netns) or (s.netns_name is not None and match(s.netns_name))
 
 
@@ -262,7 +249,9 @@ def _family(value: str) -> Predicate:
 
 def _path(value: str) -> Predicate:
     """A glob over a UNIX socket's path or its peer's (abstract names start with @)."""
-    match = _Memo(lambda path: bool(path) and fnmatchcase(path, value)).__getitem__
+    match = Memo[str, bool](
+        lambda path: bool(path) and fnmatchcase(path, value), _CACHE_LIMIT
+    ).__getitem__
     return lambda s: isinstance(s, UnixSock) and (match(s.local_addr) or match(s.peer_addr))
 
 

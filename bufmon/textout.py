@@ -5,6 +5,7 @@ passes through `printable` so no control character reaches the terminal."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -149,12 +150,13 @@ def watch_document(snap: Snapshot, socks: list[Sock]) -> dict[str, Any]:
     return snap.to_json(socks)
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(value: Any, plain: Callable[[], Any] | None = None) -> bytes:
     """Compact JSON, ASCII only (a name's escape sequences never reach a terminal raw).
 
     orjson writes it several times faster; what it would write otherwise (any
     character past ASCII, which orjson leaves unescaped, or a value it refuses) goes
-    through the standard library, so the text is the same either way."""
+    through the standard library, so the text is the same either way. `plain()` gives
+    `value` without orjson Fragments, for the standard library."""
     import orjson  # late: only the JSON outputs need it
 
     try:
@@ -163,7 +165,8 @@ def _dumps(value: Any) -> bytes:
         out = b"\x80"  # not ASCII: take the standard path below
     if out.isascii():
         return out
-    return json.dumps(value, separators=(",", ":")).encode("ascii")
+    doc = value if plain is None else plain()
+    return json.dumps(doc, separators=(",", ":")).encode("ascii")
 
 
 def json_line(doc: dict[str, Any]) -> str:
@@ -174,15 +177,23 @@ SOCKETS_FIELD = b'"sockets":[]'  # no JSON string holds it: their quotes are esc
 BATCH = 2000  # sockets turned into dicts and text at a time
 
 
+def _plain(socks: list[Sock]) -> list[dict[str, Any]]:
+    return [s.to_json() for s in socks]
+
+
 def json_chunks(snap: Snapshot, socks: list[Sock]) -> Iterator[bytes]:
     """json_line(watch_document(snap, socks)) in pieces, for a stream: the sockets'
     dicts are built a batch at a time, never all at once (200,000 sockets' dicts and
-    text would take gigabytes)."""
+    text would take gigabytes), with the parts sockets share encoded once."""
+    from bufmon.jsonparts import SharedParts  # late: only the JSON outputs need it
+
     head, tail = _dumps(snap.to_json([])).split(SOCKETS_FIELD, 1)
     yield head + SOCKETS_FIELD[:-1]
+    parts = SharedParts(socks)
     for start in range(0, len(socks), BATCH):
-        batch = _dumps([s.to_json() for s in socks[start : start + BATCH]])
-        yield (b"," if start else b"") + batch[1:-1]
+        batch = socks[start : start + BATCH]
+        text = _dumps([s.to_json(parts) for s in batch], functools.partial(_plain, batch))
+        yield (b"," if start else b"") + text[1:-1]
     yield b"]" + tail
 
 

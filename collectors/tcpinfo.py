@@ -93,6 +93,7 @@ def _bits_of(byte: int) -> tuple[tuple[int, ...], ...]:
 
 _BITS_OF_BYTE = {6: _bits_of(6), 7: _bits_of(7)}  # looked up, not shifted, per socket
 _SIZES = {"B": 1, "I": 4, "Q": 8, "H": 2}
+CODES = {size: code for code, size in _SIZES.items()}  # struct code by field size
 MIN_LEN = 8
 
 Unpack = Callable[[Any, int], tuple[int, ...]]
@@ -165,7 +166,7 @@ class TcpInfo(bytes):
             if name in _BITFIELDS:
                 raw[offset] |= (value & mask) << shift
             else:
-                code = {1: "B", 2: "H", 4: "I", 8: "Q"}[end - offset]
+                code = CODES[end - offset]
                 struct.pack_into("=" + code, raw, offset, value)
         return cls(bytes(raw))
 
@@ -174,18 +175,22 @@ class Layout:
     """The whole fields of one tcp_info length, as one struct (for to_json), and the
     names of its JSON fields: the bitfields of bytes 6 and 7 in the kernel's order."""
 
-    __slots__ = ("names", "struct")
+    __slots__ = ("fields", "names", "struct")
 
     def __init__(self, length: int) -> None:
         codes, size, names = "8B", MIN_LEN, [*_HEAD, *_BITFIELDS]
+        # (JSON names, offset, end) of each whole field; the first 8 bytes are one
+        fields = [(tuple(names), 0, MIN_LEN)]
         for name, code in _FIELDS:
             if size + _SIZES[code] > length:
                 break
             codes += code
+            fields.append(((name,), size, size + _SIZES[code]))
             size += _SIZES[code]
             names.append(name)
         self.struct = struct.Struct("=" + codes)
         self.names = tuple(names)
+        self.fields = tuple(fields)
 
 
 @lru_cache(maxsize=16)
