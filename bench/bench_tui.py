@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -103,9 +104,81 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f} ms"
 
 
+KEY_NAMES = {
+    "s": "s (sort by next column)",
+    "r": "r (reverse)",
+    "S": "S (back to worst first)",
+    "v": "v (group by process)",
+    "filter": "filter applied",
+    "clear": "filter cleared",
+}
+
+
+class Keys:
+    """Sends keys to a running app and times each from the key reaching the app to the
+    first frame drawn after its effect."""
+
+    def __init__(self, app: BufmonApp) -> None:
+        self.app = app
+        self.frames: list[float] = []
+        display = app._display
+
+        def counted(screen, renderable):  # type: ignore[no-untyped-def]
+            self.frames.append(time.perf_counter())
+            display(screen, renderable)
+
+        app._display = counted  # type: ignore[method-assign]
+
+    async def _to_frame(self, start: float, done: Callable[[], bool]) -> float:
+        await wait_until(done)
+        effect = time.perf_counter()
+        await wait_until(lambda: bool(self.frames) and self.frames[-1] >= effect, timeout=5.0)
+        return self.frames[-1] - start
+
+    async def press(self, key: str, done: Callable[[], bool]) -> float:
+        start = time.perf_counter()
+        character = key if len(key) == 1 else None
+        self.app._driver.send_message(events.Key(key, character))  # type: ignore[union-attr]
+        return await self._to_frame(start, done)
+
+    async def filter(self, expr: str) -> float:
+        """As the filter prompt applies an expression."""
+        app = self.app
+        start = time.perf_counter()
+        app.update_state(app.state.filter(expr))
+        return await self._to_frame(start, self.shown(app.state.generation))
+
+    def shown(self, generation: int) -> Callable[[], bool]:
+        listing = self.app.main.socket_list
+        return lambda: listing.view is not None and listing.view.request.generation == generation
+
+    async def round(self, pause: Callable[[], float] = lambda: 0.0) -> dict[str, float]:
+        """s, r, S, v, a filter and its clearing, each timed; back to the plain list
+        and worst first after. `pause()`: seconds to wait before each timed key."""
+        app, took = self.app, {}
+        for key in ("s", "r", "S", "v"):
+            await asyncio.sleep(pause())
+            took[key] = await self.press(key, self.shown(app.state.generation + 1))
+        for _ in range(4):  # back to the plain list (untimed)
+            await self.press("v", self.shown(app.state.generation + 1))
+        await asyncio.sleep(pause())
+        took["filter"] = await self.filter("state:estab rfill>50")
+        await asyncio.sleep(pause())
+        took["clear"] = await self.filter("")
+        return took
+
+
+def print_keys(rounds: list[dict[str, float]], title: str) -> None:
+    print(f"{title} (target <= {TARGET_KEY_MS} ms; median, max of {len(rounds)}):")
+    for key, name in KEY_NAMES.items():
+        values = [r[key] for r in rounds]
+        print(f"  {name:<26}{ms(statistics.median(values))} {ms(max(values))}")
+
+
 async def run(count: int, refreshes: int) -> None:
     print(f"building {count} synthetic sockets ...")
     source = CyclingSource(synthetic_snapshot(count, seed=1), synthetic_snapshot(count, seed=2))
+    gc.freeze()  # as a real source's refresh leaves its snapshot (collectors.gcpolicy)
     apply_times: list[float] = []
     gc_pauses = GcPauses()
     gc.callbacks.append(gc_pauses.record)
@@ -139,47 +212,25 @@ async def run(count: int, refreshes: int) -> None:
             return lags
 
         lags = await refresh_lags()
+        keys_start = len(apply_times)
 
-        frames: list[float] = []
-        display = app._display
-
-        def counted(screen, renderable):  # type: ignore[no-untyped-def]
-            frames.append(time.perf_counter())
-            display(screen, renderable)
-
-        app._display = counted  # type: ignore[method-assign]
-
-        async def key_latency(key: str, done: Callable[[], bool]) -> float:
-            """From the key reaching the app to the first frame drawn after its effect."""
-            start = time.perf_counter()
-            character = key if len(key) == 1 else None
-            app._driver.send_message(events.Key(key, character))  # type: ignore[union-attr]
-            await wait_until(done)
-            effect = time.perf_counter()
-            await wait_until(lambda: bool(frames) and frames[-1] >= effect, timeout=2.0)
-            return frames[-1] - start
-
-        def view_generation(n: int) -> Callable[[], bool]:
-            return lambda: listing.view is not None and listing.view.request.generation == n
-
+        keys = Keys(app)
         app.action_pause()  # keys alone, no refresh in between
+        await wait_until(lambda: not app._collecting)
         await pilot.pause(0.3)
-        move = await key_latency("j", lambda: listing.cursor == 1)
-        await key_latency("g", lambda: listing.cursor == 0)
-        generation = app.state.generation
-        sort = await key_latency("s", view_generation(generation + 1))
-        reverse = await key_latency("r", view_generation(generation + 2))
-        default = await key_latency("S", view_generation(generation + 3))
-        group = await key_latency("v", view_generation(generation + 4))
-        await pilot.press("v", "v", "v", "v")  # back to the plain list
-        await wait_until(lambda: not app._viewing and view_generation(app.state.generation)())
-        start = time.perf_counter()
-        app.update_state(app.state.filter("state:estab rfill>50"))
-        await wait_until(view_generation(app.state.generation))
-        effect = time.perf_counter()
-        await wait_until(lambda: bool(frames) and frames[-1] >= effect, timeout=2.0)
-        filtering = frames[-1] - start
-        detail = await key_latency("enter", lambda: type(app.screen).__name__ == "DetailScreen")
+        move = await keys.press("j", lambda: listing.cursor == 1)
+        await keys.press("g", lambda: listing.cursor == 0)
+        rounds = max(1, refreshes // 2)
+        paused = [await keys.round() for _ in range(rounds)]
+
+        # keys while refreshes run back to back, each at a random moment of a refresh
+        app.action_pause()  # resume
+        rng = random.Random(1)
+        busy = [await keys.round(lambda: rng.uniform(0.0, 0.6)) for _ in range(rounds)]
+        app.action_pause()
+        await wait_until(lambda: not app._collecting)
+        await pilot.pause(0.3)
+        detail = await keys.press("enter", lambda: type(app.screen).__name__ == "DetailScreen")
 
         # refreshes with the detail screen open: its plots redrawn every time
         detail_start = len(apply_times)
@@ -188,7 +239,7 @@ async def run(count: int, refreshes: int) -> None:
         gc.callbacks.remove(gc_pauses.record)
 
     with_detail = sorted(apply_times[detail_start + 1 :])  # the first opens the screen
-    applied = sorted(apply_times[1:detail_start])  # the first includes building the layout
+    applied = sorted(apply_times[1:keys_start])  # the first includes building the layout
     print(f"sockets: {count} (synthetic), refreshes measured: {len(lags)}")
     print(
         f"UI thread, apply one refresh: median {ms(statistics.median(applied))}, "
@@ -205,16 +256,10 @@ async def run(count: int, refreshes: int) -> None:
         f"median {ms(statistics.median(detail_lags))}, max {ms(max(detail_lags))}"
     )
     print(f"key -> next frame (target <= {TARGET_KEY_MS} ms):")
-    for name, took in (
-        ("j (cursor)", move),
-        ("s (sort by next column)", sort),
-        ("r (reverse)", reverse),
-        ("S (back to worst first)", default),
-        ("v (group by process)", group),
-        ("filter applied", filtering),
-        ("Enter (detail screen)", detail),
-    ):
-        print(f"  {name:<26}{ms(took)}")
+    print(f"  {'j (cursor)':<26}{ms(move)}")
+    print(f"  {'Enter (detail screen)':<26}{ms(detail)}")
+    print_keys(paused, "keys while paused")
+    print_keys(busy, "keys while refreshes run back to back")
     print(f"longest garbage-collector pause: {ms(gc_pauses.worst)}")
     print(f"first screen with data: {first:.2f} s (target <= {TARGET_FIRST_S} s)")
 

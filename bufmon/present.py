@@ -33,16 +33,21 @@ def _host(addr: str) -> str:
 
 def fullness(s: Sock) -> float:
     """The fuller of the two directions (0 when unknown)."""
-    return max(s.recv_fill() or 0.0, s.send_fill() or 0.0)
+    recv, send = s.recv_fill() or 0.0, s.send_fill() or 0.0
+    return recv if recv > send else send  # max() costs a call: this runs per socket
 
 
 def worst_key(s: Sock) -> float:
     """Larger is worse: severity of the worst flag, then fullness.
 
     A plain float: C sorts floats several times faster than tuples, and a sort holds
-    the GIL for its whole run.
+    the GIL for its whole run. Computed for every socket of every snapshot the view
+    shows, so written for speed (an unflagged socket skips the severity).
     """
-    return s.worst_severity() * (MAX_FILL + 1) + min(fullness(s), MAX_FILL)
+    full = fullness(s)
+    if full > MAX_FILL:
+        full = MAX_FILL
+    return s.worst_severity() * (MAX_FILL + 1) + full if s.flags else full
 
 
 def worst_first(socks: Iterable[Sock]) -> list[Sock]:

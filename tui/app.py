@@ -8,6 +8,7 @@ the previous refresh has been applied (never a fixed-rate timer that could overl
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
 from bufmon.pacing import Pace
 from bufmon.viewconfig import ViewSettings, load_view, save_view, settings_path
-from collectors.gcpolicy import settle
+from collectors.gcpolicy import gc_paused, settle
 from collectors.model import Snapshot, Sock
 from collectors.untrusted import printable
 from tui.actions import Actions
@@ -63,7 +64,19 @@ P = TypeVar("P", bound=Past)
 MIN_WIDTH, MIN_HEIGHT = 60, 15
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the next
+# While a worker runs Python, the UI thread waits up to the GIL switch interval (5 ms by
+# default) each time it takes the GIL back, many times per key and frame.
+SWITCH_INTERVAL = 0.001
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
+
+
+def settled_view(snapshot: Snapshot, request: ViewRequest) -> View:
+    """compute_view with the GC paused, its lists of every socket frozen before any
+    collection could walk them (collectors.gcpolicy)."""
+    with gc_paused():
+        view = compute_view(snapshot, request)
+        settle()
+    return view
 
 
 @dataclass(slots=True)
@@ -159,7 +172,9 @@ class BufmonApp(App[int]):
         self._collect_again = False  # refresh_now() came while a refresh was running
         self._viewing = False
         self._view_again = False
+        self._prefetching = False
         self._timer: Timer | None = None
+        self._switch_interval = sys.getswitchinterval()  # to restore
         self.main = MainScreen(self.settings.keys)
         self.main.socket_list.expect(self.state.generation)
         self.actions = Actions(self)
@@ -179,6 +194,7 @@ class BufmonApp(App[int]):
         return HangupDriver
 
     def on_mount(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.check_size()
 
     def on_screen_ready(self) -> None:
@@ -265,9 +281,8 @@ class BufmonApp(App[int]):
                 self.source.trail.observe(snapshot, result.summary)
                 result.detail = self._find(snapshot, detail_key)
                 result.system = self.source.trail.system() if system else None
-            result.view = compute_view(snapshot, request)
+            result.view = settled_view(snapshot, request)
             result.snapshot = snapshot
-            settle()
         except Exception as exc:  # a refresh error is a notice; the app keeps running
             result.error = one_line(exc)
         result.cost = time.monotonic() - result.started
@@ -327,14 +342,18 @@ class BufmonApp(App[int]):
         self._timer = self.set_timer(delay, self._start_refresh)
 
     def _show_view(self, view: View | None) -> None:
-        """Show a finished View if it is current; otherwise compute the current one."""
-        if (
-            view is not None
-            and view.request.generation == self.state.generation
-            and view.snapshot is self.snapshot
-        ):
-            self.main.socket_list.set_view(view)
+        """Show a finished View of the current state: of the newest snapshot, or of an
+        older one while the list shows nothing of the current state yet (a key pressed
+        during a refresh acts on the rows on screen at once). Then compute the current
+        View of the newest snapshot if that was not it, else prefetch."""
+        listing = self.main.socket_list
+        current = view is not None and view.request.generation == self.state.generation
+        newest = view is not None and view.snapshot is self.snapshot
+        if view is not None and current and (newest or not listing.current):
+            listing.set_view(view)
             self._show_state()
+        if current and newest:
+            self.call_after_refresh(self._prefetch)  # once this View is on screen
         else:
             self._recompute()
 
@@ -361,20 +380,37 @@ class BufmonApp(App[int]):
 
     def _compute(self, snapshot: Snapshot, request: ViewRequest) -> None:
         try:
-            view: View | None = compute_view(snapshot, request)
-            settle()
+            view: View | None = settled_view(snapshot, request)
         except Exception as exc:  # shown as a notice; the previous view stays
             view, self.error = None, one_line(exc)
         self.hand_over(self._computed, view)
 
     def _computed(self, view: View | None) -> None:
         self._viewing = False
-        if self._view_again:
-            self._view_again = False
+        again, self._view_again = self._view_again, False
+        if view is not None:
+            self._show_view(view)  # computes again if the state or snapshot moved on
+        elif again:
             self._recompute()
-        elif view is not None:
-            self._show_view(view)  # computes again if the state moved on meanwhile
         self._show_state()
+
+    def _prefetch(self) -> None:
+        """Worker thread: build the grouping `v` shows next, for the snapshot on screen,
+        so that key finds it done (a grouping is a Python pass over every socket)."""
+        if self._prefetching or self.snapshot is None:
+            return
+        self._prefetching = True
+        snapshot, request = self.snapshot, self.state.next_grouping().request()
+
+        def run() -> None:
+            with contextlib.suppress(Exception):  # the View itself reports errors
+                settled_view(snapshot, request)
+            self.hand_over(self._prefetched)
+
+        self.run_worker(run, thread=True, group="prefetch", exit_on_error=False)
+
+    def _prefetched(self) -> None:
+        self._prefetching = False
 
     # --- what the list shows: state transitions asked for by the screens ---------------
 
@@ -525,6 +561,7 @@ class BufmonApp(App[int]):
         self._show_state()
 
     def on_unmount(self) -> None:
+        sys.setswitchinterval(self._switch_interval)
         with self.source_lock:  # a collect worker may be mid-dump on the same sockets
             self.source.close()
 

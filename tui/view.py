@@ -6,6 +6,7 @@ Nothing here touches Textual; the UI thread only swaps in a finished `View`.
 from __future__ import annotations
 
 import resource
+import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -320,9 +321,11 @@ class _Prepared:
 
 class _Filtered:
     """The sockets of one (snapshot, scopes, filter) and each grouping of them asked so
-    far: regrouping (`v`) and back skip the filter, and a grouping seen before its keys."""
+    far: regrouping (`v`) and back skip the filter, and a grouping seen before its keys.
+    A grouping is built once even when two workers ask for it at the same time (a key's
+    and the prefetch's): the second waits for the first."""
 
-    __slots__ = ("groupings", "predicate", "scopes", "snapshot", "socks")
+    __slots__ = ("_building", "groupings", "predicate", "scopes", "snapshot", "socks")
 
     def __init__(self, snapshot: Snapshot, request: ViewRequest) -> None:
         self.snapshot, self.predicate, self.scopes = snapshot, request.predicate, request.scopes
@@ -333,6 +336,7 @@ class _Filtered:
             socks = list(filter(request.predicate, socks))
         self.socks = socks
         self.groupings: dict[str | None, _Prepared] = {}
+        self._building = threading.Lock()
 
     def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
         return (
@@ -344,19 +348,37 @@ class _Filtered:
     def grouped(self, group_by: str | None) -> _Prepared:
         prepared = self.groupings.get(group_by)
         if prepared is None:
-            prepared = self.groupings[group_by] = _Prepared(self.socks, group_by)
+            with self._building:
+                prepared = self.groupings.get(group_by)
+                if prepared is None:
+                    prepared = self.groupings[group_by] = _Prepared(self.socks, group_by)
         return prepared
 
 
-_last: _Filtered | None = None  # one entry; replaced whole, so safe across worker threads
+# The last few filtered sets, newest first, of at most two snapshots: the one on screen
+# keeps its own while a refresh prepares the next, so a key pressed meanwhile finds its
+# work done, and no older snapshot stays alive. A new tuple replaces the old whole, so
+# worker threads never see it half changed.
+KEPT_FILTERED = 3
+_kept: tuple[_Filtered, ...] = ()
+
+
+def _filtered(snapshot: Snapshot, request: ViewRequest) -> _Filtered:
+    global _kept
+    kept = _kept
+    found = next((f for f in kept if f.fits(snapshot, request)), None)
+    if found is None:
+        found = _Filtered(snapshot, request)
+    other = next((f.snapshot for f in kept if f.snapshot is not snapshot), None)
+    rest = [
+        f for f in kept if f is not found and (f.snapshot is snapshot or f.snapshot is other)
+    ]
+    _kept = (found, *rest[: KEPT_FILTERED - 1])
+    return found
 
 
 def compute_view(snapshot: Snapshot, request: ViewRequest) -> View:
-    global _last
-    filtered = _last
-    if filtered is None or not filtered.fits(snapshot, request):
-        filtered = _last = _Filtered(snapshot, request)
-    prepared = filtered.grouped(request.group_by)
+    prepared = _filtered(snapshot, request).grouped(request.group_by)
     sorts = sorts_for(request.group_by)
     sort = request.sort if request.sort in sorts else DEFAULT_SORT
     order = prepared.order(sort, sorts[sort][1] != request.reverse)
