@@ -370,9 +370,7 @@ def _filtered(snapshot: Snapshot, request: ViewRequest) -> _Filtered:
     if found is None:
         found = _Filtered(snapshot, request)
     other = next((f.snapshot for f in kept if f.snapshot is not snapshot), None)
-    rest = [
-        f for f in kept if f is not found and (f.snapshot is snapshot or f.snapshot is other)
-    ]
+    rest = [f for f in kept if f is not found and (f.snapshot is snapshot or f.snapshot is other)]
     _kept = (found, *rest[: KEPT_FILTERED - 1])
     return found
 
