@@ -123,7 +123,7 @@ class Keys:
         self.frames: list[float] = []
         display = app._display
 
-        def counted(screen, renderable):  # type: ignore[no-untyped-def]
+        def counted(screen, renderable):
             self.frames.append(time.perf_counter())
             display(screen, renderable)
 
@@ -185,7 +185,7 @@ async def run(count: int, refreshes: int) -> None:
     app = BufmonApp(source, interval=0.25)
     original = app._collected
 
-    def timed(result):  # type: ignore[no-untyped-def]
+    def timed(result):
         started = time.perf_counter()
         original(result)
         apply_times.append(time.perf_counter() - started)
@@ -200,13 +200,15 @@ async def run(count: int, refreshes: int) -> None:
         await pilot.pause()
         listing = app.main.socket_list
 
+        def refreshed(seen: int) -> Callable[[], bool]:
+            return lambda: source.refreshes > seen and not app._collecting
+
         async def refresh_lags() -> list[float]:
             """The event loop's longest stall in each of `refreshes` refreshes."""
             lags = []
             for _ in range(refreshes):
-                seen = source.refreshes
                 lag.reset()
-                await wait_until(lambda seen=seen: source.refreshes > seen and not app._collecting)
+                await wait_until(refreshed(source.refreshes))
                 await pilot.pause()
                 lags.append(lag.reset())
             return lags

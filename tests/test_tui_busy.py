@@ -1,0 +1,138 @@
+"""Keys while a refresh runs, the prefetched grouping, the work kept between snapshots.
+
+Sockets are SYNTHETIC (tui.synthetic): what is tested is when the app computes and
+shows Views, not what the kernel says. The order of events (a refresh that lands while
+a key's View is computed: on a host of 200,000 sockets both take hundreds of ms) is
+forced with gates, the one stand-in here: a race that rare cannot be timed otherwise.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+import tui.app
+import tui.view
+from collectors.gcpolicy import gc_paused
+from collectors.model import Snapshot
+from tui.app import BufmonApp
+from tui.synthetic import StaticSource, synthetic_snapshot
+from tui.view import DEFAULT_SORT, View, ViewRequest, compute_view
+
+
+async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.02)
+
+
+class GatedSource(StaticSource):
+    """The second and later refreshes wait for `gate` (a refresh of a big host)."""
+
+    def __init__(self, *snapshots: Snapshot) -> None:
+        super().__init__(*snapshots)
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def refresh(self) -> Snapshot:
+        if self.refreshes:
+            self.waiting.set()
+            assert self.gate.wait(10)
+        return super().refresh()
+
+
+async def test_a_key_shows_at_once_when_a_refresh_lands_while_its_view_is_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = synthetic_snapshot(300, seed=1), synthetic_snapshot(300, seed=2)
+    source = GatedSource(first, second)
+    app = BufmonApp(source, interval=3600)
+    key_view_gate = threading.Event()
+    compute = tui.app.compute_view
+
+    def gated(snapshot: Snapshot, request: ViewRequest) -> View:
+        if snapshot is first and request.reverse:  # the key's View, on the rows on screen
+            assert key_view_gate.wait(10)
+        return compute(snapshot, request)
+
+    monkeypatch.setattr(tui.app, "compute_view", gated)
+    async with app.run_test(size=(100, 30)) as pilot:
+        listing = app.main.socket_list
+        await until(pilot, lambda: listing.view is not None and app.snapshot is first)
+        shown: list[tuple[Snapshot, int]] = []
+        set_view = listing.set_view
+
+        def recorded(view: View) -> None:
+            shown.append((view.snapshot, view.request.generation))
+            set_view(view)
+
+        monkeypatch.setattr(listing, "set_view", recorded)
+        app.refresh_now()  # its request is taken now, before the key
+        await until(pilot, source.waiting.is_set)
+        await pilot.press("r")
+        generation = app.state.generation
+        source.gate.set()  # the refresh lands while the key's View is computed
+        await until(pilot, lambda: app.snapshot is second)
+        key_view_gate.set()
+        await until(pilot, lambda: (second, generation) in shown)
+        assert shown[0] == (first, generation)  # the key's rows, not held back
+        assert listing.view is not None and listing.view.snapshot is second
+
+
+async def test_the_next_grouping_is_ready_before_v(monkeypatch: pytest.MonkeyPatch) -> None:
+    groupings: list[str] = []
+    group = tui.view.group
+
+    def counted(socks: list[Any], by: str) -> list[Any]:
+        groupings.append(by)
+        return group(socks, by)
+
+    monkeypatch.setattr(tui.view, "group", counted)
+    app = BufmonApp(StaticSource(synthetic_snapshot(300)), interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: groupings == ["process"])  # prefetched after the frame
+        await pilot.press("v")
+        listing = app.main.socket_list
+        await until(pilot, lambda: listing.current and app.state.group_by == "process")
+        assert listing.view is not None and listing.view.request.group_by == "process"
+        await until(pilot, lambda: groupings == ["process", "port"])  # and the next one
+
+
+def test_work_is_kept_for_the_snapshot_on_screen_and_the_next_only() -> None:
+    a, b, c = (synthetic_snapshot(60, seed=seed) for seed in (1, 2, 3))
+    plain = ViewRequest(0, None, DEFAULT_SORT, False, None, ())
+    on_screen = compute_view(a, plain)
+    compute_view(b, plain)  # a refresh prepares b while a is on screen
+    again = compute_view(a, plain)  # a key on the rows on screen: nothing recomputed
+    assert again.rows._order is on_screen.rows._order
+    compute_view(c, plain)  # the next refresh: b, the older of the two, is dropped
+    kept = {id(f.snapshot) for f in tui.view._kept}
+    assert kept == {id(a), id(c)}
+
+
+def test_the_gc_resumes_when_the_last_of_overlapping_pauses_ends() -> None:
+    """A refresh and a view pause it from two threads; the first to end must not
+    resume it under the other."""
+    assert gc.isenabled()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gc_paused():
+            entered.set()
+            assert leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with gc_paused():
+        thread.start()
+        assert entered.wait(10)
+    assert not gc.isenabled()  # the other thread still builds
+    leave.set()
+    thread.join()
+    assert gc.isenabled()
