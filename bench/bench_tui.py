@@ -16,6 +16,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from textual import events
 
@@ -24,6 +25,9 @@ from collectors.model import Snapshot
 from tui.app import BufmonApp
 from tui.source import MonitorSource, Series, SockKey
 from tui.synthetic import StaticSource, synthetic_snapshot
+
+if TYPE_CHECKING:
+    from bufmon.monitor import FirstLook
 
 TARGET_REFRESH_MS = 30
 TARGET_KEY_MS = 100
@@ -38,7 +42,7 @@ class CyclingSource(StaticSource):
         super().__init__(*snapshots)
         self.gc = FrozenGarbage()
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         snap = self.snapshots[self.refreshes % len(self.snapshots)]
         self.refreshes += 1
         self.gc.adopted()  # the GC policy a real source (Monitor.refresh) keeps

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 from bufmon.acceptq import tie_to_listeners
 from bufmon.diagnosis import Config, Diagnoser
 from bufmon.rates import RateMeter
 from collectors.gcpolicy import FrozenGarbage, gc_paused
-from collectors.model import Snapshot, SystemFacts
+from collectors.model import Snapshot, Sock, SystemFacts
 from collectors.netns import NamespaceSet, entered
 from collectors.procs import ProcessIndex
 from collectors.system import SystemReader
@@ -20,6 +21,7 @@ from collectors.unixdiag import link_peers
 
 # thread-self: a thread that entered another namespace reads that one's files
 PROC_NET = "/proc/thread-self/net"
+FirstLook = Callable[[Snapshot], None]  # takes the sockets before processes and flags
 
 
 class Monitor:
@@ -33,14 +35,22 @@ class Monitor:
         self._gc = FrozenGarbage()
         self.rates = RateMeter()
 
-    def collect(self) -> Snapshot:
-        """Sockets, processes and system facts, without diagnosis."""
+    def collect(self, first_look: FirstLook | None = None) -> Snapshot:
+        """Sockets, processes and system facts, without diagnosis. `first_look` gets a
+        snapshot of the sockets as soon as they are read, before their processes and
+        flags (a view's first screen: on a big host those take longer than the dump)."""
         now = time.time()
         socks = self.namespaces.dump()
         self.rates.measure(socks, now)
+        system = self._system_facts(now)
+        if first_look is not None:
+            first_look(self._snapshot(now, list(socks), system))
         self.procs.attribute(socks, self.namespaces.chosen())
         tie_to_listeners(socks)
         link_peers(self.namespaces.unix)
+        return self._snapshot(now, socks, system)
+
+    def _snapshot(self, now: float, socks: list[Sock], system: SystemFacts) -> Snapshot:
         notices = list(self.namespaces.notices)
         if self.procs.notice:
             notices.append(self.procs.notice)
@@ -48,7 +58,7 @@ class Monitor:
             time=now,
             host=self.host,
             sockets=socks,
-            system=self._system_facts(now),
+            system=system,
             notices=notices,
             namespaces=[ns.to_json() for ns in self.namespaces.namespaces.values()],
         )
@@ -72,9 +82,9 @@ class Monitor:
         """Only the counters the next refresh's rates start from (`snapshot --rates`)."""
         self.rates.measure(self.namespaces.dump(), time.time())
 
-    def refresh(self, single_sample: bool = False) -> Snapshot:
+    def refresh(self, single_sample: bool = False, first_look: FirstLook | None = None) -> Snapshot:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them
-            snap = self.collect()
+            snap = self.collect(first_look)
             self.diagnoser.evaluate(snap, single_sample=single_sample)
             self._gc.adopted()
         return snap

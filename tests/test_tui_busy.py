@@ -9,21 +9,29 @@ forced with gates, the one stand-in here: a race that rare cannot be timed other
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from textual.pilot import Pilot
 
 import tui.app
 import tui.view
+from bufmon.monitor import Monitor
+from bufmon.scenarios import Netns
 from collectors.gcpolicy import gc_paused
 from collectors.model import Snapshot
 from tui.app import BufmonApp
+from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
 from tui.view import DEFAULT_SORT, View, ViewRequest, compute_view
+
+if TYPE_CHECKING:
+    from bufmon.monitor import FirstLook
 
 
 async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -41,7 +49,7 @@ class GatedSource(StaticSource):
         self.gate = threading.Event()
         self.waiting = threading.Event()
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         if self.refreshes:
             self.waiting.set()
             assert self.gate.wait(10)
@@ -103,6 +111,66 @@ async def test_the_next_grouping_is_ready_before_v(monkeypatch: pytest.MonkeyPat
         await until(pilot, lambda: listing.current and app.state.group_by == "process")
         assert listing.view is not None and listing.view.request.group_by == "process"
         await until(pilot, lambda: groupings == ["process", "port"])  # and the next one
+
+
+def pairs(count: int) -> list[socket.socket]:
+    """`count` connected loopback pairs (in the namespace the caller runs this in)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = [listener]
+    for _ in range(count):
+        client = socket.create_connection(listener.getsockname())
+        held += (client, listener.accept()[0])
+    return held
+
+
+@pytest.mark.root
+def test_the_first_look_has_the_sockets_before_their_processes() -> None:
+    """Real sockets in a namespace of the test's own, read by the real Monitor."""
+    with Netns("firstlook") as ns:
+        held = ns.run(pairs, 20)
+        try:
+            monitor = Monitor(ns.name)
+            looks: list[tuple[Snapshot, list[Any]]] = []
+
+            def look(early: Snapshot) -> None:
+                looks.append((early, [s.process for s in early.sockets]))
+
+            snap = monitor.refresh(first_look=look)
+            monitor.close()
+        finally:
+            for sock in held:
+                sock.close()
+    ((early, processes),) = looks
+    assert [s.key for s in early.sockets] == [s.key for s in snap.sockets]
+    assert len(early.sockets) == 41 and processes == [None] * 41  # not attributed yet
+    assert early.system is snap.system and early is not snap
+    assert all(s.process is not None and s.process.pid == os.getpid() for s in snap.sockets)
+
+
+@pytest.mark.root
+async def test_the_first_screen_comes_before_the_processes() -> None:
+    with Netns("firstscreen") as ns:
+        held = ns.run(pairs, 20)
+        try:
+            app = BufmonApp(MonitorSource(ns.name), interval=3600)
+            shown: list[tuple[Snapshot, bool]] = []  # each View shown: processes known?
+            listing = app.main.socket_list
+            set_view = listing.set_view
+
+            def recorded(view: View) -> None:
+                rows = list(view.rows)
+                shown.append((view.snapshot, all(s.process is not None for s in rows)))
+                set_view(view)
+
+            listing.set_view = recorded  # type: ignore[method-assign]
+            async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: len(shown) == 2)
+                (early, early_processes), (full, processes) = shown
+                assert app.snapshot is full and early is not full and len(full.sockets) == 41
+                assert not early_processes and processes
+        finally:
+            for sock in held:
+                sock.close()
 
 
 def test_work_is_kept_for_the_snapshot_on_screen_and_the_next_only() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from textual.pilot import Pilot
@@ -23,6 +24,9 @@ from tui.socklist import SocketList
 from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
 from tui.view import GroupRow
+
+if TYPE_CHECKING:
+    from bufmon.monitor import FirstLook
 
 pytestmark = pytest.mark.root
 INTERVAL = 0.5
@@ -235,7 +239,7 @@ async def test_detail_plots_follow_a_live_stalled_reader(
 class BrokenSource(StaticSource):
     """Fails every other refresh (an injected source: a refresh error on demand)."""
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         snap = super().refresh()
         if self.refreshes % 2 == 0:
             raise OSError("netlink dump interrupted")

@@ -264,19 +264,29 @@ class BufmonApp(App[int]):
         self._collecting = True
         request, detail_key = self.state.request(self._hold()), self._detail_key()
         system = isinstance(self._top(), SystemScreen)
+        first = self.snapshot is None
         self.run_worker(
-            lambda: self._collect(request, detail_key, system),
+            lambda: self._collect(request, detail_key, system, first),
             thread=True,
             group="collect",
             exit_on_error=False,
         )
 
-    def _collect(self, request: ViewRequest, detail_key: SockKey | None, system: bool) -> None:
-        """Worker thread: collect, then filter/sort/group, then hand over to the UI."""
+    def _collect(
+        self, request: ViewRequest, detail_key: SockKey | None, system: bool, first: bool
+    ) -> None:
+        """Worker thread: collect, then filter/sort/group, then hand over to the UI. The
+        first refresh shows the sockets as soon as they are read (`_first_look`)."""
         result = Collected(time.monotonic())
+
+        def look(snapshot: Snapshot) -> None:
+            early = Collected(result.started, snapshot=snapshot, summary=summarize(snapshot))
+            early.view = settled_view(snapshot, request)
+            self.hand_over(self._first_look, early)
+
         try:
             with self.source_lock:
-                snapshot = self.source.refresh()
+                snapshot = self.source.refresh(look if first else None)
                 result.summary = summarize(snapshot)
                 self.source.trail.observe(snapshot, result.summary)
                 result.detail = self._find(snapshot, detail_key)
@@ -319,6 +329,17 @@ class BufmonApp(App[int]):
         with contextlib.suppress(RuntimeError):  # the app closed meanwhile
             self.call_from_thread(callback, *args)
 
+    def _first_look(self, early: Collected) -> None:
+        """The first refresh's sockets, before their processes and flags: on a big host
+        those take longer than reading the sockets. The refresh's result replaces them."""
+        if self._top() is not None and self.snapshot is None:
+            self._adopt(early)
+            self._show_state()
+
+    def _adopt(self, result: Collected) -> None:
+        self.snapshot, self.summary = result.snapshot, result.summary
+        self._show_view(result.view)
+
     def _collected(self, result: Collected) -> None:
         self._collecting = False
         if self._top() is None:
@@ -326,8 +347,7 @@ class BufmonApp(App[int]):
         self.error = result.error
         self.pace.took(result.cost)
         if result.snapshot is not None and result.summary is not None:
-            self.snapshot, self.summary = result.snapshot, result.summary
-            self._show_view(result.view)
+            self._adopt(result)
             self._show_detail(result)
         self._show_state()
         if self._collect_again:
@@ -397,8 +417,8 @@ class BufmonApp(App[int]):
     def _prefetch(self) -> None:
         """Worker thread: build the grouping `v` shows next, for the snapshot on screen,
         so that key finds it done (a grouping is a Python pass over every socket)."""
-        if self._prefetching or self.snapshot is None:
-            return
+        if self._prefetching or self._collecting or self.snapshot is None:
+            return  # after the refresh: a first look's sockets are replaced soon
         self._prefetching = True
         snapshot, request = self.snapshot, self.state.next_grouping().request()
 

@@ -12,6 +12,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.binding import Binding
@@ -33,6 +34,9 @@ from tui.source import Series
 from tui.state import ListState
 from tui.timeline import IncidentsScreen, Timeline, TimePrompt, timeline_text
 from tui.trail import Span, Trail, extend
+
+if TYPE_CHECKING:
+    from bufmon.monitor import FirstLook
 
 SPEEDS = (1, 10, 60)
 MINUTE = 60.0
@@ -72,7 +76,7 @@ class ReplaySource:
             self._frame = (index, self.recording.snapshot(index))
         return self._frame[1]
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         return self.snapshot(self.index)
 
     def series(self, key: Hashable, field: str) -> Series:

@@ -11,7 +11,7 @@ from tui.trail import Trail
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
-    from bufmon.monitor import Monitor
+    from bufmon.monitor import FirstLook, Monitor
 
 Series = list[tuple[float, float]]
 SockKey = tuple[str, int]  # Sock.key: a socket's netns label and inode
@@ -21,11 +21,13 @@ DEFAULT_WINDOW = 600.0  # seconds of history, as the diagnosis config's default
 class Source(Protocol):
     trail: Trail  # flag intervals and system samples; the app feeds it every refresh
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         """One blocking collection; called from a worker thread, never two at once.
 
         A source that builds new objects each time keeps collectors.gcpolicy, as
-        Monitor.refresh does: the app itself never freezes the GC.
+        Monitor.refresh does: the app itself never freezes the GC. A source that reads
+        sockets before slower work may hand them to `first_look` meanwhile (the app asks
+        for it on the first refresh); others ignore it.
         """
         ...
 
@@ -47,14 +49,14 @@ class MonitorSource:
         self._monitor: Monitor | None = None
         self._closed = False
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         if self._closed:
             raise RuntimeError("the source is closed")
         if self._monitor is None:
             from bufmon.monitor import Monitor  # late: apps fed by another source never load it
 
             self._monitor = Monitor(self.netns, self.config)
-        return self._monitor.refresh()
+        return self._monitor.refresh(first_look=first_look)
 
     def series(self, key: SockKey, field: str) -> Series:
         if self._monitor is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import random
+from typing import TYPE_CHECKING
 
 from bufmon.diagnosis.engine import record_values
 from bufmon.diagnosis.history import History
@@ -15,6 +16,9 @@ from collectors.model import Flag, Process, Rates, Snapshot, Sock, SystemFacts, 
 from tui.source import Series, SockKey
 from tui.trail import Trail
 from tui.view import summarize
+
+if TYPE_CHECKING:
+    from bufmon.monitor import FirstLook
 
 TIME = 1_700_000_000.0
 HOST = "synthetic"
@@ -234,7 +238,7 @@ class StaticSource:
         self.refreshes = 0
         self.trail = Trail()
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         snap = self.snapshots[min(self.refreshes, len(self.snapshots) - 1)]
         self.refreshes += 1
         return snap
