@@ -173,6 +173,7 @@ class BufmonApp(App[int]):
         self._viewing = False
         self._view_again = False
         self._prefetching = False
+        self._first_looking = False  # the first refresh's sockets are shown, the rest not yet
         self._timer: Timer | None = None
         self._switch_interval = sys.getswitchinterval()  # to restore
         self.main = MainScreen(self.settings.keys)
@@ -333,6 +334,7 @@ class BufmonApp(App[int]):
         """The first refresh's sockets, before their processes and flags: on a big host
         those take longer than reading the sockets. The refresh's result replaces them."""
         if self._top() is not None and self.snapshot is None:
+            self._first_looking = True
             self._adopt(early)
             self._show_state()
 
@@ -341,7 +343,7 @@ class BufmonApp(App[int]):
         self._show_view(result.view)
 
     def _collected(self, result: Collected) -> None:
-        self._collecting = False
+        self._collecting = self._first_looking = False
         if self._top() is None:
             return
         self.error = result.error
@@ -417,8 +419,8 @@ class BufmonApp(App[int]):
     def _prefetch(self) -> None:
         """Worker thread: build the grouping `v` shows next, for the snapshot on screen,
         so that key finds it done (a grouping is a Python pass over every socket)."""
-        if self._prefetching or self._collecting or self.snapshot is None:
-            return  # after the refresh: a first look's sockets are replaced soon
+        if self._prefetching or self._first_looking or self.snapshot is None:
+            return  # a first look's sockets are replaced soon: prefetch for the refresh
         self._prefetching = True
         snapshot, request = self.snapshot, self.state.next_grouping().request()
 
