@@ -38,6 +38,7 @@ from bench_commands import ss_in
 from bench_tui import Keys, print_keys, wait_until
 from conn_farm import add_farm_options, farm_of
 
+from bufmon.monitor import FirstLook
 from collectors.model import Snapshot
 from tui.app import BufmonApp, Collected
 from tui.source import MonitorSource
@@ -104,13 +105,15 @@ async def refreshes(
     refresh = source.refresh
     ended: list[float] = []
 
-    def timed_refresh() -> Snapshot:
+    def timed_refresh(first_look: FirstLook | None = None) -> Snapshot:
         start = time.perf_counter()
-        snapshot = refresh()
+        snapshot = refresh(first_look)
         times["collect"].append(time.perf_counter() - start)
         return snapshot
 
     def on_collected(result: Collected) -> None:
+        if result.error is not None:
+            raise RuntimeError(f"refresh failed: {result.error}")
         times["worker"].append(result.cost)
         collected(result)
         ended.append(time.perf_counter())
