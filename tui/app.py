@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Middle
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
@@ -91,6 +92,15 @@ class Collected:
     detail: tuple[Sock | None, Sock | None, Past] | None = None  # socket, other end, history
     system: SystemPast | None = None
     error: str | None = None
+
+
+class FirstSockets(Message):
+    """The first refresh's sockets, before their processes and flags (posted: the
+    worker must not wait for the UI while it holds the source lock)."""
+
+    def __init__(self, early: Collected) -> None:
+        super().__init__()
+        self.early = early
 
 
 class TooSmallScreen(Screen[None]):
@@ -277,13 +287,13 @@ class BufmonApp(App[int]):
         self, request: ViewRequest, detail_key: SockKey | None, system: bool, first: bool
     ) -> None:
         """Worker thread: collect, then filter/sort/group, then hand over to the UI. The
-        first refresh shows the sockets as soon as they are read (`_first_look`)."""
+        first refresh shows the sockets as soon as they are read (`FirstSockets`)."""
         result = Collected(time.monotonic())
 
         def look(snapshot: Snapshot) -> None:
             early = Collected(result.started, snapshot=snapshot, summary=summarize(snapshot))
             early.view = settled_view(snapshot, request)
-            self.hand_over(self._first_look, early)
+            self.post_message(FirstSockets(early))  # no waiting: the refresh holds the source
 
         try:
             with self.source_lock:
@@ -330,9 +340,11 @@ class BufmonApp(App[int]):
         with contextlib.suppress(RuntimeError):  # the app closed meanwhile
             self.call_from_thread(callback, *args)
 
-    def _first_look(self, early: Collected) -> None:
+    def on_first_sockets(self, message: FirstSockets) -> None:
         """The first refresh's sockets, before their processes and flags: on a big host
-        those take longer than reading the sockets. The refresh's result replaces them."""
+        those take longer than reading the sockets. The refresh's result replaces them
+        (if it came first, this is dropped)."""
+        early = message.early
         if self._top() is not None and self.snapshot is None:
             self._first_looking = True
             self._adopt(early)
