@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import random
+import shlex
 import shutil
 import signal
 import statistics
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_commands import ss_in
+from bench_commands import cached_bytecode, ss_in
 from bench_tui import Keys, print_keys, wait_until
 from conn_farm import add_farm_options, farm_of
 
@@ -61,7 +62,8 @@ def first_screen(netns: str, cache: str) -> float:
     bufmon = shutil.which("bufmon", path=str(Path(sys.executable).parent)) or "bufmon"
     name = f"bench-view-{os.getpid()}"
     width, height = SIZE
-    command = f"env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX={cache} {bufmon} --netns {netns}"
+    environment = [f"{name}={value}" for name, value in cached_bytecode(cache).items()]
+    command = shlex.join(["env", "-i", *environment, bufmon, "--netns", netns])
     start = time.perf_counter()
     subprocess.run(
         ["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), command],
