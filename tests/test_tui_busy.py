@@ -156,9 +156,9 @@ async def test_the_first_screen_comes_before_the_processes(
     first screen is posted, not awaited, so it must come well before the refresh ends)."""
     attribute = ProcessIndex.attribute
 
-    def slow(self: ProcessIndex, socks: list[Any]) -> None:
+    def slow(self: ProcessIndex, *args: Any) -> None:
         time.sleep(0.5)
-        attribute(self, socks)
+        attribute(self, *args)
 
     monkeypatch.setattr(ProcessIndex, "attribute", slow)
     with Netns("firstscreen") as ns:
