@@ -24,6 +24,7 @@ from bufmon.pacing import DEFAULT_INTERVAL, Pace
 from bufmon.record import commands as record_commands
 from bufmon.textout import flagged_lines, kept, shown, table, write_json_line
 from bufmon.viewconfig import THEMES
+from collectors.gcpolicy import gc_paused
 from collectors.model import Sock
 from collectors.netns import NamespaceSet, NetnsError
 from collectors.sockdiag import DiagError
@@ -190,13 +191,14 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         snap = monitor.refresh(single_sample=True)
     finally:
         monitor.close()
-    socks = shown(snap, keep)
-    if args.json:
-        write_json_line(sys.stdout.buffer, snap, socks)
-    else:
-        for notice in snap.notices:
-            _say(notice)
-        _write(table(socks, rates=args.rates))
+    with gc_paused():  # the output makes objects by the 100,000: no GC passes over them
+        socks = shown(snap, keep)
+        if args.json:
+            write_json_line(sys.stdout.buffer, snap, socks)
+        else:
+            for notice in snap.notices:
+                _say(notice)
+            _write(table(socks, rates=args.rates))
     return EXIT_OK
 
 

@@ -34,14 +34,19 @@ class Monitor:
         self.host = socket.gethostname()
         self._gc = FrozenGarbage()
         self.rates = RateMeter()
+        self._measured = False  # some sample's counters are kept for the next one's rates
 
-    def collect(self, first_look: FirstLook | None = None) -> Snapshot:
+    def collect(self, first_look: FirstLook | None = None, lone: bool = False) -> Snapshot:
         """Sockets, processes and system facts, without diagnosis. `first_look` gets a
         snapshot of the sockets as soon as they are read, before their processes and
-        flags (a view's first screen: on a big host those take longer than the dump)."""
+        flags (a view's first screen: on a big host those take longer than the dump).
+        `lone`: no sample comes after this one (so one without a sample before has no
+        rates to measure nor counters to keep)."""
         now = time.time()
         socks = self.namespaces.dump()
-        self.rates.measure(socks, now)
+        if self._measured or not lone:
+            self.rates.measure(socks, now)
+            self._measured = True
         system = self._system_facts(now)
         if first_look is not None:
             first_look(self._snapshot(now, list(socks), system))
@@ -81,10 +86,11 @@ class Monitor:
     def sample_rates(self) -> None:
         """Only the counters the next refresh's rates start from (`snapshot --rates`)."""
         self.rates.measure(self.namespaces.dump(), time.time())
+        self._measured = True
 
     def refresh(self, single_sample: bool = False, first_look: FirstLook | None = None) -> Snapshot:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them
-            snap = self.collect(first_look)
+            snap = self.collect(first_look, lone=single_sample)
             self.diagnoser.evaluate(snap, single_sample=single_sample)
             self._gc.adopted()
         return snap

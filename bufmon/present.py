@@ -17,18 +17,15 @@ MAX_FILL = 3.0  # fullness is capped here so that severity stays the first crite
 def endpoint(addr: str, port: int, service: str | None = None) -> str:
     """ "10.0.0.1:80", "[::1]:80", with `service` "10.0.0.1:http"; port 0 is "*", and an
     unset address with it "*:*"."""
+    host = f"[{addr}]" if ":" in addr else addr  # no call: a table writes 80,000
     if port == 0:
-        return "*:*" if addr in WILDCARDS else f"{_host(addr)}:*"
-    return f"{_host(addr)}:{service or port}"
+        return "*:*" if addr in WILDCARDS else f"{host}:*"
+    return f"{host}:{service or port}"
 
 
 def netns_text(s: Sock) -> str:
     """The namespace as shown: its container's name when known, else its label."""
     return s.netns_name or s.netns
-
-
-def _host(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
 
 
 def fullness(s: Sock) -> float:
