@@ -22,9 +22,11 @@ def as_flag(kind: str, finding: Finding | None, now: float) -> Flag | None:
 
 
 def socket_flags(
-    s: Sock, config: Config, rules: SocketRules, now: float, unix_rules: UnixRules
+    s: Sock, config: Config, rules: SocketRules, track: Track, unix_rules: UnixRules
 ) -> Sequence[Flag]:
-    """The flags one sample raises on `s`; () (shared, no list) for most sockets."""
+    """The flags one sample raises on `s`; () (shared, no list) for most sockets.
+    `track`: an empty history at the sample's time, which the rules only read."""
+    now = track.seen
     if isinstance(s, UnixSock):  # one sample shows no drain progress: only the backlog
         finding = unix_rules.accept_queue(s) if s.is_listener else None
         flags = [as_flag("accept_queue_full", finding, now)]
@@ -35,7 +37,6 @@ def socket_flags(
         cfg = config.udp_drops
         flags = [as_flag("udp_drops", udp_finding(s, None, cfg.fill, 0.0), now)]
     elif s.info is not None and s.state not in HANDSHAKE:
-        track = Track(now)  # no history: both rules only read it
         zero = rules.zero_window(s, track, now)
         full = None if zero is not None else rules.send_full(s, track, now)
         if zero is None and full is None:
@@ -50,8 +51,9 @@ def evaluate_single(snap: Snapshot, config: Config, rules: SocketRules) -> None:
     now = snap.time
     unix_rules = UnixRules(config)
     unix_rules.sysctls = snap.system.sysctls
+    track = Track(now)  # no history, shared: not one per socket
     for s in snap.sockets:
-        s.flags = socket_flags(s, config, rules, now, unix_rules)
+        s.flags = socket_flags(s, config, rules, track, unix_rules)
     facts = snap.system
     finding, _ = memory_finding(config, facts.sockstat, facts.sysctls.get("tcp_mem"), {}, False)
     system = [
