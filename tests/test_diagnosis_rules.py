@@ -15,6 +15,7 @@ from factories import make_sock, make_udp
 
 from bufmon.diagnosis import Config, Diagnoser, load_config
 from bufmon.diagnosis.history import FIELDS, History
+from bufmon.diagnosis.system_rules import busiest_port_group
 from collectors.model import Process, Snapshot, Sock, SystemFacts, TcpInfo
 from collectors.system import SystemReader
 
@@ -652,6 +653,23 @@ def test_port_exhaustion_flags_the_system_and_the_busiest_group() -> None:
     assert "8 of 10 local ports" in s.system_flags[0].reason
     assert all(kinds(x) == {"port_exhaustion": "critical"} for x in s.sockets[:8])
     assert kinds(s.sockets[8]) == {}
+
+
+def test_busiest_port_group_counts_groups_not_remote_ports() -> None:
+    """The remote-port count only rules groups out: 10 sockets on 10 remote ports
+    cannot hold half a 10-port range; two groups sharing remote port 5000 are
+    counted apart, and one at exactly half the range is found."""
+    spread = [bare(i, "TIME-WAIT", 40000 + i, 5000 + i) for i in range(10)]
+    assert busiest_port_group(spread, [40000, 40009], 0.5) is None
+    group_a = [bare(i, "TIME-WAIT", 40000 + i, 5000, peer_addr="10.0.0.2") for i in range(5)]
+    group_b = [bare(10 + i, "TIME-WAIT", 40005 + i, 5000, peer_addr="10.0.0.3") for i in range(4)]
+    assert busiest_port_group(group_a[:3] + group_b, [40000, 40009], 0.5) == (
+        ("host", "10.0.0.1", "10.0.0.3", 5000),
+        4,
+        10,
+    )
+    found = busiest_port_group(group_a + group_b, [40000, 40009], 0.5)
+    assert found == (("host", "10.0.0.1", "10.0.0.2", 5000), 5, 10)
 
 
 def test_nagle_hint_is_info_and_says_nodelay_is_invisible() -> None:
