@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from conn_farm import Farm
+from conn_farm import Farm, farm_errors
 
 SAMPLE_EVERY = 30.0
 TARGET = 1.05
@@ -101,15 +101,10 @@ def main() -> None:
     if args.minutes * 60 < 2 * SAMPLE_EVERY:
         sys.exit("bench_memory: --minutes must allow two samples (1 or more)")
     print(f"`{' '.join(sys.argv)}`\n", flush=True)
-    try:
-        with Farm(args.conns) as farm:
-            print(f"{args.conns} idle connections, {args.churn} opened and closed a second; "
-                  f"`bufmon watch --netns {farm.netns}`\n", flush=True)  # fmt: skip
-            run(farm, args.minutes, args.churn)
-    except KeyboardInterrupt:
-        sys.exit("interrupted; namespace and farm processes removed")
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"bench_memory: {exc}")
+    with farm_errors("bench_memory"), Farm(args.conns) as farm:
+        print(f"{args.conns} idle connections, {args.churn} opened and closed a second; "
+              f"`bufmon watch --netns {farm.netns}`\n", flush=True)  # fmt: skip
+        run(farm, args.minutes, args.churn)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from conn_farm import Farm, NamespaceGroup, add_farm_options, farm_of
+from conn_farm import Farm, NamespaceGroup, add_farm_options, farm_errors, farm_of
 
 from bufmon.monitor import Monitor
 from bufmon.rates import RateMeter
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--skip", choices=["farm", "namespaces"], help="leave one part out")
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    try:
+    with farm_errors("bench_refresh"):
         if args.isolated:
             private_netns_dir()
             counts = [int(c) for c in args.namespaces.split(",")]
@@ -192,10 +192,6 @@ def main() -> None:
         if args.skip != "namespaces":
             print("## Namespaces, no farm\n", flush=True)
             isolated(ns_argv)
-    except KeyboardInterrupt:
-        sys.exit("interrupted; namespaces and farm processes removed")
-    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"bench_refresh: {exc}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench_refresh import ms, ss, time_rounds
-from conn_farm import MAX_PAIRS_PER_CHILD, PR_SET_PDEATHSIG, Farm
+from conn_farm import MAX_PAIRS_PER_CHILD, PR_SET_PDEATHSIG, Farm, farm_errors
 
 from bufmon.monitor import Monitor
 from collectors.model import Sock
@@ -151,14 +151,10 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
-    try:
+    with farm_errors("bench_unix"):
         print(f"`{' '.join(sys.argv)}`\n", flush=True)
         for count in (int(c) for c in args.sockets.split(",")):
             bench(count, args.rounds)
-    except KeyboardInterrupt:
-        sys.exit("interrupted; namespace and farm processes removed")
-    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"bench_unix: {exc}")
 
 
 if __name__ == "__main__":

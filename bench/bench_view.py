@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench_commands import cached_bytecode, ss_in
 from bench_tui import Keys, print_keys, wait_until
-from conn_farm import add_farm_options, farm_of
+from conn_farm import add_farm_options, farm_errors, farm_of
 
 from bufmon.monitor import FirstLook
 from collectors.model import Snapshot
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--key-rounds", type=int, default=3, help="rounds of keys")
     args = parser.parse_args()
     print(f"`{' '.join(sys.argv)}`  load average {os.getloadavg()}\n", flush=True)
-    try:
+    with farm_errors("bench_view"):
         start = time.perf_counter()
         with farm_of(args) as farm:
             print(f"{args.conns} connections in {len(farm.children)} processes, built in "
@@ -203,10 +203,6 @@ def main() -> None:
             times = asyncio.run(run(farm.netns, args.rounds, args.key_rounds))
             report(times, TARGETS.get(args.conns))
             print(f"load average {os.getloadavg()}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted; namespace and farm processes removed")
-    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"bench_view: {exc}")
 
 
 if __name__ == "__main__":

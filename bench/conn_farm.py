@@ -14,6 +14,7 @@ on Ctrl-C and on SIGTERM, and stale farm namespaces of dead runs are removed fir
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import re
 import resource
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
@@ -192,6 +194,18 @@ def farm_of(args: argparse.Namespace) -> Farm:
     return Farm(args.conns, args.per_child, args.unread)
 
 
+@contextlib.contextmanager
+def farm_errors(bench: str) -> Iterator[None]:
+    """A benchmark's Ctrl-C or failure as one line; farms and namespaces are removed on
+    the way out (their own `with` blocks)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.exit("interrupted; namespaces and farm processes removed")
+    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"{bench}: {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_farm_options(parser)
@@ -200,15 +214,10 @@ def main() -> None:
     if args.child:
         child(int(args.child[0]), args.child[1], int(args.child[2]))
         return
-    try:
-        with farm_of(args) as farm:
-            print(f"{args.conns} connections in namespace {farm.netns}; Ctrl-C ends", flush=True)
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"conn_farm: {exc}")
+    with farm_errors("conn_farm"), farm_of(args) as farm:
+        print(f"{args.conns} connections in namespace {farm.netns}; Ctrl-C ends", flush=True)
+        while True:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":
