@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bufmon.present import WILDCARDS, endpoint
-from bufmon.textout import COLUMNS, json_line, row, watch_document
+from bufmon.textout import COLUMNS, columns, json_line, row, watch_document
 from collectors.destroy import GONE, Closer, Outcome
 from collectors.model import Snapshot, Sock, UnixSock
 from collectors.netns import NETNS_RUN_DIR, NamespaceSet, NetnsError
@@ -65,10 +65,12 @@ def tally(done: list[tuple[Sock, Outcome]]) -> str:
 
 def describe(sock: Sock) -> str:
     """One line: namespace, protocol, state, both ends, process, queues, fullness, flags."""
-    netns, proto, state, recv_q, send_q, local, peer, rx, tx, process, flags = row(sock)
+    netns, proto, state, recv_q, send_q, local, peer, recv_fill, send_fill, process, flags = row(
+        sock
+    )
     return (
         f"{netns} {proto} {state} {local} -> {peer} {process} "
-        f"Recv-Q {recv_q} Send-Q {send_q} Rx {rx} Tx {tx} flags {flags}"
+        f"Recv-Q {recv_q} Send-Q {send_q} Rx {recv_fill} Tx {send_fill} flags {flags}"
     )
 
 
@@ -129,7 +131,7 @@ def view_csv(_snap: Snapshot, socks: list[Sock]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
-    writer.writerows(row(s) for s in socks)
+    writer.writerows(zip(*columns(socks), strict=True))
     return out.getvalue()
 
 

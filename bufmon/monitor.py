@@ -34,7 +34,6 @@ class Monitor:
         self.host = socket.gethostname()
         self._gc = FrozenGarbage()
         self.rates = RateMeter()
-        self._measured = False  # some sample's counters are kept for the next one's rates
 
     def collect(self, first_look: FirstLook | None = None, lone: bool = False) -> Snapshot:
         """Sockets, processes and system facts, without diagnosis. `first_look` gets a
@@ -44,9 +43,8 @@ class Monitor:
         rates to measure nor counters to keep)."""
         now = time.time()
         socks = self.namespaces.dump()
-        if self._measured or not lone:
+        if self.rates.started or not lone:
             self.rates.measure(socks, now)
-            self._measured = True
         system = self._system_facts(now)
         if first_look is not None:
             first_look(self._snapshot(now, list(socks), system))
@@ -86,7 +84,6 @@ class Monitor:
     def sample_rates(self) -> None:
         """Only the counters the next refresh's rates start from (`snapshot --rates`)."""
         self.rates.measure(self.namespaces.dump(), time.time())
-        self._measured = True
 
     def refresh(self, single_sample: bool = False, first_look: FirstLook | None = None) -> Snapshot:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them

@@ -15,9 +15,8 @@ from __future__ import annotations
 import struct
 
 from collectors.model import IDLE, Rates, Sock
-from collectors.tcpinfo import span
+from collectors.tcpinfo import U32, span
 
-U32 = 0xFFFFFFFF
 # total_retrans .. segs_out of struct tcp_info, in one unpack: total_retrans,
 # (pacing_rate, max_pacing_rate), bytes_acked, bytes_received, segs_out.
 _OFFSET = span("total_retrans")[0]
@@ -47,6 +46,11 @@ class RateMeter:
     def __init__(self) -> None:
         self._last: dict[str, dict[int, bytes]] = {}  # netns -> cookie -> counter bytes
         self._then = 0.0  # time of the last sample: every kept socket's
+
+    @property
+    def started(self) -> bool:
+        """Some sample's counters are kept for the next one's rates."""
+        return self._then != 0.0
 
     def measure(self, socks: list[Sock], now: float) -> None:
         """Set s.rates on every socket from its previous sample (None on the first).

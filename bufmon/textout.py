@@ -66,6 +66,7 @@ def flag_tags(flags: Sequence[Flag]) -> str:
 
 
 RATE_COLUMNS = ("Rx/s", "Tx/s", "Retr/s")  # with `snapshot --rates`, after Tx%
+NUMERIC_COLUMNS = {"Recv-Q", "Send-Q", "Rx%", "Tx%", *RATE_COLUMNS}  # right-aligned
 _RATES_AT = COLUMNS.index("Process")
 
 
@@ -128,15 +129,14 @@ def table(socks: list[Sock], rates: bool = False) -> str:
     """An aligned table, numbers right-aligned, like `ss`; `rates` adds RATE_COLUMNS."""
     extra = RATE_COLUMNS if rates else ()
     titles = (*COLUMNS[:_RATES_AT], *extra, *COLUMNS[_RATES_AT:])
-    numeric = {3, 4, 7, 8, *range(_RATES_AT, _RATES_AT + len(extra))}
     padded = []
-    for i, (title, col) in enumerate(zip(titles, columns(socks, rates), strict=True)):
+    for title, col in zip(titles, columns(socks, rates), strict=True):
         col.insert(0, title)
-        if i == len(titles) - 1:  # flags, never ending in a space: no padding to strip
+        if title == titles[-1]:  # flags, never ending in a space: no padding to strip
             padded.append(col)
             continue
         width = max(map(len, col))
-        pad = str.rjust if i in numeric else str.ljust
+        pad = str.rjust if title in NUMERIC_COLUMNS else str.ljust
         padded.append(list(map(pad, col, itertools.repeat(width))))
     return "\n".join(map("  ".join, zip(*padded, strict=True)))
 

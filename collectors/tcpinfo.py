@@ -75,6 +75,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("accecn_fail_mode", "H"),
     ("accecn_opt_seen", "H"),
 )
+U32 = 0xFFFFFFFF  # tcp_info's __u32 counters wrap at this mask
 _HEAD = ("state", "ca_state", "retransmits", "probes", "backoff", "options")
 # Bytes 6 and 7 are bitfields: name -> (byte offset, shift, mask).
 _BITFIELDS = {

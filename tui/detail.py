@@ -11,13 +11,14 @@ from textual.widgets import Static
 
 from bufmon.diagnosis.config import SendQueueFull
 from bufmon.diagnosis.limits import LIMIT_FIELDS, Sysctls, local_peer
+from bufmon.textout import percent
 from collectors.model import Snapshot, Sock, UnixSock
 from tui.detail_text import flags_text, memory_text, owner_text, tcp_text, title_text
 from tui.fmt import human_bytes, human_rate, human_usec
 from tui.help import HELP, Keymap, hint_line
 from tui.messages import CloseAsked, CopyAsked, Drill, ExportAsked
 from tui.meters import TextLine
-from tui.plots import Mark, PlotPanel, PlotSpec, percent, plot_rows
+from tui.plots import Mark, PlotPanel, PlotSpec, plot_rows
 from tui.source import Series, SockKey
 from tui.state import accepted_scope, process_scope
 from tui.trail import Past
@@ -90,7 +91,6 @@ class DetailScreen(Screen[None]):
         self.peer = peer  # the socket's other end, when it is listed
         self.sysctls = sysctls or {}  # of the snapshot `sock` comes from
         self.closed = False
-        self.series: dict[str, Series] | None = None
         self.past: Past | None = None
         # kept, not queried: a screen torn down while it mounts has no children to find
         self.title_line = TextLine(id="detail-title")
@@ -136,11 +136,16 @@ class DetailScreen(Screen[None]):
             self.sock, self.peer = sock, peer
             self.sysctls = sysctls or self.sysctls
         if past is not None:
-            self.past, self.series = past, past.series
+            self.past = past
         self._draw(plot=past is not None)
 
+    @property
+    def series(self) -> dict[str, Series] | None:
+        """The socket's history shown, once it came."""
+        return None if self.past is None else self.past.series
+
     def show_history(self, past: Past) -> None:
-        self.past, self.series = past, past.series
+        self.past = past
         if self.is_mounted:
             self._draw(plot=True)
 
@@ -184,7 +189,7 @@ class DetailScreen(Screen[None]):
         if not self.plots.is_attached and self.body.is_attached:
             self.body.mount(self.plots, after=self.parts["flags"])  # at the first history:
             # Enter shows the details without waiting for the plots' widgets
-        self.plots.show(past.series, past.spans, past.now, past.window, rows, marks)
+        self.plots.show(past, rows, marks)
 
     def action_back(self) -> None:
         self.dismiss()  # not awaited: keys typed after it run on the list

@@ -89,7 +89,12 @@ def bar(fill: float, width: int) -> list[Segment]:
 
 
 def flag_tag(flag: Flag) -> str:
-    return FLAG_TAGS.get(flag.kind) or flag.kind.split("_")[0][:6].upper()
+    return kind_tag(flag.kind)
+
+
+def kind_tag(kind: str) -> str:
+    """The list's short tag of a flag kind: STALL, ZWIN, ... (its first word otherwise)."""
+    return FLAG_TAGS.get(kind) or kind.split("_")[0][:6].upper()
 
 
 def one_line(error: BaseException) -> str:

@@ -22,9 +22,9 @@ from textual.containers import Horizontal, Vertical
 from textual.css.scalar import Scalar
 from textual.widgets import Sparkline, Static
 
-from tui.fmt import DIM, FLAG_TAGS, SEVERITY_STYLES
+from tui.fmt import DIM, SEVERITY_STYLES, kind_tag
 from tui.source import Series
-from tui.trail import Span
+from tui.trail import Past, Span
 
 GUTTER = 20  # the labels left of a plot, its axis line included
 MAX_ROWS = 6  # a plot's height at most: painting costs width x height cells
@@ -35,10 +35,6 @@ TICK_ROOM = 8  # columns per time label at least
 MARKED = "━"  # a flag held in this column (a mark, not only a colour: NO_COLOR)
 
 Unit = Callable[[float], str]
-
-
-def percent(fill: float) -> str:
-    return f"{fill:.0%}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +148,7 @@ def flag_rows(spans: Sequence[Span], start: float, end: float, columns: int) -> 
     step = (end - start) / columns
     for n, (kind, held) in enumerate(kinds.items()):
         worst = SEVERITY_STYLES[held[-1].severity]
-        tag = FLAG_TAGS.get(kind, kind.split("_")[0].upper())
+        tag = kind_tag(kind)
         text.append(("\n" if n else "") + f"{tag:<{GUTTER - 1}}", worst)
         text.append("│", DIM)
         cells = [" "] * columns
@@ -230,27 +226,17 @@ class PlotPanel(Vertical):
         self.plots = [Plot(spec) for spec in specs]
         self.flags = Static(classes="plot-flags")
         self.axis = Static(classes="plot-axis")
-        self._shown: (
-            tuple[dict[str, Series], Sequence[Span], float, float, int, dict[str, list[Mark]]]
-            | None
-        ) = None
+        self._shown: tuple[Past, int, dict[str, list[Mark]]] | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.plots
         yield self.flags
         yield self.axis
 
-    def show(
-        self,
-        series: dict[str, Series],
-        spans: Sequence[Span],
-        now: float,
-        window: float,
-        rows: int,
-        marks: dict[str, list[Mark]] | None = None,
-    ) -> None:
-        """Draw every plot over the history there is (at most `window` s) up to `now`."""
-        self._shown = (series, spans, now, window, rows, marks or {})
+    def show(self, past: Past, rows: int, marks: dict[str, list[Mark]] | None = None) -> None:
+        """Draw every plot over the history there is (at most `past.window` s) up to
+        `past.now`."""
+        self._shown = (past, rows, marks or {})
         self._draw()
 
     def on_resize(self) -> None:
@@ -260,7 +246,8 @@ class PlotPanel(Vertical):
         """One column per cell of the panel's width (before its first layout: the screen's)."""
         if self._shown is None or not self.is_attached:  # drawn on its first Resize
             return
-        series, spans, now, window, rows, marks = self._shown
+        past, rows, marks = self._shown
+        series, spans, now, window = past.series, past.spans, past.now, past.window
         width = self.size.width or self.app.size.width
         columns = max(width - GUTTER, 8)
         starts = [values[0][0] for values in series.values() if values]

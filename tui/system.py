@@ -95,7 +95,7 @@ class SystemScreen(Screen[None]):
             _, pressure, high = past.tcp_mem
             marks["mem"] = [("press", float(pressure)), ("high", float(high))]
         rows = plot_rows(self.app.size.height, len(SYSTEM_PLOTS), FIXED_ROWS + len(past.held))
-        self.plots.show(past.series, past.spans, past.now, past.window, rows, marks)
+        self.plots.show(past, rows, marks)
 
     def action_back(self) -> None:
         self.dismiss()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from collectors.tcpinfo import U32
+
 # Field order of a record. Times are centiseconds since the history's first sample;
 # fills are r/rb and w/tb times 10,000 (capped); COUNTERS (bytes, microseconds) are
 # stored modulo 2**32 and read back as increments, so they never overflow a field.
@@ -39,7 +41,6 @@ SIZE = RECORD.size
 FILL_SCALE = 10000.0
 RETR_SCALE = 100.0
 SCALES = {"rfill": FILL_SCALE, "sfill": FILL_SCALE, "retr_rate": RETR_SCALE}
-U32 = 0xFFFFFFFF
 U16 = 0xFFFF
 # What a tracked socket costs beyond its records: bytearray header plus dict entry.
 OVERHEAD = 160
