@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conn_farm import Farm, add_farm_options, farm_errors, farm_of
+from conn_farm import Farm, add_farm_options, announced_farm, farm_errors
 
 from collectors.netns import entered
 
@@ -143,14 +143,12 @@ def main() -> None:
     parser.add_argument("--compare", metavar="BUFMON", help="another bufmon, timed alongside")
     args = parser.parse_args()
     print(f"`{' '.join(sys.argv)}`\n", flush=True)
-    with farm_errors("bench_commands"):
-        start = time.perf_counter()
-        with farm_of(args) as farm:
-            print(f"{args.conns} connections ({2 * args.conns + len(farm.children)} sockets) in "
-                  f"{len(farm.children)} processes, {args.unread} bytes unread on each, built "
-                  f"in {time.perf_counter() - start:.1f} s\n", flush=True)  # fmt: skip
-            with tempfile.TemporaryDirectory(prefix="bufmon-bench-pycache-") as cache:
-                bench(farm, args.rounds, args.refreshes, args.compare, cache)
+    with (
+        farm_errors("bench_commands"),
+        announced_farm(args) as farm,
+        tempfile.TemporaryDirectory(prefix="bufmon-bench-pycache-") as cache,
+    ):
+        bench(farm, args.rounds, args.refreshes, args.compare, cache)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from conn_farm import Farm, NamespaceGroup, add_farm_options, farm_errors, farm_of
+from conn_farm import Farm, NamespaceGroup, add_farm_options, announced_farm, farm_errors
 
 from bufmon.monitor import Monitor
 from bufmon.rates import RateMeter
@@ -179,11 +179,7 @@ def main() -> None:
         ns_argv = ["--rounds", str(args.rounds), "--namespaces", args.namespaces,
                    "--ns-sockets", str(args.ns_sockets)]  # fmt: skip
         if args.skip != "farm":
-            start = time.perf_counter()
-            with farm_of(args) as farm:
-                print(f"## {args.conns} connections in {len(farm.children)} processes, "
-                      f"{args.unread} bytes unread on each, built in "
-                      f"{time.perf_counter() - start:.1f} s\n")  # fmt: skip
+            with announced_farm(args, heading="## ") as farm:
                 bench_farm(farm, args.rounds)
                 if args.skip != "namespaces":
                     print("## Namespaces, while the farm's sockets sit in another namespace\n",

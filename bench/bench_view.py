@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench_commands import cached_bytecode, ss_in
 from bench_tui import Keys, print_keys, wait_until
-from conn_farm import add_farm_options, farm_errors, farm_of
+from conn_farm import add_farm_options, announced_farm, farm_errors
 
 from bufmon.monitor import FirstLook
 from collectors.model import Snapshot
@@ -186,23 +186,19 @@ def main() -> None:
     parser.add_argument("--key-rounds", type=int, default=3, help="rounds of keys")
     args = parser.parse_args()
     print(f"`{' '.join(sys.argv)}`  load average {os.getloadavg()}\n", flush=True)
-    with farm_errors("bench_view"):
-        start = time.perf_counter()
-        with farm_of(args) as farm:
-            print(f"{args.conns} connections in {len(farm.children)} processes, built in "
-                  f"{time.perf_counter() - start:.1f} s", flush=True)  # fmt: skip
-            ss = ss_in(farm.netns)
-            firsts, ss_times = [], []
-            with tempfile.TemporaryDirectory(prefix="bench-view-pyc-") as cache:
-                first_screen(farm.netns, cache)  # untimed: fills the bytecode cache
-                for _ in range(args.launches):
-                    firsts.append(first_screen(farm.netns, cache))
-                    ss_times.append(ss()[0])
-            print(f"first screen, whole process in tmux: {spread(firsts)} (target <= "
-                  f"{TARGET_FIRST_S} s); `ss -tanmi` {spread(ss_times)}", flush=True)  # fmt: skip
-            times = asyncio.run(run(farm.netns, args.rounds, args.key_rounds))
-            report(times, TARGETS.get(args.conns))
-            print(f"load average {os.getloadavg()}")
+    with farm_errors("bench_view"), announced_farm(args) as farm:
+        ss = ss_in(farm.netns)
+        firsts, ss_times = [], []
+        with tempfile.TemporaryDirectory(prefix="bench-view-pyc-") as cache:
+            first_screen(farm.netns, cache)  # untimed: fills the bytecode cache
+            for _ in range(args.launches):
+                firsts.append(first_screen(farm.netns, cache))
+                ss_times.append(ss()[0])
+        print(f"first screen, whole process in tmux: {spread(firsts)} (target <= "
+              f"{TARGET_FIRST_S} s); `ss -tanmi` {spread(ss_times)}", flush=True)  # fmt: skip
+        times = asyncio.run(run(farm.netns, args.rounds, args.key_rounds))
+        report(times, TARGETS.get(args.conns))
+        print(f"load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -195,6 +195,17 @@ def farm_of(args: argparse.Namespace) -> Farm:
 
 
 @contextlib.contextmanager
+def announced_farm(args: argparse.Namespace, heading: str = "") -> Iterator[Farm]:
+    """farm_of(args), built, with a line saying what it holds and how long it took."""
+    start = time.perf_counter()
+    with farm_of(args) as farm:
+        print(f"{heading}{args.conns} connections ({2 * args.conns + len(farm.children)} "
+              f"sockets) in {len(farm.children)} processes, {args.unread} bytes unread on "
+              f"each, built in {time.perf_counter() - start:.1f} s\n", flush=True)  # fmt: skip
+        yield farm
+
+
+@contextlib.contextmanager
 def farm_errors(bench: str) -> Iterator[None]:
     """A benchmark's Ctrl-C or failure as one line; farms and namespaces are removed on
     the way out (their own `with` blocks)."""
