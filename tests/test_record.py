@@ -259,8 +259,8 @@ def test_kill_9_then_torn_tail_then_restart(ns: Netns, tmp: Path) -> None:
         conns.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_end_cleanly(ns: Netns, tmp: Path, signum: int) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_sigterm_and_hangup_end_cleanly(ns: Netns, tmp: Path, signum: int) -> None:
     path = tmp / "sig.rec"
     proc = start_recorder(path, ns)
     wait_frames(path, 3)
@@ -274,6 +274,26 @@ def test_ctrl_c_and_sigterm_end_cleanly(ns: Netns, tmp: Path, signum: int) -> No
         assert scan(fd).end == path.stat().st_size
     finally:
         os.close(fd)
+
+
+def test_under_nohup_a_hangup_does_not_stop_the_recording(ns: Netns, tmp: Path) -> None:
+    path = tmp / "nohup.rec"
+    proc = subprocess.Popen(
+        ["nohup", BUFMON, "record", str(path), "--netns", ns.name, "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_frames(path, 2)
+        proc.send_signal(signal.SIGHUP)
+        before = frame_count(path)
+        wait_frames(path, before + 3)  # still recording
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert len(replay_lines(path)) == frame_count(path)
 
 
 def test_full_disk_stops_with_one_line_and_keeps_what_was_written(ns: Netns, tmp: Path) -> None:

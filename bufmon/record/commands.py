@@ -132,9 +132,10 @@ def cmd_record(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     from bufmon.record.writer import Recorder
 
     config = load_config(args.config, args.set)
-    stop = threading.Event()  # Ctrl-C and SIGTERM end the recording after the current frame
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _n, _f: stop.set())
+    stop = threading.Event()  # Ctrl-C, SIGTERM and SIGHUP end it after the current frame
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: the SSH session died
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:  # nohup
+            signal.signal(signum, lambda _n, _f: stop.set())
     recorder = Recorder(args.file, args.interval, args.max_size, args.keep)
     monitor = Monitor(args.netns, config)
     try:
