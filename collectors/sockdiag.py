@@ -12,7 +12,9 @@ import operator
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat, starmap
+from typing import Any
 
 from collectors import tcpinfo
 from collectors.gcpolicy import gc_paused
@@ -43,9 +45,10 @@ MEMINFO = struct.Struct("=4I")
 SKMEMINFO = struct.Struct("=9I")
 SKMEM_LEN = SKMEMINFO.size
 RECV_BUF = 1 << 20
+MAX_SKMEMS = 65536  # skmem tuples kept (SKMEMS); cleared when full
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
-_FAMILY_NAMES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
 
 
 class DiagError(RuntimeError):
@@ -92,7 +95,10 @@ class _AddrCache(dict[bytes, str]):
         return text
 
 
-_ADDRS = {socket.AF_INET: _AddrCache(socket.AF_INET), socket.AF_INET6: _AddrCache(socket.AF_INET6)}
+_ADDRS: dict[int, _AddrCache] = {
+    socket.AF_INET: _AddrCache(socket.AF_INET),
+    socket.AF_INET6: _AddrCache(socket.AF_INET6),
+}
 
 
 Attr = tuple[int, int, int]  # (offset, length, type) of one attribute
@@ -135,64 +141,79 @@ def covering(codes: str, size: int, length: int) -> struct.Struct:
     return layout
 
 
-class _Layout:
-    """One struct for a whole reply message: header, inet_diag_msg and attributes.
+# The inet_diag_msg fields a socket needs, the interface skipped: family, state,
+# timer, retransmits, ports, addresses, cookie (2 words), expires, queues, uid, inode.
+ROW_MSG = "16xBBBBHH16s16s4xIIIIIII"
+ROW_MSG_VALUES = 15
+NO_ATTRIBUTE = (None,)  # what a row picks for an attribute its message lacks
 
-    Replies of one dump repeat the same attributes in the same order, so the layout
-    of the first message of a length decodes the rest in one unpack. `checks` holds
-    the positions of the netlink type/flags and of every attribute header; a message
-    whose headers differ is decoded attribute by attribute instead.
-    tcp_info stays raw bytes, except segs_in: it moves with every segment received,
-    the cheapest sign that a connection changed.
+
+class _Layout:
+    """How to read every reply message of one shape: one unpack per message, one
+    iter_unpack per run of them.
+
+    Replies of one dump repeat the same attributes in the same order. `head` reads a
+    message's netlink type and flags and every attribute header, which must equal
+    `checks` (the first message's); a message of the same length but another shape
+    is decoded attribute by attribute (_slow_row). The messages after it that repeat
+    its `fixed` bytes (netlink header, attribute headers; run_length compares them
+    column by column in C) have its shape too. `rows` reads _Decoded's arguments after
+    the protocol: the inet_diag_msg fields, then the raw skmem and tcp_info in the
+    order the kernel sent them; `args` puts them in _Decoded's order when that is
+    another (each row then ends with NO_ATTRIBUTE, picked for a missing one).
     """
 
-    __slots__ = (
-        "check_at",
-        "checks",
-        "info_end",
-        "info_start",
-        "mem_at",
-        "segs_in_at",
-        "skmem_at",
-        "struct",
-    )
+    __slots__ = ("args", "checks", "fixed", "head", "rows")
 
     def __init__(self, data: bytes | memoryview, pos: int, length: int) -> None:
-        codes = "IHHII" + DIAG_MSG.format.lstrip("=")
-        index = 21  # values so far: 5 header + 16 inet_diag_msg
-        size = 16 + DIAG_MSG.size
-        check_at, checks = [1, 2], list(NLMSGHDR.unpack_from(data, pos)[1:3])
-        self.skmem_at = self.mem_at = self.segs_in_at = -1
-        self.info_start = self.info_end = -1  # tcp_info bytes, relative to the message
-        for apos, alen, atype in _attributes(data, pos, length):
+        head, lean = "4xHH8x" + f"{DIAG_MSG.size}x", ROW_MSG
+        size = MIN_REPLY
+        checks = list(NLMSGHDR.unpack_from(data, pos)[1:3])
+        fixed = list(range(NLMSGHDR.size))
+        attrs = _attributes(data, pos, length)
+        kinds = [atype & 0x3FFF for _apos, _alen, atype in attrs]
+        found: list[str] = []  # the attributes a row holds, in the kernel's order
+        for (apos, alen, atype), kind in zip(attrs, kinds, strict=True):
             if apos != pos + size:
                 raise ValueError("attributes are not contiguous")
-            plen, kind = alen - 4, atype & 0x3FFF
-            item, count, used = "", 0, 0  # struct codes read from the payload
+            plen = alen - 4
+            item, used, name = "", 0, ""
             if kind == INET_DIAG_SKMEMINFO and plen >= SKMEM_LEN:
-                item, count, used, self.skmem_at = "9I", 9, SKMEM_LEN, index + 2
-            elif kind == INET_DIAG_MEMINFO and plen >= MEMINFO.size:
-                item, count, used, self.mem_at = "4I", 4, MEMINFO.size, index + 2
+                item, used, name = f"{SKMEM_LEN}s", SKMEM_LEN, "skmem"
             elif kind == INET_DIAG_INFO and plen >= tcpinfo.MIN_LEN:
-                self.info_start = apos - pos + 4
-                self.info_end = self.info_start + plen
-                offset, end = tcpinfo.span("segs_in")
-                if end <= plen:
-                    item, count, used, self.segs_in_at = f"{offset}xI", 1, end, index + 2
-            check_at += [index, index + 1]  # every header: a malformed one must not pass
+                item, used, name = f"{plen}s", plen, "info"
+            elif kind == INET_DIAG_MEMINFO and INET_DIAG_SKMEMINFO not in kinds:
+                raise ValueError("only MEMINFO (kernels before 3.6): one by one")
+            if name in found:
+                raise ValueError(f"two {name} attributes")
+            if name:
+                found.append(name)
             checks += [alen, atype]
-            index += 2 + count
-            item_codes, size = attribute_codes(alen, item, used, size, length)
-            codes += item_codes
-        self.struct = covering(codes, size, length)
-        self.check_at = operator.itemgetter(*check_at)
+            fixed += range(apos - pos, apos - pos + 4)
+            head += attribute_codes(alen, "", 0, size, length)[0]
+            lean_codes, size = attribute_codes(alen, item, used, size, length, "4x")
+            lean += lean_codes
+        self.head = covering(head, size, length).unpack_from
+        self.rows = covering(lean, size, length)
         self.checks = tuple(checks)
+        self.fixed = tuple(fixed)
+        self.args: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        if found != ["skmem", "info"][: len(found)]:
+            missing = ROW_MSG_VALUES + len(found)  # where NO_ATTRIBUTE sits
+            self.args = operator.itemgetter(
+                *range(ROW_MSG_VALUES),
+                *(
+                    ROW_MSG_VALUES + found.index(n) if n in found else missing
+                    for n in ("skmem", "info")
+                ),
+            )
 
 
 _LAYOUTS: dict[str, dict[int, _Layout | None]] = {"tcp": {}, "udp": {}}  # proto -> length
 
 
 def _layout_for(proto: str, data: bytes | memoryview, pos: int, length: int) -> _Layout | None:
+    """The layout of this message's length when this message has its shape, else None."""
     layouts = _LAYOUTS.setdefault(proto, {})
     if length not in layouts:
         if len(layouts) > 256:
@@ -201,7 +222,24 @@ def _layout_for(proto: str, data: bytes | memoryview, pos: int, length: int) -> 
             layouts[length] = _Layout(data, pos, length)
         except ValueError:
             layouts[length] = None
-    return layouts[length]
+    lay = layouts[length]
+    return lay if lay is not None and lay.head(data, pos) == lay.checks else None
+
+
+def run_length(
+    data: bytes | memoryview, pos: int, end: int, length: int, fixed: Sequence[int]
+) -> int:
+    """How many messages of `length` from `pos` on (at least this one) repeat its
+    `fixed` byte offsets: one byte column per offset, compared in C."""
+    count = (end - pos) // length
+    for offset in fixed:
+        column = bytes(data[pos + offset : pos + count * length : length])
+        first = column[:1]
+        if column != first * count:
+            count = len(column) - len(column.lstrip(first))
+            if count == 1:
+                break
+    return count
 
 
 def _names(known: dict[int, str]) -> tuple[str, ...]:
@@ -223,23 +261,41 @@ _STATES = _names(STATE_NAMES)
 _PORTS = _port_table()
 _TIMERS = _names(TIMER_NAMES)
 NLMSGHDR_HEAD = struct.Struct("=IHHI")  # length, type, flags, seq
+_KNOWN_FAMILIES = bytes(_ADDRS)
+SEGS_IN_AT, SEGS_IN_END = tcpinfo.span("segs_in")
+_U32 = struct.Struct("=I").unpack_from
 
 
-def _decode_slow(
-    data: bytes | memoryview, pos: int, length: int
-) -> tuple[tuple[int, ...] | None, TcpInfo | None]:
-    """skmem and tcp_info, one attribute at a time (messages of an unusual shape)."""
-    skmem = None
-    info = None
+class Skmems(dict[bytes, tuple[int, ...]]):
+    """skmem tuples by their raw bytes: idle sockets of one kind repeat the same
+    buffer sizes, so most sockets share a tuple instead of making one each."""
+
+    def __missing__(self, raw: bytes) -> tuple[int, ...]:
+        if len(self) >= MAX_SKMEMS:
+            self.clear()
+        skmem = self[raw] = SKMEMINFO.unpack(raw)
+        return skmem
+
+
+SKMEMS = Skmems()
+
+
+def _slow_row(data: bytes | memoryview, pos: int, length: int) -> tuple[Any, ...]:
+    """_Decoded's arguments (after the protocol) of one message, attribute by attribute
+    (messages of an unusual shape); the last of a repeated attribute counts."""
+    msg = DIAG_MSG.unpack_from(data, pos + 16)
+    skmem: bytes | None = None
+    meminfo: bytes | None = None
+    info: bytes | None = None
     for apos, alen, atype in _attributes(data, pos, length):
-        kind = atype & 0x3FFF
+        kind, start = atype & 0x3FFF, apos + 4
         if kind == INET_DIAG_SKMEMINFO and alen >= 4 + SKMEM_LEN:
-            skmem = SKMEMINFO.unpack_from(data, apos + 4)
+            skmem = bytes(data[start : start + SKMEM_LEN])
         elif kind == INET_DIAG_INFO:
-            info = tcpinfo.decode(data, apos + 4, alen - 4)
-        elif kind == INET_DIAG_MEMINFO and skmem is None and alen >= 4 + MEMINFO.size:
-            skmem = _from_meminfo(MEMINFO.unpack_from(data, apos + 4))
-    return skmem, info
+            info = bytes(data[start : apos + alen]) if alen - 4 >= tcpinfo.MIN_LEN else None
+        elif kind == INET_DIAG_MEMINFO and alen >= 4 + MEMINFO.size:
+            meminfo = SKMEMINFO.pack(*_from_meminfo(MEMINFO.unpack_from(data, start)))
+    return (*msg[:8], *msg[9:], skmem or meminfo, info)
 
 
 def _from_meminfo(mem: tuple[int, ...]) -> tuple[int, ...]:
@@ -262,6 +318,10 @@ def _check_control(data: bytes | memoryview, pos: int, length: int, mtype: int, 
     return False
 
 
+def _known_family(row: tuple[Any, ...]) -> bool:
+    return row[0] in _ADDRS
+
+
 def decode_messages(
     data: bytes | memoryview, proto: str, netns: str, out: list[Sock], seq: int | None = None
 ) -> bool:
@@ -269,18 +329,16 @@ def decode_messages(
 
     Returns True when the dump is complete (NLMSG_DONE). Raises DiagError for a
     kernel error and for a malformed message (never reads past the buffer).
-    Messages of another request (a `seq` other than ours) or of unknown types are
-    skipped.
+    Messages of another request (a `seq` other than ours), of unknown types and of
+    families other than IPv4 and IPv6 are skipped. A run of messages of one shape is
+    read with one iter_unpack and made into sockets with one call each (_Decoded).
     """
+    data = bytes(data)  # one copy of the datagram: bytes index and slice faster
     end = len(data)
     pos = 0
+    view = memoryview(data)
     hdr_unpack = NLMSGHDR_HEAD.unpack_from
-    ports = _PORTS
-    states, timers, families = _STATES, _TIMERS, _FAMILY_NAMES
-    layouts = _LAYOUTS.setdefault(proto, {})
-    view = memoryview(data)  # slicing it copies nothing before TcpInfo copies once
-    lay: _Layout | None = None
-    lay_length = -1
+    make = functools.partial(_Decoded, netns, proto)
     while pos + 16 <= end:
         length, mtype, mflags, mseq = hdr_unpack(data, pos)
         if length < 16 or pos + length > end:
@@ -301,58 +359,76 @@ def decode_messages(
             continue
         if length < MIN_REPLY:
             raise DiagError(f"malformed inet_diag message (length {length})")
-        if length != lay_length:  # replies of one dump mostly share one length
-            lay = layouts.get(length) or _layout_for(proto, data, pos, length)
-            lay_length = length
-            if lay is not None:
-                unpack, check_at, checks = lay.struct.unpack_from, lay.check_at, lay.checks
-                sk_at, mem_at, seg_at = lay.skmem_at, lay.mem_at, lay.segs_in_at
-                info_start, info_end = lay.info_start, lay.info_end
-        vals = unpack(data, pos) if lay is not None else None
-        if vals is not None and check_at(vals) == checks:
-            if sk_at >= 0:
-                skmem: tuple[int, ...] | None = vals[sk_at : sk_at + 9]
-            elif mem_at >= 0:
-                skmem = _from_meminfo(vals[mem_at : mem_at + 4])
-            else:
-                skmem = None
-            info = None if info_start < 0 else TcpInfo(view[pos + info_start : pos + info_end])
-            segs_in = None if seg_at < 0 else vals[seg_at]
-            msg = vals[5:21]
-        else:
-            skmem, info = _decode_slow(data, pos, length)
-            segs_in = None if info is None else info.get("segs_in")
-            msg = DIAG_MSG.unpack_from(data, pos + 16)
-        (fam, state, timer, retrans, sport, dport, src, dst, _if, ck0, ck1,
-         expires, rqueue, wqueue, uid, inode) = msg  # fmt: skip
-        pos += (length + 3) & ~3
-        addrs = _ADDRS.get(fam)
-        if addrs is None:
-            continue
-        out.append(
-            Sock(
-                proto,
-                families[fam],
-                states[state],
-                addrs[src],
-                ports[sport],
-                addrs[dst],
-                ports[dport],
-                rqueue,
-                wqueue,
-                skmem,
-                info,
-                timers[timer],
-                expires,
-                retrans,
-                uid,
-                inode,
-                ck1 << 32 | ck0,
-                netns,
-                segs_in,
-            )
-        )
+        stride = (length + 3) & ~3
+        lay = _layout_for(proto, data, pos, length)
+        rows: Iterable[tuple[Any, ...]]
+        if lay is None:
+            rows, count, args = (_slow_row(data, pos, length),), 1, None
+        elif length & 3:  # padded: rows are not back to back
+            rows, count, args = (lay.rows.unpack_from(data, pos),), 1, lay.args
+        else:  # every row repeats the first one's headers (run_length)
+            count = run_length(data, pos, end, length, lay.fixed)
+            rows, args = lay.rows.iter_unpack(view[pos : pos + count * length]), lay.args
+        if data[pos + 16 : pos + count * stride : stride].translate(None, _KNOWN_FAMILIES):
+            rows = filter(_known_family, rows)
+        if args is not None:
+            rows = map(args, map(tuple.__add__, rows, repeat(NO_ATTRIBUTE)))
+        out.extend(starmap(make, rows))
+        pos += count * stride
     return False
+
+
+class _Decoded(Sock):
+    """A Sock made straight from one row's raw values: the decoder's hot path, one
+    Python frame per socket (Sock.__init__ is the readable constructor). skmem and
+    tcp_info come as their raw bytes; equal skmem bytes share one tuple (SKMEMS)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        netns: str,
+        proto: str,
+        family: int,
+        state: int,
+        timer: int,
+        retrans: int,
+        sport: int,
+        dport: int,
+        src: bytes,
+        dst: bytes,
+        ck0: int,
+        ck1: int,
+        expires: int,
+        rq: int,
+        wq: int,
+        uid: int,
+        inode: int,
+        skmem: bytes | None = None,
+        info: bytes | None = None,
+    ) -> None:
+        addrs = _ADDRS[family]
+        self.proto = proto
+        self.family = _FAMILY_NAMES[family]
+        self.state = _STATES[state]
+        self.local_addr = addrs[src]
+        self.local_port = _PORTS[sport]
+        self.peer_addr = addrs[dst]
+        self.peer_port = _PORTS[dport]
+        self.recv_q, self.send_q = rq, wq
+        self.skmem = None if skmem is None else SKMEMS[skmem]
+        if info is None:
+            self.info = self.segs_in = None
+        else:
+            self.info = TcpInfo(info)
+            self.segs_in = _U32(info, SEGS_IN_AT)[0] if len(info) >= SEGS_IN_END else None
+        self.timer = _TIMERS[timer]
+        self.timer_expires_ms, self.retrans = expires, retrans
+        self.uid, self.inode, self.netns = uid, inode, netns
+        self.cookie = ck1 << 32 | ck0
+        self.netns_name = self.process = self.listener = self.rates = None
+        self.flags = ()
+        self.closed = False
 
 
 # decode(chunk, proto, netns, out, seq) -> True at the end of the dump

@@ -30,13 +30,14 @@ from collectors.sockdiag import (
     NLMSGHDR_HEAD,
     RTATTR,
     SKMEM_LEN,
-    SKMEMINFO,
+    SKMEMS,
     SOCK_DIAG_BY_FAMILY,
     DiagError,
     SockDiag,
     _check_control,
     attribute_codes,
     covering,
+    run_length,
 )
 from collectors.untrusted import decode
 
@@ -52,7 +53,6 @@ UNIX_DIAG_RQLEN, UNIX_DIAG_MEMINFO, UNIX_DIAG_UID = 4, 5, 7
 SHOW = 0x01 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40  # name, peer, icons, rqlen, meminfo, uid
 MAX_SHAPES = 8  # layouts kept per message length
 MAX_NAMES = 65536  # decoded paths kept; cleared when full
-MAX_SKMEMS = 65536  # skmem tuples kept; cleared when full
 
 _STATES = tuple(STATE_NAMES.get(code, str(code)) for code in range(256))
 _TYPES = tuple(UNIX_TYPES.get(code, str(code)) for code in range(256))
@@ -84,19 +84,6 @@ class _Names(dict[bytes, str]):
 
 _NAMES = _Names()
 
-
-class _Skmems(dict[bytes, tuple[int, ...]]):
-    """skmem tuples by their raw bytes: idle sockets of one kind repeat the same
-    buffer sizes, so most sockets share a tuple instead of making one each."""
-
-    def __missing__(self, raw: bytes) -> tuple[int, ...]:
-        if len(self) >= MAX_SKMEMS:
-            self.clear()
-        skmem = self[raw] = SKMEMINFO.unpack(raw)
-        return skmem
-
-
-_SKMEMS = _Skmems()
 
 Fields = tuple[bytes | None, int, int, int, bytes | None, int, tuple[int, ...]]
 
@@ -216,20 +203,6 @@ class _Layout:
 _LAYOUTS: dict[int, list[_Layout]] = {}  # by message length, most recent shape first
 
 
-def _run_length(data: bytes | memoryview, pos: int, end: int, lay: _Layout, length: int) -> int:
-    """How many messages from `pos` on (at least this one) repeat its fixed bytes: one
-    byte column per offset, compared in C."""
-    count = (end - pos) // length
-    for offset in lay.fixed:
-        column = bytes(data[pos + offset : pos + count * length : length])
-        first = column[:1]
-        if column != first * count:
-            count = len(column) - len(column.lstrip(first))
-            if count == 1:
-                break
-    return count
-
-
 def _layout_for(data: bytes | memoryview, pos: int, length: int) -> _Layout | None:
     """A layout that decodes this message (made from it when none of its length
     does), or None when one struct cannot (e.g. attributes with gaps)."""
@@ -302,7 +275,7 @@ def decode_messages(
             rows, count = (lay.rows.unpack_from(data, pos),), 1
             args, complete = lay.args, lay.complete
         else:  # every row repeats the first one's headers and family (_run_length)
-            count = _run_length(data, pos, end, lay, length)
+            count = run_length(data, pos, end, length, lay.fixed)
             rows = lay.rows.iter_unpack(view[pos : pos + count * length])
             args, complete = lay.args, lay.complete
         if not complete:
@@ -344,7 +317,7 @@ class _Decoded(UnixSock):
         self.local_port = self.peer_port = self.timer_expires_ms = self.retrans = 0
         self.peer_addr = ""
         self.recv_q, self.send_q = rq, wq
-        self.skmem = None if skmem is None else _SKMEMS[skmem]
+        self.skmem = None if skmem is None else SKMEMS[skmem]
         self.info = self.segs_in = self.process = self.peer_process = self.listener = self.rates = (
             None
         )
