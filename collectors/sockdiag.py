@@ -141,6 +141,57 @@ def covering(codes: str, size: int, length: int) -> struct.Struct:
     return layout
 
 
+class Fixed:
+    """The byte offsets every message of a run repeats (headers), as the columns
+    run_length compares: whole aligned 4-byte words, and the single bytes left over."""
+
+    __slots__ = ("singles", "words")
+
+    def __init__(self, offsets: Sequence[int]) -> None:
+        at = set(offsets)
+        words = [o for o in sorted(at) if o % 4 == 0 and {o + 1, o + 2, o + 3} <= at]
+        covered = {o + i for o in words for i in range(4)}
+        self.words = tuple(words)
+        self.singles = tuple(sorted(at - covered))
+
+
+def _leading(column: bytes, first: bytes, count: int) -> int:
+    """How many of `column`'s `count` items of len(first) bytes equal the first one."""
+    size = len(first)
+    same, differs = 1, count  # the first is itself; item `differs` is the first other
+    while differs - same > 1:
+        mid = (same + differs) // 2
+        if column[: mid * size] == first * mid:
+            same = mid
+        else:
+            differs = mid
+    return same
+
+
+def run_length(data: bytes, pos: int, end: int, length: int, fixed: Fixed) -> int:
+    """How many messages of `length` (a multiple of 4) from `pos` on, at least this
+    one, repeat its `fixed` bytes: one column per word or byte, compared in C."""
+    count = (end - pos) // length
+    words = memoryview(data)[: end & ~3].cast("I")
+    step = length // 4
+    for offset in fixed.words:
+        start = (pos + offset) // 4
+        column = words[start : start + count * step : step].tobytes()
+        first = column[:4]
+        if column != first * count:
+            count = _leading(column, first, count)
+            if count == 1:
+                return 1
+    for offset in fixed.singles:
+        column = data[pos + offset : pos + count * length : length]
+        first = column[:1]
+        if column != first * count:
+            count = len(column) - len(column.lstrip(first))
+            if count == 1:
+                return 1
+    return count
+
+
 # The inet_diag_msg fields a socket needs, the interface skipped: family, state,
 # timer, retransmits, ports, addresses, cookie (2 words), expires, queues, uid, inode.
 ROW_MSG = "16xBBBBHH16s16s4xIIIIIII"
@@ -196,7 +247,7 @@ class _Layout:
         self.head = covering(head, size, length).unpack_from
         self.rows = covering(lean, size, length)
         self.checks = tuple(checks)
-        self.fixed = tuple(fixed)
+        self.fixed = Fixed(fixed)
         self.args: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
         if found != ["skmem", "info"][: len(found)]:
             missing = ROW_MSG_VALUES + len(found)  # where NO_ATTRIBUTE sits
@@ -224,22 +275,6 @@ def _layout_for(proto: str, data: bytes | memoryview, pos: int, length: int) -> 
             layouts[length] = None
     lay = layouts[length]
     return lay if lay is not None and lay.head(data, pos) == lay.checks else None
-
-
-def run_length(
-    data: bytes | memoryview, pos: int, end: int, length: int, fixed: Sequence[int]
-) -> int:
-    """How many messages of `length` from `pos` on (at least this one) repeat its
-    `fixed` byte offsets: one byte column per offset, compared in C."""
-    count = (end - pos) // length
-    for offset in fixed:
-        column = bytes(data[pos + offset : pos + count * length : length])
-        first = column[:1]
-        if column != first * count:
-            count = len(column) - len(column.lstrip(first))
-            if count == 1:
-                break
-    return count
 
 
 def _names(known: dict[int, str]) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from collectors.sockdiag import (
     SKMEMS,
     SOCK_DIAG_BY_FAMILY,
     DiagError,
+    Fixed,
     SockDiag,
     _check_control,
     attribute_codes,
@@ -191,7 +192,7 @@ class _Layout:
         self.struct = covering(codes, size, length)
         self.rows = covering(lean, size, length)
         self.check_at = operator.itemgetter(*check_at)
-        self.fixed = tuple(fixed)
+        self.fixed = Fixed(fixed)
         self.checks = tuple(checks)
         self.complete = len(found) == len(ATTRIBUTE_ARGS)
         at_ = dict(zip(DEFAULTED, range(got, got + len(DEFAULTS)), strict=True)) | found
