@@ -220,6 +220,7 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
                     _say(notice)
                     shown_notices.add(notice)
                 _write("\n".join(flagged_lines(snap, kept(snap, keep))))
+            del snap  # freed after its output, and before the next refresh peaks memory
             done += 1
             if args.count is not None and done >= args.count:
                 break
