@@ -222,19 +222,22 @@ class _Layout:
         checks = list(NLMSGHDR.unpack_from(data, pos)[1:3])
         fixed = list(range(NLMSGHDR.size))
         attrs = _attributes(data, pos, length)
-        kinds = [atype & 0x3FFF for _apos, _alen, atype in attrs]
+        has_skmem = any(
+            atype & 0x3FFF == INET_DIAG_SKMEMINFO and alen - 4 >= SKMEM_LEN
+            for _apos, alen, atype in attrs
+        )
         found: list[str] = []  # the attributes a row holds, in the kernel's order
-        for (apos, alen, atype), kind in zip(attrs, kinds, strict=True):
+        for apos, alen, atype in attrs:
             if apos != pos + size:
                 raise ValueError("attributes are not contiguous")
-            plen = alen - 4
+            plen, kind = alen - 4, atype & 0x3FFF
             item, used, name = "", 0, ""
             if kind == INET_DIAG_SKMEMINFO and plen >= SKMEM_LEN:
                 item, used, name = f"{SKMEM_LEN}s", SKMEM_LEN, "skmem"
             elif kind == INET_DIAG_INFO and plen >= tcpinfo.MIN_LEN:
                 item, used, name = f"{plen}s", plen, "info"
-            elif kind == INET_DIAG_MEMINFO and INET_DIAG_SKMEMINFO not in kinds:
-                raise ValueError("only MEMINFO (kernels before 3.6): one by one")
+            elif kind == INET_DIAG_MEMINFO and not has_skmem:
+                raise ValueError("MEMINFO instead of SKMEMINFO (kernels before 3.6)")
             if name in found:
                 raise ValueError(f"two {name} attributes")
             if name:
@@ -327,7 +330,7 @@ def _slow_row(data: bytes | memoryview, pos: int, length: int) -> tuple[Any, ...
         if kind == INET_DIAG_SKMEMINFO and alen >= 4 + SKMEM_LEN:
             skmem = bytes(data[start : start + SKMEM_LEN])
         elif kind == INET_DIAG_INFO:
-            info = bytes(data[start : apos + alen]) if alen - 4 >= tcpinfo.MIN_LEN else None
+            info = tcpinfo.decode(data, start, alen - 4)
         elif kind == INET_DIAG_MEMINFO and alen >= 4 + MEMINFO.size:
             meminfo = SKMEMINFO.pack(*_from_meminfo(MEMINFO.unpack_from(data, start)))
     return (*msg[:8], *msg[9:], skmem or meminfo, info)
@@ -452,6 +455,7 @@ class _Decoded(Sock):
         self.peer_port = _PORTS[dport]
         self.recv_q, self.send_q = rq, wq
         self.skmem = None if skmem is None else SKMEMS[skmem]
+        # segs_in moves with every segment received: the cheapest sign of a change
         if info is None:
             self.info = self.segs_in = None
         else:
