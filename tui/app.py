@@ -429,16 +429,21 @@ class BufmonApp(App[int]):
         self._show_state()
 
     def _prefetch(self) -> None:
-        """Worker thread: build the grouping `v` shows next, for the snapshot on screen,
-        so that key finds it done (a grouping is a Python pass over every socket)."""
+        """Worker thread: the orders `s` and `S` show next, then the grouping `v` shows
+        next, for the snapshot on screen, so those keys find them done (new sort keys and
+        a grouping are each a Python pass over every socket)."""
         if self._prefetching or self._first_looking or self.snapshot is None:
             return  # a first look's sockets are replaced soon: prefetch for the refresh
         self._prefetching = True
-        snapshot, request = self.snapshot, self.state.next_grouping().request()
+        snapshot, state = self.snapshot, self.state
+        ids = self.main.socket_list.column_ids(state.group_by)
+        nearby = (state.sort_step(1, ids), state.sort_step(-1, ids), state.next_grouping())
+        requests = [s.request() for s in nearby]
 
         def run() -> None:
-            with contextlib.suppress(Exception):  # the View itself reports errors
-                settled_view(snapshot, request)
+            for request in requests:
+                with contextlib.suppress(Exception):  # the View itself reports errors
+                    settled_view(snapshot, request)
             self.hand_over(self._prefetched)
 
         self.run_worker(run, thread=True, group="prefetch", exit_on_error=False)
