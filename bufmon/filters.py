@@ -5,7 +5,7 @@
     port:443 or port:8443                      `or` binds looser than AND (`and` is optional)
     !(addr:10.0.0.0/8 or addr:::1) rtt>100ms   `!` negates a term or a group
 
-A filter compiles once into nested closures; each call costs a few attribute reads.
+A filter compiles once into one Python function: a call per socket, the terms inline.
 Address and namespace matches are cached by their string, since those repeat a lot.
 A term about data a socket lacks (rtt without tcp_info, proc without a process) is
 false for that socket, so its negation is true.
@@ -14,11 +14,11 @@ false for that socket, so its negation is true.
 from __future__ import annotations
 
 import ipaddress
-import operator
 import pwd
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from bufmon.memo import Memo
@@ -149,133 +149,151 @@ def _address_test(value: str) -> Callable[[str], bool]:
 
 
 # --- fields -------------------------------------------------------------------------
-# A match field compiles `field:value`; a compare field compiles `field OP value`.
+# A match field compiles `field:value`; a compare field compiles `field OP value`. Each
+# gives Python source over the socket `s` (`_Code`): a whole filter becomes one function,
+# one call per socket instead of one per term. The user's values never enter the source:
+# they are bound to names the source reads.
 
 
-def _proto(value: str) -> Predicate:
+@dataclass(slots=True, frozen=True)
+class _Code:
+    """A test as Python source over the socket `s`; `{name}` reads `values[name]`."""
+
+    text: str
+    values: dict[str, object] = field(default_factory=dict)
+
+
+def _proto(value: str) -> _Code:
     proto = value.lower()
     if proto not in ("tcp", "udp", "unix"):
         raise _BadValue(f"unknown protocol {value!r} (tcp, udp or unix)")
-    return lambda s: s.proto == proto
+    return _Code("s.proto == {proto}", {"proto": proto})
 
 
-def _state(value: str) -> Predicate:
+def _state(value: str) -> _Code:
     state = _STATES.get(value.lower())
     if state is None:
         raise _BadValue(f"unknown state {value!r} (states: {_STATE_LIST})")
-    return lambda s: s.state == state
+    return _Code("s.state == {state}", {"state": state})
 
 
-def _port(value: str) -> Predicate:
+def _port(value: str) -> _Code:
     port = _integer(value, "port", 65535)
-    return lambda s: s.local_port == port or s.peer_port == port
+    return _Code("(s.local_port == {port} or s.peer_port == {port})", {"port": port})
 
 
-def _sport(value: str) -> Predicate:
-    port = _integer(value, "port", 65535)
-    return lambda s: s.local_port == port
+def _sport(value: str) -> _Code:
+    return _Code("s.local_port == {port}", {"port": _integer(value, "port", 65535)})
 
 
-def _dport(value: str) -> Predicate:
-    port = _integer(value, "port", 65535)
-    return lambda s: s.peer_port == port
+def _dport(value: str) -> _Code:
+    return _Code("s.peer_port == {port}", {"port": _integer(value, "port", 65535)})
 
 
-def _addr(value: str) -> Predicate:
-    match = _address_test(value)
-    return lambda s: match(s.local_addr) or match(s.peer_addr)
+def _addr(value: str) -> _Code:
+    return _Code("({match}(s.local_addr) or {match}(s.peer_addr))", {"match": _address_test(value)})
 
 
-def _src(value: str) -> Predicate:
-    match = _address_test(value)
-    return lambda s: match(s.local_addr)
+def _src(value: str) -> _Code:
+    return _Code("{match}(s.local_addr)", {"match": _address_test(value)})
 
 
-def _dst(value: str) -> Predicate:
-    match = _address_test(value)
-    return lambda s: match(s.peer_addr)
+def _dst(value: str) -> _Code:
+    return _Code("{match}(s.peer_addr)", {"match": _address_test(value)})
 
 
-def _proc(value: str) -> Predicate:
+def _proc(value: str) -> _Code:
     needle = value.lower()
-    return lambda s: s.process is not None and needle in s.process.comm.lower()
+    return _Code(
+        "(s.process is not None and {needle} in s.process.comm.lower())", {"needle": needle}
+    )
 
 
-def _pid(value: str) -> Predicate:
+def _pid(value: str) -> _Code:
     pid = _integer(value, "pid", 2**31 - 1)
-    return lambda s: s.process is not None and s.process.pid == pid
+    return _Code("(s.process is not None and s.process.pid == {pid})", {"pid": pid})
 
 
-def _user(value: str) -> Predicate:
+def _user(value: str) -> _Code:
     """A uid compares with the socket's owner; a name with the process's user or its uid."""
     if value.isdecimal():
-        uid = _integer(value, "uid", 2**32 - 1)
-        return lambda s: s.uid == uid
+        return _Code("s.uid == {uid}", {"uid": _integer(value, "uid", 2**32 - 1)})
     try:
         name_uid: int | None = pwd.getpwnam(value).pw_uid
     except (KeyError, ValueError):  # unknown here (or no name at all: a NUL, a surrogate)
         name_uid = None
-    return lambda s: s.uid == name_uid or (s.process is not None and s.process.user == value)
+    return _Code(
+        "(s.uid == {uid} or (s.process is not None and s.process.user == {name}))",
+        {"uid": name_uid, "name": value},
+    )
 
 
-def _netns(value: str) -> Predicate:
+def _netns(value: str) -> _Code:
     """The namespace's label ("docker:0123456789ab") or its container's name ("docker:web")."""
     if not any(char in value for char in "*?["):
-        return lambda s: s.netns == value or s.netns_name == value
+        return _Code("(s.netns == {label} or s.netns_name == {label})", {"label": value})
     match = Memo[str, bool](lambda label: fnmatchcase(label, value), _CACHE_LIMIT).__getitem__
-    return lambda s: match(s.netns) or (s.netns_name is not None and match(s.netns_name))
+    return _Code(
+        "({match}(s.netns) or (s.netns_name is not None and {match}(s.netns_name)))",
+        {"match": match},
+    )
 
 
-def _flag(value: str) -> Predicate:
+def _flag(value: str) -> _Code:
     """`any`, a severity (that one or worse) or a flag kind."""
     wanted = value.lower().replace("-", "_")
     if wanted == "any":
-        return lambda s: bool(s.flags)
+        return _Code("bool(s.flags)")
     rank = SEVERITY_RANK.get(wanted)
     if rank is not None:
-        return lambda s: s.worst_severity() >= rank
+        return _Code("s.worst_severity() >= {rank}", {"rank": rank})
     if wanted not in FLAG_KINDS:
         kinds = ", ".join(sorted(FLAG_KINDS))
         raise _BadValue(f"unknown flag {value!r} (any, info, warning, critical, {kinds})")
-    return lambda s: any(f.kind == wanted for f in s.flags)
+    return _Code("any(f.kind == {kind} for f in s.flags)", {"kind": wanted})
 
 
-def _family(value: str) -> Predicate:
+def _family(value: str) -> _Code:
     family = _FAMILIES.get(value.lower())
     if family is None:
         raise _BadValue(f"unknown family {value!r} (inet, inet6, 4, 6 or unix)")
-    return lambda s: s.family == family
+    return _Code("s.family == {family}", {"family": family})
 
 
-def _path(value: str) -> Predicate:
+def _path(value: str) -> _Code:
     """A glob over a UNIX socket's path or its peer's (abstract names start with @)."""
     match = Memo[str, bool](
         lambda path: bool(path) and fnmatchcase(path, value), _CACHE_LIMIT
     ).__getitem__
-    return lambda s: isinstance(s, UnixSock) and (match(s.local_addr) or match(s.peer_addr))
+    return _Code(
+        "(isinstance(s, {unix}) and ({match}(s.local_addr) or {match}(s.peer_addr)))",
+        {"unix": UnixSock, "match": match},
+    )
 
 
-def _type(value: str) -> Predicate:
+def _type(value: str) -> _Code:
     kind = value.lower()
     if kind not in UNIX_TYPES.values():
         raise _BadValue(f"unknown socket type {value!r} ({', '.join(UNIX_TYPES.values())})")
-    return lambda s: isinstance(s, UnixSock) and s.sock_type == kind
+    return _Code(
+        "(isinstance(s, {unix}) and s.sock_type == {kind})", {"unix": UnixSock, "kind": kind}
+    )
 
 
-def _peer(value: str) -> Predicate:
+def _peer(value: str) -> _Code:
     """The process on the other end of a UNIX socket (its name contains `value`)."""
-    needle = value.lower()
-    return lambda s: (
-        isinstance(s, UnixSock) and s.peer_process is not None
-        and needle in s.peer_process.comm.lower()
-    )  # fmt: skip
+    return _Code(
+        "(isinstance(s, {unix}) and s.peer_process is not None"
+        " and {needle} in s.peer_process.comm.lower())",
+        {"unix": UnixSock, "needle": value.lower()},
+    )
 
 
 def _tcp_rtt(s: Sock) -> int | None:
     return None if s.info is None else s.info.get("rtt")
 
 
-_MATCH_FIELDS: dict[str, Callable[[str], Predicate]] = {
+_MATCH_FIELDS: dict[str, Callable[[str], _Code]] = {
     "proto": _proto,
     "state": _state,
     "port": _port,
@@ -295,17 +313,25 @@ _MATCH_FIELDS: dict[str, Callable[[str], Predicate]] = {
     "peer": _peer,
 }
 
-# name -> (value getter, None when unknown; units; hint for a bad value)
-_COMPARE_FIELDS: dict[str, tuple[Callable[[Sock], float | None], dict[str, float], str]] = {
-    "recvq": (lambda s: s.recv_q, _BYTE_UNITS, "bytes, e.g. 64k or 1M"),
-    "sendq": (lambda s: s.send_q, _BYTE_UNITS, "bytes, e.g. 64k or 1M"),
-    "rtt": (_tcp_rtt, _RTT_UNITS, "a time in us, ms or s; ms by default"),
-    "drops": (lambda s: s.skmem_value(SK_DROPS), _COUNT_UNITS, "a plain count"),
-    "rfill": (Sock.recv_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
-    "sfill": (Sock.send_fill, _PERCENT_UNITS, "a percentage, e.g. 80"),
-    "rx": (rx_rate, _BYTE_UNITS, "bytes per second, e.g. 10M"),
-    "tx": (tx_rate, _BYTE_UNITS, "bytes per second, e.g. 1M"),
-    "retr": (retr_rate, _COUNT_UNITS, "retransmitted segments per second, e.g. 0 or 2.5"),
+# name -> (value as source, None when unknown; units; hint for a bad value)
+_COMPARE_FIELDS: dict[str, tuple[_Code, dict[str, float], str]] = {
+    "recvq": (_Code("s.recv_q"), _BYTE_UNITS, "bytes, e.g. 64k or 1M"),
+    "sendq": (_Code("s.send_q"), _BYTE_UNITS, "bytes, e.g. 64k or 1M"),
+    "rtt": (
+        _Code("{rtt}(s)", {"rtt": _tcp_rtt}),
+        _RTT_UNITS,
+        "a time in us, ms or s; ms by default",
+    ),
+    "drops": (_Code("s.skmem_value({drops})", {"drops": SK_DROPS}), _COUNT_UNITS, "a plain count"),
+    "rfill": (_Code("s.recv_fill()"), _PERCENT_UNITS, "a percentage, e.g. 80"),
+    "sfill": (_Code("s.send_fill()"), _PERCENT_UNITS, "a percentage, e.g. 80"),
+    "rx": (_Code("{rx}(s)", {"rx": rx_rate}), _BYTE_UNITS, "bytes per second, e.g. 10M"),
+    "tx": (_Code("{tx}(s)", {"tx": tx_rate}), _BYTE_UNITS, "bytes per second, e.g. 1M"),
+    "retr": (
+        _Code("{retr}(s)", {"retr": retr_rate}),
+        _COUNT_UNITS,
+        "retransmitted segments per second, e.g. 0 or 2.5",
+    ),
 }
 
 MATCH_FIELDS = tuple(_MATCH_FIELDS)  # "field:value" terms
@@ -320,29 +346,18 @@ FIELD_VALUES: dict[str, tuple[str, ...]] = {
     "type": tuple(UNIX_TYPES.values()),
 }
 
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "=": operator.eq,
-    "!=": operator.ne,
-}
+_OPERATORS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "=": "==", "!=": "!="}  # as Python's
 
 _TERM = re.compile(r"([A-Za-z]+)(>=|<=|!=|[<>=:])(.*)", re.DOTALL)
 
 
-def _compare(
-    get: Callable[[Sock], float | None], test: Callable[[float, float], bool], limit: float
-) -> Predicate:
-    def predicate(s: Sock) -> bool:
-        value = get(s)
-        return value is not None and test(value, limit)
-
-    return predicate
+def _compare(get: _Code, op: str, limit: float) -> _Code:
+    """`get OP limit`, false when the value is unknown (None)."""
+    text = f"((_v := {get.text}) is not None and _v {_OPERATORS[op]} {{limit}})"
+    return _Code(text, {**get.values, "limit": limit})
 
 
-def _compile_term(term: str) -> Predicate:
+def _compile_term(term: str) -> _Code:
     parts = _TERM.fullmatch(term)
     if parts is None:
         raise _BadValue("expected field:value or a comparison like recvq>64k")
@@ -358,7 +373,7 @@ def _compile_term(term: str) -> Predicate:
     if op == ":":
         raise _BadValue(f"{name!r} takes a comparison (> >= < <= = !=), e.g. {name}>10")
     get, units, hint = _COMPARE_FIELDS[name]
-    return _compare(get, _OPERATORS[op], _number(value, units, hint))
+    return _compare(get, op, _number(value, units, hint))
 
 
 # --- grammar ------------------------------------------------------------------------
@@ -370,19 +385,43 @@ def _compile_term(term: str) -> Predicate:
 MAX_DEPTH = 32  # nested parentheses
 
 
-def _joined(predicates: list[Predicate], every: bool) -> Predicate:
-    """All (`every`) or any of the predicates, as one flat call; two is the common case."""
-    if len(predicates) == 1:
-        return predicates[0]
-    if len(predicates) == 2:
-        left, right = predicates
-        return (lambda s: left(s) and right(s)) if every else (lambda s: left(s) or right(s))
-    test = all if every else any
-    return lambda s: test(predicate(s) for predicate in predicates)
+def _joined(parts: list[str], every: bool) -> str:
+    """All (`every`) or any of the parts, as one flat `and` / `or`."""
+    if len(parts) == 1:
+        return parts[0]
+    return "(" + (" and " if every else " or ").join(parts) + ")"
 
 
-def _negate(inner: Predicate) -> Predicate:
-    return lambda s: not inner(s)
+# what a compiled filter's source may call besides the values bound in it
+_BUILTINS = {"any": any, "bool": bool, "isinstance": isinstance}
+
+
+def _function(text: str, values: dict[str, object]) -> Predicate:
+    """A filter's source as one Python function, and its `select` as one comprehension.
+    The source is made of this module's fixed pieces and generated names only; the
+    user's values are bound to the names."""
+    scope: dict[str, object] = {"__builtins__": _BUILTINS, **values}
+    source = (
+        f"def predicate(s):\n    return True if {text} else False\n"
+        f"def select(socks):\n    return [s for s in socks if {text}]\n"
+    )
+    exec(compile(source, "<filter>", "exec"), scope)
+    predicate: Predicate = scope["predicate"]  # type: ignore[assignment]
+    _selectors[predicate] = scope["select"]  # type: ignore[assignment]
+    return predicate
+
+
+# compiled filter -> its comprehension (kept while the filter lives)
+_selectors: weakref.WeakKeyDictionary[Predicate, Callable[[Iterable[Sock]], list[Sock]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def select(keep: Predicate, socks: Iterable[Sock]) -> list[Sock]:
+    """The sockets `keep` accepts, in order: a compiled filter tests them in one
+    comprehension, without a call per socket."""
+    whole = _selectors.get(keep)
+    return list(filter(keep, socks)) if whole is None else whole(socks)
 
 
 def _match_all(_sock: Sock) -> bool:
@@ -394,6 +433,15 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.depth = 0  # parentheses open around the current position
+        self.values: dict[str, object] = {}  # generated name -> the value it reads
+
+    def bind(self, code: _Code) -> str:
+        """`code`'s source with its values bound to names no other term uses."""
+        names = {}
+        for key, value in code.values.items():
+            names[key] = name = f"_{len(self.values)}"
+            self.values[name] = value
+        return code.text.format_map(names)
 
     def peek(self) -> _Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -403,27 +451,27 @@ class _Parser:
         self.pos += 1
         return token
 
-    def parse(self) -> Predicate:
-        predicate = self.expr()
+    def parse(self) -> str:
+        text = self.expr()
         extra = self.peek()
         if extra is not None:  # only a ")" can stop expr() early
             raise FilterError(extra.text, extra.column, "unmatched ')'")
-        return predicate
+        return text
 
-    def expr(self) -> Predicate:
+    def expr(self) -> str:
         alternatives = [self.conj(None)]
         while (token := self.peek()) is not None and token.kind == "or":
             alternatives.append(self.conj(self.take()))
         return _joined(alternatives, every=False)
 
-    def conj(self, after: _Token | None) -> Predicate:
+    def conj(self, after: _Token | None) -> str:
         terms = [self.unary(after)]
         while (token := self.peek()) is not None and token.kind not in (")", "or"):
             joiner = self.take() if token.kind == "and" else None
             terms.append(self.unary(joiner))
         return _joined(terms, every=True)
 
-    def unary(self, after: _Token | None) -> Predicate:
+    def unary(self, after: _Token | None) -> str:
         """One operand; `after` is the operator before it, blamed when the operand is missing."""
         negated = False
         while True:
@@ -444,15 +492,15 @@ class _Parser:
                 break
             negated, after = not negated, token
         if token.kind == "(":
-            predicate = self.group(token)
+            text = self.group(token)
         else:
             try:
-                predicate = _compile_term(token.text)
+                text = self.bind(_compile_term(token.text))
             except _BadValue as problem:
                 raise FilterError(token.text, token.column, str(problem)) from None
-        return _negate(predicate) if negated else predicate
+        return f"(not {text})" if negated else text
 
-    def group(self, opening: _Token) -> Predicate:
+    def group(self, opening: _Token) -> str:
         following = self.peek()
         if following is not None and following.kind == ")":
             raise FilterError(opening.text, opening.column, "empty parentheses")
@@ -471,12 +519,19 @@ class _Parser:
         return inner
 
 
-def compile_filter(expr: str) -> Predicate:
-    """Compile a filter once; an empty or blank filter matches every socket."""
+def _source(expr: str) -> tuple[str, dict[str, object]] | None:
+    """A filter's source and the values it reads; None for an empty or blank filter."""
     tokens = _tokenize(expr)
     if not tokens:
-        return _match_all
-    return _Parser(tokens).parse()
+        return None
+    parser = _Parser(tokens)
+    return parser.parse(), parser.values
+
+
+def compile_filter(expr: str) -> Predicate:
+    """Compile a filter once; an empty or blank filter matches every socket."""
+    source = _source(expr)
+    return _match_all if source is None else _function(*source)
 
 
 _UNIX_TERMS = ("path:", "type:", "peer:", "proto:unix", "family:unix")
@@ -490,16 +545,17 @@ def names_unix(expr: str) -> bool:
     )
 
 
+_INET_OR_FLAGGED = '(s.proto != "unix" or bool(s.flags))'
+_inet_or_flagged = _function(_INET_OR_FLAGGED, {})
+
+
 def with_unix(expr: str, show_unix: bool = False) -> Predicate:
     """The filter of `expr`, where UNIX sockets (many, mostly idle) pass only when flagged
     unless `show_unix` or the filter names them (names_unix)."""
-    keep = compile_filter(expr)
     if show_unix or names_unix(expr):
-        return keep
-    if keep is _match_all:
+        return compile_filter(expr)
+    source = _source(expr)
+    if source is None:
         return _inet_or_flagged
-    return lambda s: (s.proto != "unix" or bool(s.flags)) and keep(s)
-
-
-def _inet_or_flagged(s: Sock) -> bool:
-    return s.proto != "unix" or bool(s.flags)
+    text, values = source
+    return _function(f"({_INET_OR_FLAGGED} and {text})", values)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bufmon import filters
-from bufmon.filters import FilterError, compile_filter
+from bufmon.filters import FilterError, compile_filter, select, with_unix
 from collectors.model import FLAG_KINDS, Flag, Process, Sock, TcpInfo
 
 KIB, MIB = 1024, 1024 * 1024
@@ -492,6 +492,8 @@ def assert_compiles_or_filter_error(expr: str) -> None:
         return
     for sock in SAMPLES:
         assert isinstance(predicate(sock), bool)
+    # the view's one-comprehension pass keeps exactly what the predicate keeps
+    assert select(predicate, SAMPLES) == [s for s in SAMPLES if predicate(s)]
 
 
 @settings(max_examples=400)
@@ -504,3 +506,16 @@ def test_random_text_raises_only_filter_error(expr: str) -> None:
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join))
 def test_random_filter_fragments_raise_only_filter_error(expr: str) -> None:
     assert_compiles_or_filter_error(expr)
+
+
+@pytest.mark.parametrize("show_unix", [False, True])
+@pytest.mark.parametrize(
+    "expr", ["", "state:estab rfill<50", "!flag:any or proto:udp", "netns:ns-* rtt<30ms"]
+)
+def test_select_keeps_what_the_filter_keeps(expr: str, show_unix: bool) -> None:
+    """One comprehension over the sockets, as the view filters, in their order."""
+    keep = with_unix(expr, show_unix)
+    socks = SAMPLES * 3
+    kept = select(keep, socks)
+    assert kept == [s for s in socks if keep(s)]
+    assert kept  # each expression keeps some of the samples: the test sees a real pass

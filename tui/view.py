@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from bufmon.filters import Predicate
+from bufmon.filters import Predicate, select
 from bufmon.present import netns_text, worst_key
 from bufmon.rates import retr_rate, rx_rate, tx_rate
 from collectors.model import SEVERITIES, SEVERITY_RANK, Snapshot, Sock
@@ -333,7 +333,7 @@ class _Filtered:
         for scope in request.scopes:
             socks = [s for s in socks if scope.match(s)]
         if request.predicate is not None:
-            socks = list(filter(request.predicate, socks))
+            socks = select(request.predicate, socks)
         self.socks = socks
         self.groupings: dict[str | None, _Prepared] = {}
         self._building = threading.Lock()
