@@ -29,7 +29,7 @@ from collectors.procs import ProcessIndex
 from tui.app import BufmonApp
 from tui.source import MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
-from tui.view import DEFAULT_SORT, View, ViewRequest, compute_view
+from tui.view import DEFAULT_SORT, Unwanted, View, ViewRequest, compute_view
 
 if TYPE_CHECKING:
     from bufmon.monitor import FirstLook
@@ -66,10 +66,10 @@ async def test_a_key_shows_at_once_when_a_refresh_lands_while_its_view_is_comput
     key_view_gate = threading.Event()
     compute = tui.app.compute_view
 
-    def gated(snapshot: Snapshot, request: ViewRequest) -> View:
+    def gated(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
         if snapshot is first and request.reverse:  # the key's View, on the rows on screen
             assert key_view_gate.wait(10)
-        return compute(snapshot, request)
+        return compute(snapshot, request, unwanted)
 
     monkeypatch.setattr(tui.app, "compute_view", gated)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -99,9 +99,9 @@ async def test_the_next_grouping_is_ready_before_v(monkeypatch: pytest.MonkeyPat
     groupings: list[str] = []
     group = tui.view.group
 
-    def counted(socks: list[Any], by: str) -> list[Any]:
+    def counted(socks: list[Any], by: str, unwanted: Unwanted) -> list[Any]:
         groupings.append(by)
-        return group(socks, by)
+        return group(socks, by, unwanted)
 
     monkeypatch.setattr(tui.view, "group", counted)
     app = BufmonApp(StaticSource(synthetic_snapshot(300)), interval=3600)

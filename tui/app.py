@@ -55,7 +55,18 @@ from tui.source import MonitorSource, SockKey, Source
 from tui.state import ListState
 from tui.system import SystemScreen
 from tui.trail import Past, SystemPast
-from tui.view import GroupRow, Positions, Summary, View, ViewRequest, compute_view, summarize
+from tui.view import (
+    GroupRow,
+    Positions,
+    Stale,
+    Summary,
+    Unwanted,
+    View,
+    ViewRequest,
+    compute_view,
+    summarize,
+    wanted,
+)
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -71,11 +82,11 @@ SWITCH_INTERVAL = 0.001
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
 
 
-def settled_view(snapshot: Snapshot, request: ViewRequest) -> View:
+def settled_view(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted = wanted) -> View:
     """compute_view with the GC paused, its lists of every socket frozen before any
-    collection could walk them (collectors.gcpolicy)."""
+    collection could walk them (collectors.gcpolicy). Raises Stale once `unwanted()`."""
     with gc_paused():
-        view = compute_view(snapshot, request)
+        view = compute_view(snapshot, request, unwanted)
         settle()
     return view
 
@@ -289,10 +300,12 @@ class BufmonApp(App[int]):
         """Worker thread: collect, then filter/sort/group, then hand over to the UI. The
         first refresh shows the sockets as soon as they are read (`FirstSockets`)."""
         result = Collected(time.monotonic())
+        unwanted = self._unwanted(request)
 
         def look(snapshot: Snapshot) -> None:
             early = Collected(result.started, snapshot=snapshot, summary=summarize(snapshot))
-            early.view = settled_view(snapshot, request)
+            with contextlib.suppress(Stale):  # then the current View follows the sockets
+                early.view = settled_view(snapshot, request, unwanted)
             self.post_message(FirstSockets(early))  # no waiting: the refresh holds the source
 
         try:
@@ -302,7 +315,8 @@ class BufmonApp(App[int]):
                 self.source.trail.observe(snapshot, result.summary)
                 result.detail = self._find(snapshot, detail_key)
                 result.system = self.source.trail.system() if system else None
-            result.view = settled_view(snapshot, request)
+            with contextlib.suppress(Stale):  # a key changed the state: its View follows
+                result.view = settled_view(snapshot, request, unwanted)
             result.snapshot = snapshot
         except Exception as exc:  # a refresh error is a notice; the app keeps running
             result.error = one_line(exc)
@@ -399,8 +413,16 @@ class BufmonApp(App[int]):
         elif isinstance(screen, SystemScreen) and result.system is not None:
             screen.show_past(result.system)
 
+    def _unwanted(self, request: ViewRequest) -> Unwanted:
+        """Whether a View of `request` is of no use any more: the state moved on (from a
+        worker thread: the View stops within a chunk, leaving the GIL to the next)."""
+        return lambda: self.state.generation != request.generation
+
     def _recompute(self) -> None:
-        """Filter/sort/group the current snapshot again, in a worker thread."""
+        """Filter/sort/group again, in a worker thread: the snapshot on screen while the
+        list does not show the current state (its work is kept: a key acts on the rows
+        on screen at once), else the newest. A View in progress that the state made
+        stale stops early; this one starts when it has."""
         if self.snapshot is None:
             return
         if self._viewing:
@@ -408,15 +430,21 @@ class BufmonApp(App[int]):
             return
         self._viewing = True
         snapshot, request = self.snapshot, self.state.request()
+        shown = self.main.socket_list.view
+        if shown is not None and shown.request.generation != request.generation:
+            snapshot = shown.snapshot
         self.run_worker(
             lambda: self._compute(snapshot, request), thread=True, group="view", exit_on_error=False
         )
 
     def _compute(self, snapshot: Snapshot, request: ViewRequest) -> None:
+        view: View | None = None
         try:
-            view: View | None = settled_view(snapshot, request)
+            view = settled_view(snapshot, request, self._unwanted(request))
+        except Stale:  # the View of the new state follows
+            pass
         except Exception as exc:  # shown as a notice; the previous view stays
-            view, self.error = None, one_line(exc)
+            self.error = one_line(exc)
         self.hand_over(self._computed, view)
 
     def _computed(self, view: View | None) -> None:
@@ -440,10 +468,14 @@ class BufmonApp(App[int]):
         nearby = (state.sort_step(1, ids), state.sort_step(-1, ids), state.next_grouping())
         requests = [s.request() for s in nearby]
 
+        def unwanted() -> bool:
+            """A key or a refresh came: the prefetch leaves the GIL to their Views."""
+            return self.state is not state or self.snapshot is not snapshot
+
         def run() -> None:
-            for request in requests:
-                with contextlib.suppress(Exception):  # the View itself reports errors
-                    settled_view(snapshot, request)
+            with contextlib.suppress(Exception):  # Stale; the View itself reports errors
+                for request in requests:
+                    settled_view(snapshot, request, unwanted)
             self.hand_over(self._prefetched)
 
         self.run_worker(run, thread=True, group="prefetch", exit_on_error=False)
