@@ -9,6 +9,7 @@ forced with gates, the one stand-in here: a race that rare cannot be timed other
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import socket
 import threading
@@ -21,15 +22,24 @@ from textual.pilot import Pilot
 
 import tui.app
 import tui.view
+from bufmon.filters import with_unix
 from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns
 from collectors.gcpolicy import gc_paused
 from collectors.model import Snapshot
 from collectors.procs import ProcessIndex
 from tui.app import BufmonApp
-from tui.source import MonitorSource
+from tui.source import EarlyRefresh, MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
-from tui.view import DEFAULT_SORT, Unwanted, View, ViewRequest, compute_view
+from tui.view import (
+    DEFAULT_SORT,
+    SOCKET_SORTS,
+    Stale,
+    Unwanted,
+    View,
+    ViewRequest,
+    compute_view,
+)
 
 if TYPE_CHECKING:
     from bufmon.monitor import FirstLook
@@ -216,3 +226,109 @@ def test_the_gc_resumes_when_the_last_of_overlapping_pauses_ends() -> None:
     leave.set()
     thread.join()
     assert gc.isenabled()
+
+
+def test_a_view_made_stale_stops_and_keeps_nothing_half_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snap = synthetic_snapshot(300, seed=4)
+    monkeypatch.setattr(tui.view, "CHUNK", 50)
+    monkeypatch.setattr(tui.view, "_kept", ())
+    request = ViewRequest(0, with_unix(""), "peer", False, None, ())
+    asked = itertools.count()
+    with pytest.raises(Stale):  # unwanted after its first chunk
+        compute_view(snap, request, lambda: next(asked) >= 1)
+    assert next(asked) == 2  # it stopped at the first check that said so
+    key, descending = SOCKET_SORTS["peer"]
+    kept = [s for s in snap.sockets if request.predicate and request.predicate(s)]
+    expected = sorted(kept, key=key, reverse=descending)
+    assert [s.key for s in compute_view(snap, request).rows] == [s.key for s in expected]
+
+
+async def test_a_key_during_a_refresh_stops_the_refreshs_view_and_shows_its_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`r` while a refresh runs: the refresh's View of the old state stops at its first
+    check (it would share the GIL with the key's), and the rows of the new snapshot
+    in the key's order follow."""
+    first, second = synthetic_snapshot(300, seed=1), synthetic_snapshot(300, seed=2)
+    source = GatedSource(first, second)
+    app = BufmonApp(source, interval=3600)
+    stopped: list[tuple[Snapshot, int]] = []
+    compute = tui.app.compute_view
+
+    def recorded(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
+        try:
+            return compute(snapshot, request, unwanted)
+        except Stale:
+            stopped.append((snapshot, request.generation))
+            raise
+
+    monkeypatch.setattr(tui.app, "compute_view", recorded)
+    async with app.run_test(size=(100, 30)) as pilot:
+        listing = app.main.socket_list
+        await until(pilot, lambda: listing.current and app.snapshot is first)
+        old = app.state.generation
+        app.refresh_now()  # its request is taken now, before the key
+        await until(pilot, source.waiting.is_set)
+        await pilot.press("r")
+        await until(pilot, lambda: listing.current)  # the key's rows, on `first`
+        source.gate.set()
+        await until(pilot, lambda: listing.view is not None and listing.view.snapshot is second)
+        assert stopped == [(second, old)]
+        view = listing.view
+        assert view.request.generation == app.state.generation and app.state.reverse
+        key, descending = SOCKET_SORTS[DEFAULT_SORT]
+        kept = [s for s in second.sockets if app.state.predicate and app.state.predicate(s)]
+        expected = sorted(kept, key=key, reverse=not descending)
+        assert [r.key for r in view.rows] == [s.key for s in expected]
+
+
+def test_an_early_refresh_hands_over_its_first_look_before_or_after_the_taker_comes() -> None:
+    looked, full = synthetic_snapshot(5, seed=1), synthetic_snapshot(5, seed=2)
+    for look_first in (True, False):
+        go = threading.Event()
+
+        def refresh(first_look: FirstLook, go: threading.Event = go) -> Snapshot:
+            assert go.wait(10)
+            first_look(looked)
+            return full
+
+        early = EarlyRefresh(refresh)
+        if look_first:
+            go.set()
+            early.wait()  # the look came and went before anyone took the refresh
+        else:  # the look comes while the taker waits for the refresh
+            threading.Timer(0.2, go.set).start()
+        seen: list[Snapshot] = []
+        assert early.take(seen.append) is full
+        assert seen == [looked]
+
+
+def test_an_early_refresh_raises_its_error_in_the_taker() -> None:
+    def refresh(first_look: FirstLook) -> Snapshot:
+        raise PermissionError("no netlink here")
+
+    with pytest.raises(PermissionError, match="no netlink here"):
+        EarlyRefresh(refresh).take(None)
+
+
+@pytest.mark.root
+def test_the_monitor_source_starts_its_first_refresh_before_it_is_asked() -> None:
+    """Real sockets in a namespace of the test's own, read by the real Monitor."""
+    with Netns("earlyrefresh") as ns:
+        held = ns.run(pairs, 10)
+        try:
+            source = MonitorSource(ns.name)
+            source.start()
+            looks: list[Snapshot] = []
+            snap = source.refresh(looks.append)
+            again = source.refresh()  # the next refresh is an ordinary one
+            source.close()
+        finally:
+            for sock in held:
+                sock.close()
+    ((early,),) = [looks]
+    assert [s.key for s in early.sockets] == [s.key for s in snap.sockets]
+    assert len(snap.sockets) == 21 and again is not snap and len(again.sockets) == 21
+    assert all(s.process is not None for s in snap.sockets)

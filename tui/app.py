@@ -194,6 +194,8 @@ class BufmonApp(App[int]):
         self._viewing = False
         self._view_again = False
         self._prefetching = False
+        self._prefetched_for: tuple[int, ListState] | None = None  # (adopted, state)
+        self._adopted = 0  # snapshots adopted so far
         self._first_looking = False  # the first refresh's sockets are shown, the rest not yet
         self._timer: Timer | None = None
         self._switch_interval = sys.getswitchinterval()  # to restore
@@ -366,6 +368,7 @@ class BufmonApp(App[int]):
 
     def _adopt(self, result: Collected) -> None:
         self.snapshot, self.summary = result.snapshot, result.summary
+        self._adopted += 1
         self._show_view(result.view)
 
     def _collected(self, result: Collected) -> None:
@@ -460,28 +463,45 @@ class BufmonApp(App[int]):
         """Worker thread: the orders `s` and `S` show next, then the grouping `v` shows
         next, for the snapshot on screen, so those keys find them done (new sort keys and
         a grouping are each a Python pass over every socket)."""
-        if self._prefetching or self._first_looking or self.snapshot is None:
+        shown, snapshot, state = self.main.socket_list.view, self.snapshot, self.state
+        if (
+            self._prefetching
+            or self._first_looking
+            or shown is None
+            or shown.snapshot is not snapshot
+        ):
             return  # a first look's sockets are replaced soon: prefetch for the refresh
-        self._prefetching = True
-        snapshot, state = self.snapshot, self.state
+        if shown.request.generation != state.generation:
+            return  # a key's View is on its way; prefetch after it
+        if self._prefetched_for == (self._adopted, state):
+            return  # done, or stopped by a key asking for what it was doing
+        self._prefetching, self._prefetched_for = True, (self._adopted, state)
         ids = self.main.socket_list.column_ids(state.group_by)
         nearby = (state.sort_step(1, ids), state.sort_step(-1, ids), state.next_grouping())
         requests = [s.request() for s in nearby]
+        doing = requests[0]
 
         def unwanted() -> bool:
-            """A key or a refresh came: the prefetch leaves the GIL to their Views."""
-            return self.state is not state or self.snapshot is not snapshot
+            """A refresh came, or a key asking for something else than what is being
+            prefetched: the prefetch leaves the GIL to their Views."""
+            now = self.state
+            moved = now is not state and not now.request().same_view(doing)
+            return moved or self.snapshot is not snapshot
 
         def run() -> None:
+            nonlocal doing
             with contextlib.suppress(Exception):  # Stale; the View itself reports errors
-                for request in requests:
-                    settled_view(snapshot, request, unwanted)
+                for doing in requests:
+                    settled_view(snapshot, doing, unwanted)
             self.hand_over(self._prefetched)
 
         self.run_worker(run, thread=True, group="prefetch", exit_on_error=False)
 
     def _prefetched(self) -> None:
+        """Prefetch again if a refresh or a key stopped this one and its View is on
+        screen already."""
         self._prefetching = False
+        self._prefetch()
 
     # --- what the list shows: state transitions asked for by the screens ---------------
 
@@ -690,10 +710,12 @@ def run_app(
     """Run the view until the user quits; the caller checked the arguments and compiled
     `filter_expr` into `keep`. Raises ConfigError (view_settings) before starting."""
     settings, settings_file = view_settings(config_file, theme)
+    source = MonitorSource(netns, config)
+    source.start()  # the first dump runs while Textual starts
     expr = filter_expr.strip()
     state = ListState(filter_expr=expr, predicate=keep, show_unix=show_unix)
     app = BufmonApp(
-        MonitorSource(netns, config),
+        source,
         title=title,
         state=state,
         pace=pace,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from bufmon.actions import close_all
@@ -38,8 +40,55 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class EarlyRefresh:
+    """A first refresh begun before anyone asks for it, in a thread of its own; `take`
+    waits for it, handing the first look (the sockets, before their processes and
+    flags) to whoever takes it, whether it came before or comes after."""
+
+    def __init__(self, refresh: Callable[[FirstLook], Snapshot]) -> None:
+        self._lock = threading.Lock()
+        self._look: FirstLook | None = None  # the taker's, once it takes
+        self._looked: Snapshot | None = None  # a first look that came before the taker
+        self._result: Snapshot | BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(refresh,), name="bufmon-first-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, refresh: Callable[[FirstLook], Snapshot]) -> None:
+        try:
+            self._result = refresh(self._relay)
+        except BaseException as exc:  # raised again by take(), in the taker's thread
+            self._result = exc
+
+    def _relay(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            look = self._look
+            if look is None:
+                self._looked = snapshot
+                return
+        look(snapshot)
+
+    def take(self, first_look: FirstLook | None) -> Snapshot:
+        with self._lock:
+            self._look = first_look or (lambda _snapshot: None)
+            looked, self._looked = self._looked, None
+        if looked is not None and first_look is not None:
+            first_look(looked)
+        self._thread.join()
+        result = self._result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        return result
+
+    def wait(self) -> None:
+        self._thread.join()
+
+
 class MonitorSource:
-    """bufmon's Monitor, built on the first refresh so the first frame shows at once."""
+    """bufmon's Monitor, built on the first refresh so the first frame shows at once;
+    `start` begins that refresh before the view is up."""
 
     def __init__(self, netns: str = "auto", config: Config | None = None) -> None:
 
@@ -47,11 +96,24 @@ class MonitorSource:
         self.config = config
         self.trail = Trail(config.history.window if config else DEFAULT_WINDOW)
         self._monitor: Monitor | None = None
+        self._early: EarlyRefresh | None = None
         self._closed = False
+
+    def start(self) -> None:
+        """Begin the first refresh now, while the view starts: on a big host most of it
+        is the kernel's dump, which runs without the GIL the start-up needs."""
+        if self._early is None and self._monitor is None:
+            self._early = EarlyRefresh(self._refresh)
 
     def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         if self._closed:
             raise RuntimeError("the source is closed")
+        early, self._early = self._early, None
+        if early is not None:
+            return early.take(first_look)
+        return self._refresh(first_look)
+
+    def _refresh(self, first_look: FirstLook | None) -> Snapshot:
         if self._monitor is None:
             from bufmon.monitor import Monitor  # late: apps fed by another source never load it
 
@@ -72,5 +134,7 @@ class MonitorSource:
 
     def close(self) -> None:
         self._closed = True
+        if self._early is not None:  # never taken: the app ended before its first refresh
+            self._early.wait()
         if self._monitor is not None:
             self._monitor.close()

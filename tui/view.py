@@ -220,6 +220,16 @@ class ViewRequest:
     scopes: tuple[Scope, ...]
     hold: Positions | None = None  # keep this order; new rows go last
 
+    def same_view(self, other: ViewRequest) -> bool:
+        """Whether `other` asks for the same rows in the same order (held or not)."""
+        return (self.predicate, self.sort, self.reverse, self.group_by, self.scopes) == (
+            other.predicate,
+            other.sort,
+            other.reverse,
+            other.group_by,
+            other.scopes,
+        )
+
 
 class Ordered(Sequence[Any]):
     """The rows of a `_Prepared` in one order, without copying them: at 200,000 rows a
@@ -306,17 +316,32 @@ def group(socks: list[Sock], by: str, unwanted: Unwanted = wanted) -> list[Group
     return list(groups.values())
 
 
+def once(
+    made: dict[Hashable, Any], key: Hashable, lock: threading.Lock, make: Callable[[], Any]
+) -> Any:
+    """made[key], made by `make` once even when two workers ask for it at the same time
+    (a key's View and the prefetch's): the second waits for the first."""
+    value = made.get(key)
+    if value is None:
+        with lock:
+            value = made.get(key)
+            if value is None:
+                value = made[key] = make()
+    return value
+
+
 class _Prepared:
     """The rows of one grouping of a filtered snapshot, with the sort keys computed so
     far: a new sort or reverse on the same snapshot skips filtering and key computing."""
 
-    __slots__ = ("_orders", "_row_keys", "group_by", "rows", "sort_keys")
+    __slots__ = ("_building", "_orders", "_row_keys", "group_by", "rows", "sort_keys")
 
     def __init__(self, socks: list[Sock], group_by: str | None, unwanted: Unwanted) -> None:
         self.group_by = group_by
         self.rows: list[Any] = group(socks, group_by, unwanted) if group_by else socks
         self.sort_keys: dict[str, list[Any]] = {}
-        self._orders: dict[tuple[str, bool], list[int]] = {}  # (sort, descending) -> order
+        self._orders: dict[Hashable, list[int]] = {}  # (sort, descending) -> order
+        self._building = threading.Lock()
         # built on the first lookup: a list following its top row never looks a row up
         self._row_keys: list[Hashable] | None = None
 
@@ -338,14 +363,15 @@ class _Prepared:
     def order(self, sort: str, descending: bool, unwanted: Unwanted = wanted) -> list[int]:
         """Positions in `rows`, sorted; kept, so going back to an order costs nothing
         (never changed: callers copy before reordering)."""
-        order = self._orders.get((sort, descending))
-        if order is None:
+
+        def make() -> list[int]:
             keys = self.keys_for(sort, unwanted)
             # the opposite order, when kept, sorts in about half the time (its runs come
             # in reverse); a stable sort keeps ties in row order from either start
             start = self._orders.get((sort, not descending), range(len(keys)))
-            order = sorted(start, key=keys.__getitem__, reverse=descending)
-            self._orders[(sort, descending)] = order
+            return sorted(start, key=keys.__getitem__, reverse=descending)
+
+        order: list[int] = once(self._orders, (sort, descending), self._building, make)
         return order
 
 
@@ -369,7 +395,7 @@ class _Filtered:
                 kept += select(keep, part)
             socks = kept
         self.socks = socks
-        self.groupings: dict[str | None, _Prepared] = {}
+        self.groupings: dict[Hashable, _Prepared] = {}
         self._building = threading.Lock()
 
     def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
@@ -380,13 +406,12 @@ class _Filtered:
         )
 
     def grouped(self, group_by: str | None, unwanted: Unwanted = wanted) -> _Prepared:
-        prepared = self.groupings.get(group_by)
-        if prepared is None:
-            with self._building:
-                prepared = self.groupings.get(group_by)
-                if prepared is None:
-                    prepared = _Prepared(self.socks, group_by, unwanted)
-                    self.groupings[group_by] = prepared
+        prepared: _Prepared = once(
+            self.groupings,
+            group_by,
+            self._building,
+            lambda: _Prepared(self.socks, group_by, unwanted),
+        )
         return prepared
 
 
