@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tui.app import run_app
+from tui.launch import run_app
 
 if TYPE_CHECKING:
     from bufmon.record.reader import Recording

@@ -460,9 +460,10 @@ class BufmonApp(App[int]):
         self._show_state()
 
     def _prefetch(self) -> None:
-        """Worker thread: the orders `s` and `S` show next, then the grouping `v` shows
-        next, for the snapshot on screen, so those keys find them done (new sort keys and
-        a grouping are each a Python pass over every socket)."""
+        """Worker thread: the orders `s` and `S` show next, the grouping `v` shows next,
+        then the list Esc goes back to, for the snapshot on screen, so those keys find
+        them done (new sort keys, a grouping, a filter are each a Python pass over every
+        socket)."""
         shown, snapshot, state = self.main.socket_list.view, self.snapshot, self.state
         if (
             self._prefetching
@@ -477,7 +478,9 @@ class BufmonApp(App[int]):
             return  # done, or stopped by a key asking for what it was doing
         self._prefetching, self._prefetched_for = True, (self._adopted, state)
         ids = self.main.socket_list.column_ids(state.group_by)
-        nearby = (state.sort_step(1, ids), state.sort_step(-1, ids), state.next_grouping())
+        nearby = [state.sort_step(1, ids), state.sort_step(-1, ids), state.next_grouping()]
+        if state.back() is not state:  # Esc: the drill-down left, else the filter cleared
+            nearby.append(state.back())
         requests = [s.request() for s in nearby]
         doing = requests[0]
 
@@ -697,7 +700,7 @@ def view_settings(config_file: str | None, theme: str | None = None) -> tuple[Vi
 
 
 def run_app(
-    netns: str = "auto",
+    source: MonitorSource,
     title: str = "bufmon",
     config: Config | None = None,
     filter_expr: str = "",
@@ -707,11 +710,10 @@ def run_app(
     config_file: str | None = None,
     theme: str | None = None,
 ) -> int:
-    """Run the view until the user quits; the caller checked the arguments and compiled
-    `filter_expr` into `keep`. Raises ConfigError (view_settings) before starting."""
+    """Run the view on `source` until the user quits; the caller checked the arguments
+    and compiled `filter_expr` into `keep` (tui.launch starts the source first). Raises
+    ConfigError (view_settings) before starting."""
     settings, settings_file = view_settings(config_file, theme)
-    source = MonitorSource(netns, config)
-    source.start()  # the first dump runs while Textual starts
     expr = filter_expr.strip()
     state = ListState(filter_expr=expr, predicate=keep, show_unix=show_unix)
     app = BufmonApp(
