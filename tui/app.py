@@ -79,6 +79,7 @@ MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the ne
 # While a worker runs Python, the UI thread waits up to the GIL switch interval (5 ms by
 # default) each time it takes the GIL back, many times per key and frame.
 SWITCH_INTERVAL = 0.001
+VIEW_WAIT = 1.0  # seconds at most a prefetch waits for a key's View before going on
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
 
 
@@ -192,6 +193,8 @@ class BufmonApp(App[int]):
         self._collecting = False
         self._collect_again = False  # refresh_now() came while a refresh was running
         self._viewing = False
+        self._views_idle = threading.Event()  # no View of a key is being computed
+        self._views_idle.set()
         self._view_again = False
         self._prefetching = False
         self._prefetched_for: tuple[int, ListState] | None = None  # (adopted, state)
@@ -432,6 +435,7 @@ class BufmonApp(App[int]):
             self._view_again = True
             return
         self._viewing = True
+        self._views_idle.clear()
         snapshot, request = self.snapshot, self.state.request()
         shown = self.main.socket_list.view
         if shown is not None and shown.request.generation != request.generation:
@@ -457,13 +461,16 @@ class BufmonApp(App[int]):
             self._show_view(view)  # computes again if the state or snapshot moved on
         elif again:
             self._recompute()
+        if not self._viewing:
+            self._views_idle.set()
         self._show_state()
 
     def _prefetch(self) -> None:
-        """Worker thread: the orders `s` and `S` show next, the grouping `v` shows next,
+        """Worker thread: the grouping `v` shows next, the orders `s` and `S` show next,
         then the list Esc goes back to, for the snapshot on screen, so those keys find
-        them done (new sort keys, a grouping, a filter are each a Python pass over every
-        socket)."""
+        them done (a grouping, new sort keys, a filter are each a Python pass over every
+        socket). Each waits while a key's View is computed, and what a refresh or key
+        made useless stops."""
         shown, snapshot, state = self.main.socket_list.view, self.snapshot, self.state
         if (
             self._prefetching
@@ -478,23 +485,32 @@ class BufmonApp(App[int]):
             return  # done, or stopped by a key asking for what it was doing
         self._prefetching, self._prefetched_for = True, (self._adopted, state)
         ids = self.main.socket_list.column_ids(state.group_by)
-        nearby = [state.sort_step(1, ids), state.sort_step(-1, ids), state.next_grouping()]
+        nearby = [state.next_grouping(), state.sort_step(1, ids), state.sort_step(-1, ids)]
         if state.back() is not state:  # Esc: the drill-down left, else the filter cleared
             nearby.append(state.back())
         requests = [s.request() for s in nearby]
         doing = requests[0]
 
         def unwanted() -> bool:
-            """A refresh came, or a key asking for something else than what is being
-            prefetched: the prefetch leaves the GIL to their Views."""
+            """A refresh came, or a key after which this work is of no use."""
             now = self.state
-            moved = now is not state and not now.request().same_view(doing)
-            return moved or self.snapshot is not snapshot
+            if self.snapshot is not snapshot:
+                return True
+            if now is state:
+                return False
+            if doing.group_by != state.group_by:  # a grouping: of use while the rows are
+                return (now.predicate, now.scopes, now.group_by) != (
+                    state.predicate,
+                    state.scopes,
+                    state.group_by,
+                )
+            return not now.request().same_view(doing)  # an order: if the key asked for it
 
         def run() -> None:
             nonlocal doing
             with contextlib.suppress(Exception):  # Stale; the View itself reports errors
                 for doing in requests:
+                    self._views_idle.wait(VIEW_WAIT)  # a key's View first (no lock held here)
                     settled_view(snapshot, doing, unwanted)
             self.hand_over(self._prefetched)
 

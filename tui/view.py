@@ -316,14 +316,16 @@ def group(socks: list[Sock], by: str, unwanted: Unwanted = wanted) -> list[Group
     return list(groups.values())
 
 
-def once(
-    made: dict[Hashable, Any], key: Hashable, lock: threading.Lock, make: Callable[[], Any]
-) -> Any:
+Locks = dict[Hashable, threading.Lock]
+
+
+def once(made: dict[Hashable, Any], key: Hashable, locks: Locks, make: Callable[[], Any]) -> Any:
     """made[key], made by `make` once even when two workers ask for it at the same time
-    (a key's View and the prefetch's): the second waits for the first."""
+    (a key's View and the prefetch's): the second waits for the first, and for nothing
+    else being made meanwhile."""
     value = made.get(key)
     if value is None:
-        with lock:
+        with locks.setdefault(key, threading.Lock()):
             value = made.get(key)
             if value is None:
                 value = made[key] = make()
@@ -341,7 +343,7 @@ class _Prepared:
         self.rows: list[Any] = group(socks, group_by, unwanted) if group_by else socks
         self.sort_keys: dict[str, list[Any]] = {}
         self._orders: dict[Hashable, list[int]] = {}  # (sort, descending) -> order
-        self._building = threading.Lock()
+        self._building: Locks = {}
         # built on the first lookup: a list following its top row never looks a row up
         self._row_keys: list[Hashable] | None = None
 
@@ -396,7 +398,7 @@ class _Filtered:
             socks = kept
         self.socks = socks
         self.groupings: dict[Hashable, _Prepared] = {}
-        self._building = threading.Lock()
+        self._building: Locks = {}
 
     def fits(self, snapshot: Snapshot, request: ViewRequest) -> bool:
         return (
