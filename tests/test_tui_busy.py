@@ -8,13 +8,14 @@ forced with gates, the one stand-in here: a race that rare cannot be timed other
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -134,23 +135,30 @@ def pairs(count: int) -> list[socket.socket]:
     return held
 
 
-@pytest.mark.root
-def test_the_first_look_has_the_sockets_before_their_processes() -> None:
-    """Real sockets in a namespace of the test's own, read by the real Monitor."""
-    with Netns("firstlook") as ns:
-        held = ns.run(pairs, 20)
+@contextlib.contextmanager
+def with_pairs(purpose: str, count: int) -> Iterator[Netns]:
+    """A namespace of the test's own holding `count` connected loopback pairs."""
+    with Netns(purpose) as ns:
+        held = ns.run(pairs, count)
         try:
-            monitor = Monitor(ns.name)
-            looks: list[tuple[Snapshot, list[Any]]] = []
-
-            def look(early: Snapshot) -> None:
-                looks.append((early, [s.process for s in early.sockets]))
-
-            snap = monitor.refresh(first_look=look)
-            monitor.close()
+            yield ns
         finally:
             for sock in held:
                 sock.close()
+
+
+@pytest.mark.root
+def test_the_first_look_has_the_sockets_before_their_processes() -> None:
+    """Real sockets in a namespace of the test's own, read by the real Monitor."""
+    with with_pairs("firstlook", 20) as ns:
+        monitor = Monitor(ns.name)
+        looks: list[tuple[Snapshot, list[Any]]] = []
+
+        def look(early: Snapshot) -> None:
+            looks.append((early, [s.process for s in early.sockets]))
+
+        snap = monitor.refresh(first_look=look)
+        monitor.close()
     ((early, processes),) = looks
     assert [s.key for s in early.sockets] == [s.key for s in snap.sockets]
     assert len(early.sockets) == 41 and processes == [None] * 41  # not attributed yet
@@ -159,11 +167,13 @@ def test_the_first_look_has_the_sockets_before_their_processes() -> None:
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("early", [False, True], ids=["refreshed-by-the-app", "started-first"])
 async def test_the_first_screen_comes_before_the_processes(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, early: bool
 ) -> None:
     """The process scan is slowed as on a host of 200,000 sockets (the stand-in: the
-    first screen is posted, not awaited, so it must come well before the refresh ends)."""
+    first screen is posted, not awaited, so it must come well before the refresh ends).
+    `started-first`: the refresh begun before the app, as `bufmon` does (tui.launch)."""
     attribute = ProcessIndex.attribute
 
     def slow(self: ProcessIndex, *args: Any) -> None:
@@ -171,28 +181,26 @@ async def test_the_first_screen_comes_before_the_processes(
         attribute(self, *args)
 
     monkeypatch.setattr(ProcessIndex, "attribute", slow)
-    with Netns("firstscreen") as ns:
-        held = ns.run(pairs, 20)
-        try:
-            app = BufmonApp(MonitorSource(ns.name), interval=3600)
-            shown: list[tuple[Snapshot, bool]] = []  # each View shown: processes known?
-            listing = app.main.socket_list
-            set_view = listing.set_view
+    with with_pairs("firstscreen", 20) as ns:
+        source = MonitorSource(ns.name)
+        if early:
+            source.start()
+        app = BufmonApp(source, interval=3600)
+        shown: list[tuple[Snapshot, bool]] = []  # each View shown: processes known?
+        listing = app.main.socket_list
+        set_view = listing.set_view
 
-            def recorded(view: View) -> None:
-                rows = list(view.rows)
-                shown.append((view.snapshot, all(s.process is not None for s in rows)))
-                set_view(view)
+        def recorded(view: View) -> None:
+            rows = list(view.rows)
+            shown.append((view.snapshot, all(s.process is not None for s in rows)))
+            set_view(view)
 
-            listing.set_view = recorded  # type: ignore[method-assign]
-            async with app.run_test(size=(100, 30)) as pilot:
-                await until(pilot, lambda: len(shown) == 2)
-                (early, early_processes), (full, processes) = shown
-                assert app.snapshot is full and early is not full and len(full.sockets) == 41
-                assert not early_processes and processes
-        finally:
-            for sock in held:
-                sock.close()
+        listing.set_view = recorded  # type: ignore[method-assign]
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: len(shown) == 2)
+            (early_look, early_processes), (full, processes) = shown
+            assert app.snapshot is full and early_look is not full and len(full.sockets) == 41
+            assert not early_processes and processes
 
 
 def test_work_is_kept_for_the_snapshot_on_screen_and_the_next_only() -> None:
@@ -316,18 +324,13 @@ def test_an_early_refresh_raises_its_error_in_the_taker() -> None:
 @pytest.mark.root
 def test_the_monitor_source_starts_its_first_refresh_before_it_is_asked() -> None:
     """Real sockets in a namespace of the test's own, read by the real Monitor."""
-    with Netns("earlyrefresh") as ns:
-        held = ns.run(pairs, 10)
-        try:
-            source = MonitorSource(ns.name)
-            source.start()
-            looks: list[Snapshot] = []
-            snap = source.refresh(looks.append)
-            again = source.refresh()  # the next refresh is an ordinary one
-            source.close()
-        finally:
-            for sock in held:
-                sock.close()
+    with with_pairs("earlyrefresh", 10) as ns:
+        source = MonitorSource(ns.name)
+        source.start()
+        looks: list[Snapshot] = []
+        snap = source.refresh(looks.append)
+        again = source.refresh()  # the next refresh is an ordinary one
+        source.close()
     ((early,),) = [looks]
     assert [s.key for s in early.sockets] == [s.key for s in snap.sockets]
     assert len(snap.sockets) == 21 and again is not snap and len(again.sockets) == 21
