@@ -466,7 +466,7 @@ class BufmonApp(App[int]):
         self._show_state()
 
     def _prefetch(self) -> None:
-        """Worker thread: the grouping `v` shows next, the orders `s` and `S` show next,
+        """In a worker thread: the grouping `v` shows next, the orders `s` and `S` show next,
         then the list Esc goes back to, for the snapshot on screen, so those keys find
         them done (a grouping, new sort keys, a filter are each a Python pass over every
         socket). Each waits while a key's View is computed, and what a refresh or key

@@ -92,7 +92,7 @@ GROUP_ORDER = (None, "process", "port", "peer", "netns")
 
 # A View's passes over every socket look between chunks whether it is still wanted: a
 # key pressed meanwhile stops a View it made stale (which would otherwise share the GIL
-# with the key's own View) within a chunk's time, about a few ms.
+# with the key's own View) within a chunk's time, a few ms.
 CHUNK = 20_000
 Unwanted = Callable[[], bool]  # True once nobody will show the View being computed
 
@@ -368,8 +368,8 @@ class _Prepared:
 
         def make() -> list[int]:
             keys = self.keys_for(sort, unwanted)
-            # the opposite order, when kept, sorts in about half the time (its runs come
-            # in reverse); a stable sort keeps ties in row order from either start
+            # the opposite order, when kept, is less work for the sort (its runs come in
+            # reverse); a stable sort keeps ties in row order from either start
             start = self._orders.get((sort, not descending), range(len(keys)))
             return sorted(start, key=keys.__getitem__, reverse=descending)
 
