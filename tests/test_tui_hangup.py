@@ -27,6 +27,7 @@ pytestmark = pytest.mark.root
 
 BUFMON = str(Path(sys.executable).with_name("bufmon"))
 SESSION = str(Path(__file__).with_name("pty_session.py"))  # leads the pty's session
+SLOW_VIEW = str(Path(__file__).with_name("slow_view.py"))  # a first refresh that never ends
 BOUND = 15.0  # seconds bufmon may live on once its terminal is gone
 ROWS, COLUMNS = 100, 250  # a big terminal: many rows repainted on each refresh
 
@@ -45,8 +46,11 @@ def busy() -> Iterator[Netns]:
 class Pty:
     """bufmon in a pty of its own, run as `mode` says (tests/pty_session.py)."""
 
-    def __init__(self, mode: str, ns: Netns) -> None:
-        argv = [sys.executable, SESSION, mode, BUFMON, "--netns", ns.name, "--interval", "0.25"]
+    def __init__(self, mode: str, ns: Netns | None = None, argv: list[str] | None = None) -> None:
+        if argv is None:
+            assert ns is not None
+            argv = [BUFMON, "--netns", ns.name, "--interval", "0.25"]
+        argv = [sys.executable, SESSION, mode, *argv]
         env = {**os.environ, "TERM": "xterm-256color"}
         self.master, tty = os.openpty()
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
@@ -227,5 +231,19 @@ def test_sigcont_resumes_only_a_stopped_view(busy: Netns) -> None:
         term.wait_for(b"bufmon")
         os.write(term.master, b"q")
         assert term.end()[1] == 0
+    finally:
+        term.kill()
+
+
+def test_q_quits_at_once_while_the_first_refresh_runs() -> None:
+    """On a big host the first refresh takes seconds; `q` must not wait for it."""
+    term = Pty("exec", argv=[sys.executable, SLOW_VIEW])
+    try:
+        term.wait_for(b"slow")
+        time.sleep(0.5)  # the refresh is under way
+        os.write(term.master, b"q")
+        took, status = term.end()
+        assert status == 0
+        assert took < 3, f"q took {took:.1f} s"
     finally:
         term.kill()

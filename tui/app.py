@@ -22,6 +22,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
+from textual.worker import get_current_worker
 
 from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
@@ -80,6 +81,7 @@ MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the ne
 # default) each time it takes the GIL back, many times per key and frame.
 SWITCH_INTERVAL = 0.001
 VIEW_WAIT = 1.0  # seconds at most a prefetch waits for a key's View before going on
+ABANDON_CHECK = 0.05  # seconds between a refresh worker's looks at whether the app ended
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
 
 
@@ -134,6 +136,21 @@ class TooSmallScreen(Screen[None]):
             f"Terminal too small: {width}x{height}.\n"
             f"Needs at least {MIN_WIDTH}x{MIN_HEIGHT}: enlarge it, or q to quit."
         )
+
+
+def abandoned_on_exit(work: Callable[[], None]) -> Callable[[], None]:
+    """A thread worker's body that the app's exit does not wait for: `work` runs in a
+    daemon thread, and the worker ends with it or as soon as the app cancels it (at
+    exit). Python joins the worker threads of an ending app, not daemon threads."""
+
+    def run() -> None:
+        worker = get_current_worker()
+        thread = threading.Thread(target=work, name="bufmon-refresh", daemon=True)
+        thread.start()
+        while thread.is_alive() and not worker.is_cancelled:
+            thread.join(ABANDON_CHECK)
+
+    return run
 
 
 class BufmonApp(App[int]):
@@ -194,6 +211,7 @@ class BufmonApp(App[int]):
         self._collect_again = False  # refresh_now() came while a refresh was running
         self._viewing = False
         self._views_idle = threading.Event()  # no View of a key is being computed
+        self._ending = threading.Event()  # the app is closing: work in progress stops
         self._views_idle.set()
         self._view_again = False
         self._prefetching = False
@@ -293,7 +311,7 @@ class BufmonApp(App[int]):
         system = isinstance(self._top(), SystemScreen)
         first = self.snapshot is None
         self.run_worker(
-            lambda: self._collect(request, detail_key, system, first),
+            abandoned_on_exit(lambda: self._collect(request, detail_key, system, first)),
             thread=True,
             group="collect",
             exit_on_error=False,
@@ -422,7 +440,7 @@ class BufmonApp(App[int]):
     def _unwanted(self, request: ViewRequest) -> Unwanted:
         """Whether a View of `request` is of no use any more: the state moved on (from a
         worker thread: the View stops within a chunk, leaving the GIL to the next)."""
-        return lambda: self.state.generation != request.generation
+        return lambda: self.state.generation != request.generation or self._ending.is_set()
 
     def _recompute(self) -> None:
         """Filter/sort/group again, in a worker thread: the snapshot on screen while the
@@ -672,8 +690,14 @@ class BufmonApp(App[int]):
 
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch_interval)
-        with self.source_lock:  # a collect worker may be mid-dump on the same sockets
-            self.source.close()
+        self._ending.set()  # Views and prefetches stop within a chunk
+        # A refresh under way (seconds on a big host) is not waited for: it holds the
+        # source until the process ends; else the source closes now.
+        if self.source_lock.acquire(blocking=False):
+            try:
+                self.source.close()
+            finally:
+                self.source_lock.release()
 
 
 SECTIONS: list[Section] = [

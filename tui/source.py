@@ -85,6 +85,9 @@ class EarlyRefresh:
     def wait(self) -> None:
         self._thread.join()
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
 
 class MonitorSource:
     """bufmon's Monitor, built on the first refresh so the first frame shows at once;
@@ -133,8 +136,10 @@ class MonitorSource:
         return close_all(self._monitor.namespaces, socks)
 
     def close(self) -> None:
+        """Close the sockets; a first refresh never taken (the app ended first) is not
+        waited for: it keeps its own until the process ends."""
         self._closed = True
-        if self._early is not None:  # never taken: the app ended before its first refresh
-            self._early.wait()
+        if self._early is not None and not self._early.done():
+            return
         if self._monitor is not None:
             self._monitor.close()
