@@ -188,6 +188,7 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         if args.rates:
             monitor.sample_rates()
             time.sleep(args.interval)
+        monitor.prefetch_processes()
         snap = monitor.refresh(single_sample=True)
     finally:
         monitor.close()
