@@ -126,11 +126,11 @@ class ProcessIndex:
         with contextlib.closing(self._links(owners_first, netns)) as links:
             for pid, inodes in links:
                 visited.add(pid)
-                found = [inode for inode in inodes if inode in unknown]
+                found = unknown.intersection(inodes)  # sets in C: 40,000 inodes a process
                 if found and self._learn(pid):
-                    for inode in found:
-                        self._owner.setdefault(inode, pid)
-                    remaining.difference_update(found)
+                    remaining -= found
+                    found.difference_update(self._owner.keys())  # the first owner stays
+                    self._owner.update(dict.fromkeys(found, pid))
                     if not remaining:
                         return
         self._unreadable &= visited  # a full pass: forget pids that are gone

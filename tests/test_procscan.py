@@ -5,7 +5,6 @@ stops short."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns
 from collectors.model import Sock
 from collectors.netns import NamespaceSet
-from collectors.procs import ProcessIndex
+from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex
 
 pytestmark = pytest.mark.root  # namespaces, other processes' fds, other users
 
@@ -60,7 +59,7 @@ time.sleep(120)
 # As a user that may start no process: the fork fails and the index reads in-process.
 NO_FORK = """
 import json, os, resource, socket
-from collectors.procs import ProcessIndex
+from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex
 from factories import make_sock
 own = socket.create_server(("127.0.0.1", 0))
 resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
@@ -193,17 +192,8 @@ def test_the_child_dies_with_its_parent() -> None:
 
 
 def test_a_failed_fork_falls_back_to_the_in_process_scan(readable: Readable) -> None:
-    result = subprocess.run(
-        ["setpriv", *AS_NOBODY, readable.python, "-c", NO_FORK],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=readable.env(),
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = readable.run_json(AS_NOBODY, NO_FORK)
     assert report["fork_failed"]  # the limit really stops a fork
     assert report["started"] is False
     assert report["owner"] == report["pid"]
-    assert report["notice"] == "not running as root: processes of other users are not shown"
+    assert report["notice"] == NOT_ROOT_NOTICE
