@@ -119,7 +119,6 @@ def _transposed(rows: list[tuple[str, ...]], width: int) -> list[list[str]]:
     return [list(map(operator.itemgetter(i), rows)) for i in range(width)]
 
 
-_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _RECV_FILL = operator.methodcaller("recv_fill")  # UnixSock has its own
 _SEND_FILL = operator.methodcaller("send_fill")
 
