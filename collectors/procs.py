@@ -159,7 +159,8 @@ class ProcessIndex:
     def _pids_in_order(self, owners_first: set[int], netns: set[int] | None) -> Iterator[int]:
         """Known owners; then the processes in `netns`, then the rest."""
         yield from owners_first
-        yield from scan_order(list(self._all_pids()), owners_first, netns, self.proc)
+        for part in scan_order(list(self._all_pids()), owners_first, netns, self.proc):
+            yield from part
 
     def _all_pids(self) -> Iterable[int]:
         return all_pids(self.proc)

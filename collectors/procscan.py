@@ -21,7 +21,7 @@ import os
 import signal
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from collectors.netns import link_inode
 
@@ -30,6 +30,7 @@ PIPE_BYTES = 4 << 20  # holds 40,000 sockets' records: the child need not wait f
 PR_SET_PDEATHSIG = 1
 HEADER = array("Q", (0, 0, 0))  # a record: pid, denied (0/1), inode count, then the inodes
 END = HEADER.tobytes()  # pid 0: the walk is done
+PAUSED = array("Q", (0, 1, 0)).tobytes()  # the chosen namespaces' processes are done
 
 
 def socket_links(fd_path: str) -> tuple[list[int], bool]:
@@ -71,22 +72,33 @@ def all_pids(proc: str) -> list[int]:
         return [int(entry.name) for entry in entries if entry.name.isdigit()]
 
 
-def scan_order(pids: list[int], skip: set[int], netns: set[int] | None, proc: str) -> list[int]:
-    """`pids` but `skip`, those in the namespaces `netns` (when given) first: pid order
-    within each part (one link read each)."""
-    rest = [pid for pid in pids if pid not in skip]
-    if netns is not None:
-        rest.sort(key=lambda pid: link_inode(f"{proc}/{pid}/ns/net") not in netns)
-    return rest
+def scan_order(
+    pids: list[int], skip: set[int], netns: set[int] | None, proc: str
+) -> tuple[list[int], list[int]]:
+    """`pids` but `skip` in the two parts a scan reads one after the other: those in
+    the namespaces `netns`, then the others (one link read each); pid order within
+    each. Every pid is in the first part when `netns` is None (every namespace)."""
+    pids = [pid for pid in pids if pid not in skip]
+    if netns is None:
+        return pids, []
+    inside: list[int] = []
+    outside: list[int] = []
+    for pid in pids:
+        (inside if link_inode(f"{proc}/{pid}/ns/net") in netns else outside).append(pid)
+    return inside, outside
 
 
 class ForkedScan:
-    """A child reading every process's socket inodes, in scan order; see the module."""
+    """A child reading every process's socket inodes, in scan order; see the module.
 
-    def __init__(self, pid: int, read_fd: int) -> None:
+    It reads the chosen namespaces' processes, then waits until the parent asks for
+    the others: those usually own none of the sockets asked about."""
+
+    def __init__(self, pid: int, records: int, go_on: int) -> None:
         self.pid = pid
         self.complete = False  # the child read every process and said so
-        self._pipe = open(read_fd, "rb")  # noqa: SIM115 (closed by close())
+        self._pipe = open(records, "rb")  # noqa: SIM115 (closed by close())
+        self._go_on = go_on
         self._reaped = False
 
     @classmethod
@@ -95,22 +107,24 @@ class ForkedScan:
     ) -> ForkedScan | None:
         """Fork the child; None when that fails (the caller then reads in-process)."""
         parent = os.getpid()
+        pipes: list[int] = []
         try:
-            read_fd, write_fd = os.pipe()
-        except OSError:  # out of descriptors
-            return None
-        try:
-            _grow(write_fd, pipe_bytes)
+            pipes += os.pipe()  # records: child -> parent
+            pipes += os.pipe()  # go on past the chosen namespaces: parent -> child
+            _grow(pipes[1], pipe_bytes)
             pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
+        except OSError:  # out of descriptors or processes
+            for fd in pipes:
+                os.close(fd)
             return None
+        records, write, wait, go_on = pipes
         if pid == 0:
-            os.close(read_fd)
-            _walk(write_fd, proc, netns, parent)
-        os.close(write_fd)
-        return cls(pid, read_fd)
+            os.close(records)
+            os.close(go_on)
+            _walk(write, wait, proc, netns, parent)
+        os.close(write)
+        os.close(wait)
+        return cls(pid, records, go_on)
 
     def records(self) -> Iterator[tuple[int, Sequence[int], bool]]:
         """(pid, its socket inodes, whether some were denied), in scan order, until the
@@ -118,6 +132,10 @@ class ForkedScan:
         read, size = self._pipe.read, len(END)
         while len(head := read(size)) == size:
             pid, denied, count = array("Q", head)
+            if head == PAUSED:  # still asked for: the caller needs more
+                with contextlib.suppress(OSError):  # the child died: EOF comes next
+                    os.write(self._go_on, b"+")
+                continue
             if pid == 0:
                 self.complete = True
                 return
@@ -132,6 +150,7 @@ class ForkedScan:
             return
         self._reaped = True
         self._pipe.close()
+        os.close(self._go_on)
         if not self.complete:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
@@ -149,21 +168,38 @@ def _grow(fd: int, size: int) -> None:
             continue
 
 
-def _walk(fd: int, proc: str, netns: set[int] | None, parent: int) -> NoReturn:
-    """The child: write each process's record to `fd`, then END; never returns."""
+def _walk(fd: int, wait: int, proc: str, netns: set[int] | None, parent: int) -> NoReturn:
+    """The child: _serve the parent through `fd`, then exit; never returns."""
     code = 1
     try:
         gc.disable()  # a collection would touch, and so copy, every page of the parent's
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == parent:  # else the parent died before the prctl
             with open(fd, "wb") as out:
-                for pid in scan_order(all_pids(proc), set(), netns, proc):
-                    inodes, denied = pid_links(proc, pid)
-                    record = array("Q", (pid, denied, len(inodes)))
-                    record.extend(inodes)
-                    out.write(record)
-                    out.flush()  # the parent may stop reading at any process
-                out.write(END)
+                _serve(out, wait, proc, netns)
             code = 0
     finally:
         os._exit(code)
+
+
+def _serve(out: BinaryIO, wait: int, proc: str, netns: set[int] | None) -> None:
+    """Each process's record, PAUSED between the two parts of scan_order (going on once
+    `wait` gives a byte), then END."""
+    inside, outside = scan_order(all_pids(proc), set(), netns, proc)
+    _write_records(out, proc, inside)
+    if outside:
+        out.write(PAUSED)
+        out.flush()
+        if not os.read(wait, 1):  # the parent is done with us
+            return
+        _write_records(out, proc, outside)
+    out.write(END)
+
+
+def _write_records(out: BinaryIO, proc: str, pids: list[int]) -> None:
+    for pid in pids:
+        inodes, denied = pid_links(proc, pid)
+        record = array("Q", (pid, denied, len(inodes)))
+        record.extend(inodes)
+        out.write(record)
+        out.flush()  # the parent may stop reading at any process

@@ -5,12 +5,15 @@ stops short."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import termios
 import time
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from bufmon.scenarios import Netns
 from collectors.model import Sock
 from collectors.netns import NamespaceSet
 from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex
+from collectors.procscan import PAUSED, ForkedScan, all_pids, scan_order
 
 pytestmark = pytest.mark.root  # namespaces, other processes' fds, other users
 
@@ -60,6 +64,7 @@ time.sleep(120)
 NO_FORK = """
 import json, os, resource, socket
 from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex
+from collectors.procscan import PAUSED, ForkedScan, all_pids, scan_order
 from factories import make_sock
 own = socket.create_server(("127.0.0.1", 0))
 resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
@@ -90,12 +95,25 @@ def held() -> Iterator[Netns]:
             )
             holders.append(holder)
             assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        settle(ns, len(holders) * 2)
         yield ns
     finally:
         for holder in holders:
             holder.kill()
             holder.wait()
         ns.close()
+
+
+def settle(ns: Netns, processes: int) -> None:
+    """Wait until the namespace holds just its holders (the commands that set it up
+    have ended): the two scans list the processes at different times."""
+    nsset = NamespaceSet(ns.name)
+    chosen = nsset.chosen()
+    nsset.close()
+    deadline = time.monotonic() + 5
+    while len(scan_order(all_pids("/proc"), set(), chosen, "/proc")[0]) != processes:
+        assert time.monotonic() < deadline, "the namespace's processes did not settle"
+        time.sleep(0.05)
 
 
 def owners(socks: list[Sock]) -> dict[int, tuple[int, str] | None]:
@@ -106,29 +124,41 @@ def owners(socks: list[Sock]) -> dict[int, tuple[int, str] | None]:
     }
 
 
+class Visits(ProcessIndex):
+    """Records the pids whose descriptors a scan takes, in order, wherever read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visited: list[int] = []
+
+    def _noted(self, pid: int, inodes: Sequence[int], denied: bool) -> Sequence[int]:
+        self.visited.append(pid)
+        return super()._noted(pid, inodes, denied)
+
+
 def attributed(
     ns: Netns, prefetch: bool
-) -> tuple[dict[int, tuple[int, str] | None], int, str | None]:
+) -> tuple[dict[int, tuple[int, str] | None], list[int], str | None]:
     nsset = NamespaceSet(ns.name)
     try:
-        index = ProcessIndex()
+        index = Visits()
         if prefetch:
             assert index.prefetch(nsset.chosen())
         socks = nsset.dump()
         index.attribute(socks, nsset.chosen())
     finally:
         nsset.close()
-    return owners(socks), index.scans, index.notice
+    return owners(socks), index.visited, index.notice
 
 
 def test_forked_scan_finds_the_same_owners_as_the_in_process_scan(held: Netns) -> None:
-    plain, plain_scans, plain_notice = attributed(held, prefetch=False)
-    forked, forked_scans, forked_notice = attributed(held, prefetch=True)
+    plain, plain_visits, plain_notice = attributed(held, prefetch=False)
+    forked, forked_visits, forked_notice = attributed(held, prefetch=True)
     assert len(plain) == 3 * (1 + 2 * 20)
     assert all(owner is not None for owner in plain.values())
     assert len({owner for owner in plain.values()}) == 3  # the holders, not their children
     assert forked == plain
-    assert forked_scans == plain_scans  # the same processes read, in the same order
+    assert forked_visits == plain_visits  # the same processes read, in the same order
     assert forked_notice == plain_notice
 
 
@@ -159,6 +189,28 @@ def test_a_child_stopped_short_leaves_the_rest_to_the_parent(held: Netns) -> Non
     finally:
         nsset.close()
     assert owners(socks) == plain
+
+
+def test_the_child_waits_before_reading_other_namespaces(held: Netns) -> None:
+    nsset = NamespaceSet(held.name)
+    chosen = nsset.chosen()
+    nsset.close()
+    inside, outside = scan_order(all_pids("/proc"), set(), chosen, "/proc")
+    assert len(inside) >= 6 and os.getpid() in outside
+    scan = ForkedScan.start("/proc", chosen)
+    assert scan is not None
+    try:
+        records = scan.records()
+        first = [next(records)[0] for _ in inside]
+        assert set(first) <= set(inside)
+        time.sleep(0.3)  # a child that went on would have written records by now
+        waiting = array("i", [0])
+        fcntl.ioctl(scan._pipe.fileno(), termios.FIONREAD, waiting)
+        assert waiting[0] <= len(PAUSED)  # at most the pause, not the other processes'
+        rest = [pid for pid, _, _ in records]  # asks the child to go on
+        assert os.getpid() in rest and scan.complete
+    finally:
+        scan.close()
 
 
 def state_of(pid: int) -> str | None:
