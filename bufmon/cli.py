@@ -188,6 +188,7 @@ def cmd_snapshot(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
         if args.rates:
             monitor.sample_rates()
             time.sleep(args.interval)
+        monitor.prefetch_processes()
         snap = monitor.refresh(single_sample=True)
     finally:
         monitor.close()
@@ -208,6 +209,7 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     monitor = Monitor(args.netns, args.cfg)
     pace = Pace.from_option(args.interval, args.cfg.refresh.cpu_share)
     shown_notices: set[str] = set()
+    monitor.prefetch_processes()  # the first refresh reads every link: beside its dump
     try:
         done = 0
         while args.count is None or done < args.count:

@@ -81,6 +81,11 @@ class Monitor:
         with entered(ns.path):
             return self.system.read(now)
 
+    def prefetch_processes(self) -> None:
+        """Have the next refresh's first process scan read in a child beside its dump
+        (collectors.procscan): for a one-shot command, whose scan reads every link."""
+        self.procs.prefetch(self.namespaces.chosen())
+
     def sample_rates(self) -> None:
         """Only the counters the next refresh's rates start from (`snapshot --rates`)."""
         self.rates.measure(self.namespaces.dump(), time.time())
@@ -93,4 +98,5 @@ class Monitor:
         return snap
 
     def close(self) -> None:
+        self.procs.close()
         self.namespaces.close()

@@ -6,7 +6,7 @@ socket never reads or ranks differently between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from collectors.model import SEVERITY_RANK, Flag, Sock
 
@@ -21,6 +21,13 @@ def endpoint(addr: str, port: int, service: str | None = None) -> str:
     if port == 0:
         return "*:*" if addr in WILDCARDS else f"{host}:*"
     return f"{host}:{service or port}"
+
+
+def endpoints(addrs: Sequence[str], ports: Sequence[int]) -> list[str]:
+    """[endpoint(a, p) for a, p in zip(addrs, ports)] for a table's column (40,000
+    sockets: 80,000 cells): the text before each address's port is made once."""
+    before = {addr: endpoint(addr, 1)[:-1] for addr in set(addrs)}  # "10.0.0.1:", "[::1]:"
+    return [f"{before[a]}{p}" if p else endpoint(a, p) for a, p in zip(addrs, ports, strict=True)]
 
 
 def netns_text(s: Sock) -> str:

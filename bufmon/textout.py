@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from bufmon.present import netns_text, worst_first
-from bufmon.unix_ends import ends
+from bufmon.unix_ends import end_columns, ends
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 from collectors.untrusted import printable
 
@@ -83,39 +83,42 @@ def rate_cells(sock: Sock) -> tuple[str, ...]:
 
 
 def _each(text: Callable[[Any], str], values: list[Any]) -> list[str]:
-    """[text(v) for v in values], text() called once per distinct value: most cells of
-    a big table repeat (idle sockets' 0%, a process's name)."""
-    memo = {value: text(value) for value in set(values)}
+    """[printable(text(v)) for v in values], text() called once per distinct value: most
+    cells of a big table repeat (idle sockets' 0%, a process's name)."""
+    memo = {value: printable(text(value)) for value in set(values)}
     return list(map(memo.__getitem__, values))
+
+
+def _clean(col: list[str]) -> list[str]:
+    """`col` with printable cells: one check a column in the common case, not one a cell."""
+    return col if "".join(col).isprintable() else list(map(printable, col))
 
 
 def columns(socks: Sequence[Sock], rates: bool = False) -> list[list[str]]:
     """The table's cells, a column at a time (a table of 40,000 rows: a comprehension
     per column, not a tuple and a dozen calls per row)."""
-    both = list(map(ends, socks))
-    cells = [
-        list(map(netns_text, socks)),
-        [s.proto for s in socks],
-        [s.state + " (closed)" if s.closed else s.state for s in socks],
+    local, peer = end_columns(socks)
+    return [
+        _clean(list(map(netns_text, socks))),
+        _clean([s.proto for s in socks]),
+        _clean([s.state + " (closed)" if s.closed else s.state for s in socks]),
         _each(str, [s.recv_q for s in socks]),
         _each(str, [s.send_q for s in socks]),
-        list(map(_FIRST, both)),
-        list(map(_SECOND, both)),
+        _clean(local),
+        _clean(peer),
         _each(percent, list(map(_RECV_FILL, socks))),
         _each(percent, list(map(_SEND_FILL, socks))),
         *(_transposed(list(map(rate_cells, socks)), len(RATE_COLUMNS)) if rates else ()),
-        list(map(process_text, socks)),
-        [flag_tags(s.flags) for s in socks],
+        _clean(list(map(process_text, socks))),
+        _clean([flag_tags(s.flags) for s in socks]),
     ]
-    # one check a column in the common case instead of one a cell
-    return [col if "".join(col).isprintable() else list(map(printable, col)) for col in cells]
 
 
 def _transposed(rows: list[tuple[str, ...]], width: int) -> list[list[str]]:
+    """Rate cells (numbers: printable) as columns."""
     return [list(map(operator.itemgetter(i), rows)) for i in range(width)]
 
 
-_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _RECV_FILL = operator.methodcaller("recv_fill")  # UnixSock has its own
 _SEND_FILL = operator.methodcaller("send_fill")
 

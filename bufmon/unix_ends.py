@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bufmon.present import endpoint
+from collections.abc import Sequence
+
+from bufmon.present import endpoint, endpoints
 from bufmon.services import service_name
 from collectors.model import Sock, UnixSock
 from collectors.untrusted import printable
@@ -32,3 +34,14 @@ def ends(s: Sock, services: bool = False) -> tuple[str, str]:
             endpoint(s.peer_addr, s.peer_port, service_name(s.proto, s.peer_port)),
         )
     return endpoint(s.local_addr, s.local_port), endpoint(s.peer_addr, s.peer_port)
+
+
+def end_columns(socks: Sequence[Sock]) -> tuple[list[str], list[str]]:
+    """ends(s) of every socket as a local and a peer column, for a table: inet sockets'
+    a column at a time (see endpoints), UNIX sockets' one by one."""
+    local = endpoints([s.local_addr for s in socks], [s.local_port for s in socks])
+    peer = endpoints([s.peer_addr for s in socks], [s.peer_port for s in socks])
+    for i, s in enumerate(socks):
+        if isinstance(s, UnixSock):
+            local[i], peer[i] = unix_ends(s)
+    return local, peer

@@ -464,7 +464,8 @@ class NamespaceSet:
         self.discovery = Discovery(self.host_inode)
         self._diags: dict[int, SockDiag] = {}
         self.unix: list[Sock] = []  # the UNIX sockets of the last dump (also in its list)
-        self._select()  # fail early on a namespace that does not exist
+        # fails early on a namespace that does not exist; chosen() before the first dump
+        self.namespaces = self._select()
 
     def _own(self) -> Namespace:
         if self.own_inode == self.host_inode:

@@ -6,6 +6,7 @@ are skipped, with the reason, when the suite runs without root.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +52,21 @@ class Readable:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(self.path)}
+
+    def run_json(self, setpriv_options: list[str], script: str, *args: str) -> Any:
+        """Run `script` with this Python under setpriv; it must succeed silently and
+        print one JSON document, returned decoded."""
+        result = subprocess.run(
+            ["setpriv", *setpriv_options, self.python, "-c", script, *args],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env=self.env(),
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        return json.loads(result.stdout)
 
     def bufmon(self, *args: str) -> list[str]:
         """The argv of `bufmon ARGS` (bufmon.cli's main, as the installed script runs it)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import socket
@@ -226,18 +225,10 @@ def run_restricted(
     readable: Readable, setpriv_options: list[str], foreign_inode: int
 ) -> dict[str, Any]:
     """Run RESTRICTED_SCRIPT under setpriv and return its report."""
-    cmd = ["setpriv", *setpriv_options, readable.python, "-c", RESTRICTED_SCRIPT]
-    result = subprocess.run(
-        [*cmd, str(foreign_inode)],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=readable.env(),
-        timeout=30,
+    report: dict[str, Any] = readable.run_json(
+        setpriv_options, RESTRICTED_SCRIPT, str(foreign_inode)
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    return json.loads(result.stdout)
+    return report
 
 
 def test_not_root_sees_own_sockets_and_says_so(readable: Readable) -> None:
