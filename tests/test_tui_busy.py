@@ -335,3 +335,30 @@ def test_the_monitor_source_starts_its_first_refresh_before_it_is_asked() -> Non
     assert [s.key for s in early.sockets] == [s.key for s in snap.sockets]
     assert len(snap.sockets) == 21 and again is not snap and len(again.sockets) == 21
     assert all(s.process is not None for s in snap.sockets)
+
+
+async def test_the_prefetch_counts_in_what_a_refresh_costs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pace keeps all the work of a refresh within its share of a core: the CPU the
+    prefetch after a frame spent is added to the next refresh's cost."""
+    spent: list[float] = []
+    costs: list[float] = []
+    prefetched, collected = BufmonApp._prefetched, BufmonApp._collected
+
+    def counted(self: BufmonApp, cpu: float) -> None:
+        spent.append(cpu)
+        prefetched(self, cpu)
+
+    def refreshed(self: BufmonApp, result: Any) -> None:
+        costs.append(result.cost)
+        collected(self, result)
+
+    monkeypatch.setattr(BufmonApp, "_prefetched", counted)
+    monkeypatch.setattr(BufmonApp, "_collected", refreshed)
+    app = BufmonApp(StaticSource(synthetic_snapshot(5000)), interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: bool(spent) and not app._prefetching)
+        before = sum(spent)  # every prefetch so far came after the first refresh
+        assert before > 0 and app.pace.cost == costs[0]
+        app.refresh_now()
+        await until(pilot, lambda: len(costs) == 2 and app.pace.cost != costs[0])
+        assert app.pace.cost == pytest.approx(costs[1] + before)

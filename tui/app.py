@@ -212,6 +212,7 @@ class BufmonApp(App[int]):
         self._viewing = False
         self._views_idle = threading.Event()  # no View of a key is being computed
         self._ending = threading.Event()  # the app is closing: work in progress stops
+        self._prefetch_spent = 0.0  # CPU seconds of prefetching since the last refresh
         self._views_idle.set()
         self._view_again = False
         self._prefetching = False
@@ -397,7 +398,8 @@ class BufmonApp(App[int]):
         if self._top() is None:
             return
         self.error = result.error
-        self.pace.took(result.cost)
+        self.pace.took(result.cost + self._prefetch_spent)
+        self._prefetch_spent = 0.0
         if result.snapshot is not None and result.summary is not None:
             self._adopt(result)
             self._show_detail(result)
@@ -512,7 +514,7 @@ class BufmonApp(App[int]):
         def unwanted() -> bool:
             """A refresh came, or a key after which this work is of no use."""
             now = self.state
-            if self.snapshot is not snapshot:
+            if self.snapshot is not snapshot or self._ending.is_set():
                 return True
             if now is state:
                 return False
@@ -526,18 +528,25 @@ class BufmonApp(App[int]):
 
         def run() -> None:
             nonlocal doing
+            spent = 0.0  # CPU seconds: waits and the GIL's turns left out
             with contextlib.suppress(Exception):  # Stale; the View itself reports errors
                 for doing in requests:
                     self._views_idle.wait(VIEW_WAIT)  # a key's View first (no lock held here)
-                    settled_view(snapshot, doing, unwanted)
-            self.hand_over(self._prefetched)
+                    started = time.thread_time()
+                    try:
+                        settled_view(snapshot, doing, unwanted)
+                    finally:
+                        spent += time.thread_time() - started
+            self.hand_over(self._prefetched, spent)
 
         self.run_worker(run, thread=True, group="prefetch", exit_on_error=False)
 
-    def _prefetched(self) -> None:
+    def _prefetched(self, spent: float) -> None:
         """Prefetch again if a refresh or a key stopped this one and its View is on
-        screen already."""
+        screen already. What it spent counts in the next refresh's cost: the pace keeps
+        all the work of a refresh within its share of a core."""
         self._prefetching = False
+        self._prefetch_spent += spent
         self._prefetch()
 
     # --- what the list shows: state transitions asked for by the screens ---------------
