@@ -19,6 +19,7 @@ from typing import Any
 
 from collectors.gcpolicy import gc_paused
 from collectors.model import STATE_NAMES, UNIX_TYPES, Sock, UnixSock
+from collectors.replyruns import Fixed, run_length
 from collectors.sockdiag import (
     ALL_STATES,
     NLM_F_DUMP,
@@ -33,12 +34,10 @@ from collectors.sockdiag import (
     SKMEMS,
     SOCK_DIAG_BY_FAMILY,
     DiagError,
-    Fixed,
     SockDiag,
     _check_control,
     attribute_codes,
     covering,
-    run_length,
 )
 from collectors.untrusted import decode
 
