@@ -216,7 +216,8 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
             started = time.monotonic()
             snap = monitor.refresh()
             if args.json:
-                write_json_line(sys.stdout.buffer, snap, shown(snap, keep))
+                with gc_paused():  # the output makes objects by the 100,000
+                    write_json_line(sys.stdout.buffer, snap, shown(snap, keep))
             else:
                 for notice in set(snap.notices) - shown_notices:
                     _say(notice)
