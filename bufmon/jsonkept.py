@@ -74,7 +74,7 @@ def _keeps(s: Sock) -> bool:
         s.flags
         or s.listener is not None
         or s.unix_fields is not None
-        or (info is not None and len(info) < TIME_PART.stop)
+        or (info is not None and len(info) < _TAIL)
     )
 
 
