@@ -210,13 +210,19 @@ def cmd_watch(args: argparse.Namespace, keep: Callable[[Sock], bool]) -> int:
     pace = Pace.from_option(args.interval, args.cfg.refresh.cpu_share)
     shown_notices: set[str] = set()
     monitor.prefetch_processes()  # the first refresh reads every link: beside its dump
+    texts = None
+    if args.json:
+        from bufmon.jsonkept import KeptTexts  # late: only --json needs it
+
+        texts = KeptTexts()
     try:
         done = 0
         while args.count is None or done < args.count:
             started = time.monotonic()
             snap = monitor.refresh()
             if args.json:
-                write_json_line(sys.stdout.buffer, snap, shown(snap, keep))
+                with gc_paused():  # the output makes objects by the 100,000
+                    write_json_line(sys.stdout.buffer, snap, shown(snap, keep), texts)
             else:
                 for notice in set(snap.notices) - shown_notices:
                     _say(notice)

@@ -11,12 +11,15 @@ import json
 import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bufmon.present import netns_text, worst_first
 from bufmon.unix_ends import end_columns, ends
 from collectors.model import SEVERITY_RANK, Flag, Snapshot, Sock
 from collectors.untrusted import printable
+
+if TYPE_CHECKING:
+    from bufmon.jsonkept import KeptTexts
 
 COLUMNS = (
     "Netns",
@@ -214,25 +217,37 @@ def _plain(socks: list[Sock]) -> list[dict[str, Any]]:
     return [s.to_json() for s in socks]
 
 
-def json_chunks(snap: Snapshot, socks: list[Sock]) -> Iterator[bytes]:
+def json_chunks(
+    snap: Snapshot, socks: list[Sock], texts: KeptTexts | None = None
+) -> Iterator[bytes | memoryview]:
     """json_line(watch_document(snap, socks)) in pieces, for a stream: the sockets'
     dicts are built a batch at a time, never all at once (200,000 sockets' dicts and
-    text would take gigabytes), with the parts sockets share encoded once."""
+    text would take gigabytes), with the parts sockets share encoded once. `texts`
+    (one per run of documents) writes again the texts of sockets that did not move."""
     from bufmon.jsonparts import SharedParts  # late: only the JSON outputs need it
 
     head, tail = _dumps(snap.to_json([])).split(SOCKETS_FIELD, 1)
     yield head + SOCKETS_FIELD[:-1]
     parts = SharedParts(socks)
+    if texts is not None:
+        texts.next_document()
     for start in range(0, len(socks), BATCH):
         batch = socks[start : start + BATCH]
-        text = _dumps([s.to_json(parts) for s in batch], functools.partial(_plain, batch))
-        yield (b"," if start else b"") + text[1:-1]
+        if start:
+            yield b","
+        members = None if texts is None else texts.members(batch, parts)
+        if members is None:  # the array's members, not copied again
+            text = _dumps([s.to_json(parts) for s in batch], functools.partial(_plain, batch))
+            members = memoryview(text)[1:-1]
+        yield members
     yield b"]" + tail
 
 
-def write_json_line(out: BinaryIO, snap: Snapshot, socks: list[Sock]) -> None:
+def write_json_line(
+    out: BinaryIO, snap: Snapshot, socks: list[Sock], texts: KeptTexts | None = None
+) -> None:
     """One JSON document on a line of `out` (see json_chunks), then flushed."""
-    for chunk in json_chunks(snap, socks):
+    for chunk in json_chunks(snap, socks, texts):
         out.write(chunk)
     out.write(b"\n")
     out.flush()

@@ -126,6 +126,12 @@ def span(name: str) -> tuple[int, int]:
     return offset, end
 
 
+# The four "milliseconds since" fields move on every idle socket at every refresh; the
+# bytes around them rarely do (the recorder and `watch --json` keep what did not move).
+TIME_FIELDS = ("last_data_sent", "last_ack_sent", "last_data_recv", "last_ack_recv")
+TIME_PART = slice(span(TIME_FIELDS[0])[0], span(TIME_FIELDS[-1])[1])
+
+
 class TcpInfo(bytes):
     """One socket's tcp_info, the raw struct itself: fields are decoded on access, and
     fields the kernel did not send read as `default`. One object per socket."""

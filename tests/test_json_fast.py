@@ -19,6 +19,7 @@ from scenes import Scene
 
 from bufmon import jsoninfo
 from bufmon.jsoninfo import SharedInfo
+from bufmon.jsonkept import KeptTexts
 from bufmon.jsonparts import SharedParts
 from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns, StalledReader
@@ -110,6 +111,18 @@ def test_documents_are_the_same_bytes(snap: Snapshot) -> None:
         assert text.decode("ascii") == plain
         assert json.loads(text) == json.loads(json.dumps(snap.to_json(chosen)))
     assert b"\\u00e9" in b"".join(json_chunks(snap, socks))
+
+
+def test_kept_texts_write_every_kind_as_encoded(snap: Snapshot) -> None:
+    """`watch --json` writes texts of the document before again (bufmon.jsonkept): the
+    same documents, with and without the batch that goes the standard way."""
+    socks = shown(snap)
+    ascii_only = [s for s in socks if s.process is None or s.process.comm != NAME]
+    for chosen in (socks, ascii_only, ascii_only * (BATCH // len(ascii_only) + 1)):
+        plain = b"".join(json_chunks(snap, chosen))
+        texts = KeptTexts()
+        for _ in range(3):  # new, cut and kept, written again
+            assert b"".join(json_chunks(snap, chosen, texts)) == plain
 
 
 def _tcp_info() -> bytes:

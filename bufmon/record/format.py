@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 from collectors.model import Flag, Process, Rates, Sock, UnixSock
+from collectors.tcpinfo import TIME_PART
 
 VERSION = 1
 MAGIC = b"\x89BUFMON\n"  # 8 bytes; the high first byte catches text-mode mangling
@@ -286,11 +287,8 @@ def _with_row_objects(sock: S, row: Row) -> S:
 
 # -- tcp_info ----------------------------------------------------------------------------
 
-# The four "milliseconds since" fields of tcp_info (last_data_sent ... last_ack_recv)
-# move on every idle socket at every refresh; the bytes around them rarely do.
-TIME_PART = slice(44, 60)
-HEAD_PART = slice(0, 44)
-TAIL_PART = slice(60, None)
+HEAD_PART = slice(0, TIME_PART.start)
+TAIL_PART = slice(TIME_PART.stop, None)
 
 
 def time_part_len(info_len: int) -> int:
