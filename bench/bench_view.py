@@ -120,8 +120,8 @@ async def refreshes(
         collected(result)
         ended.append(time.perf_counter())
 
-    def on_prefetched() -> None:
-        prefetched()
+    def on_prefetched(spent: float) -> None:
+        prefetched(spent)
         times["prefetch"].append(time.perf_counter() - ended[-1])
 
     def prefetched_after(done: int) -> Callable[[], bool]:

@@ -375,6 +375,8 @@ class BufmonApp(App[int]):
         self.run_worker(run, thread=True, group="history", exit_on_error=False)
 
     def hand_over(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._ending.is_set():  # a refresh that outlived the app: nobody to show it
+            return
         with contextlib.suppress(RuntimeError):  # the app closed meanwhile
             self.call_from_thread(callback, *args)
 
