@@ -251,6 +251,8 @@ def test_tmux_title_unchanged_and_rows_whole(make_attacker: AttackerMaker) -> No
             tmux("send-keys", "-t", session, "Enter")  # details: the name is shown in full
             while "command" not in (detail := tmux("capture-pane", "-p", "-t", session)):
                 assert time.monotonic() < deadline + 10, f"no details:\n{detail}"
+                # the accept-queue flag's advice may push the owner below the fold
+                tmux("send-keys", "-t", session, "Down")
                 time.sleep(0.2)
             time.sleep(1.0)
             title = tmux("display-message", "-p", "-t", session, "#{pane_title}").strip()
