@@ -27,25 +27,13 @@ KEEP_MAX = 32768  # sockets whose text is kept (each document's first ones)
 
 # Every attribute a socket's JSON is written from, but its key (netns, cookie), its
 # tcp_info (compared apart, without the time fields) and what a kept socket lacks
-# (flags, a listener, UNIX fields). tests/test_json_kept.py checks it covers to_json().
-SAMPLED = (
-    "proto",
-    "family",
-    "state",
-    "local_addr",
-    "local_port",
-    "peer_addr",
-    "peer_port",
-    "recv_q",
-    "send_q",
-    "skmem",
-    "rates",
-    "timer",
-    "uid",
-    "inode",
-    "process",
-    "closed",
+# (flags, a listener): the socket's attributes but those and the ones the JSON does not
+# show. tests/test_json_kept.py checks the result covers to_json().
+_NOT_SAMPLED = frozenset(
+    ("netns", "cookie", "info", "flags", "listener")  # compared apart, or never kept
+    + ("timer_expires_ms", "retrans", "netns_name", "segs_in")  # not in the JSON
 )
+SAMPLED = tuple(name for name in Sock.__slots__ if name not in _NOT_SAMPLED)
 _SAMPLE = attrgetter(*SAMPLED)
 _TIMES = struct.Struct(f"={len(TIME_FIELDS)}I").unpack_from
 _HEAD, _TAIL = TIME_PART.start, TIME_PART.stop

@@ -23,4 +23,4 @@ class EndlessRefresh(StaticSource):
 
 
 if __name__ == "__main__":
-    sys.exit(run_app(EndlessRefresh(synthetic_snapshot(5)), title="slow"))  # type: ignore[arg-type]
+    sys.exit(run_app(EndlessRefresh(synthetic_snapshot(5)), title="slow"))

@@ -305,7 +305,8 @@ def test_an_early_refresh_hands_over_its_first_look_before_or_after_the_taker_co
         early = EarlyRefresh(refresh)
         if look_first:
             go.set()
-            early.wait()  # the look came and went before anyone took the refresh
+            while not early.done():  # the look came and went before anyone took it
+                time.sleep(0.01)
         else:  # the look comes while the taker waits for the refresh
             threading.Timer(0.2, go.set).start()
         seen: list[Snapshot] = []

@@ -751,7 +751,7 @@ def view_settings(config_file: str | None, theme: str | None = None) -> tuple[Vi
 
 
 def run_app(
-    source: MonitorSource,
+    source: Source,
     title: str = "bufmon",
     config: Config | None = None,
     filter_expr: str = "",

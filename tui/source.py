@@ -82,9 +82,6 @@ class EarlyRefresh:
         assert result is not None
         return result
 
-    def wait(self) -> None:
-        self._thread.join()
-
     def done(self) -> bool:
         return not self._thread.is_alive()
 
