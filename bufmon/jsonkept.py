@@ -7,7 +7,8 @@ a UNIX socket) cut around those fields, with the sample it was written from. Whe
 next document holds the same sample but for them, the text is written again with the
 new numbers: byte for byte what encoding the socket would give, without building its
 dicts again (tests/test_json_kept.py checks it). At most KEEP_MAX sockets are kept,
-about 2.7 KB each (an idle loopback connection): at most about 90 MB.
+about 2.5 KB each (an idle loopback connection): at most about 165 MB, so that a host
+of 40,000 sockets is kept whole (a socket not kept costs its encoding every document).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bufmon.jsonparts import SharedParts
 from collectors.model import IDLE, Sock
 from collectors.tcpinfo import TIME_FIELDS, TIME_PART, TcpInfo
 
-KEEP_MAX = 32768  # sockets whose text is kept (each document's first ones)
+KEEP_MAX = 65536  # sockets whose text is kept (each document's first ones)
 
 # Every attribute a socket's JSON is written from, but its key (netns, cookie), its
 # tcp_info (compared apart, without the time fields) and what a kept socket lacks
