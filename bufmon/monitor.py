@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bufmon.acceptq import tie_to_listeners
 from bufmon.diagnosis import Config, Diagnoser
 from bufmon.rates import RateMeter
+from collectors.checkpoint import Checkpoint, no_pause
 from collectors.gcpolicy import FrozenGarbage, gc_paused
 from collectors.model import Snapshot, Sock, SystemFacts
 from collectors.netns import NamespaceSet, entered
@@ -34,6 +35,9 @@ class Monitor:
         self.host = socket.gethostname()
         self._gc = FrozenGarbage()
         self.rates = RateMeter()
+        # called between a refresh's steps and the dump's receives; whoever runs the
+        # refresh may wait there (the view: while a key's View is computed)
+        self.checkpoint: Checkpoint = no_pause
 
     def collect(self, first_look: FirstLook | None = None, lone: bool = False) -> Snapshot:
         """Sockets, processes and system facts, without diagnosis. `first_look` gets a
@@ -42,13 +46,18 @@ class Monitor:
         `lone`: no sample comes after this one (so one without a sample before has no
         rates to measure nor counters to keep)."""
         now = time.time()
-        socks = self.namespaces.dump()
+        checkpoint = self.checkpoint
+        socks = self.namespaces.dump(checkpoint)
+        checkpoint()
         if self.rates.started or not lone:
             self.rates.measure(socks, now)
+            checkpoint()
         system = self._system_facts(now)
         if first_look is not None:
             first_look(self._snapshot(now, list(socks), system))
+            checkpoint()
         self.procs.attribute(socks, self.namespaces.chosen())
+        checkpoint()
         tie_to_listeners(socks)
         link_peers(self.namespaces.unix)
         return self._snapshot(now, socks, system)
@@ -93,6 +102,7 @@ class Monitor:
     def refresh(self, single_sample: bool = False, first_look: FirstLook | None = None) -> Snapshot:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them
             snap = self.collect(first_look, lone=single_sample)
+            self.checkpoint()
             self.diagnoser.evaluate(snap, single_sample=single_sample)
             self._gc.adopted()
         return snap

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import chain, islice
 
 from collectors.cgroups import container_owner
+from collectors.checkpoint import Checkpoint, no_pause
 from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
 from collectors.unixdiag import dump_into as dump_unix
@@ -526,8 +527,9 @@ class NamespaceSet:
         self._diags[ns.inode] = diag
         return diag
 
-    def dump(self) -> list[Sock]:
-        """All sockets of the selected namespaces; vanished namespaces are dropped."""
+    def dump(self, checkpoint: Checkpoint = no_pause) -> list[Sock]:
+        """All sockets of the selected namespaces; vanished namespaces are dropped.
+        `checkpoint()` between the dump's receives (collectors.checkpoint)."""
         self.notices = [n for n in self.notices if n.startswith("not running as root")]
         try:
             current = self._select()
@@ -545,7 +547,7 @@ class NamespaceSet:
         for ns in current.values():
             diag = self._diag_for(ns)
             if diag is not None:
-                diag.dump_into(out)
+                diag.dump_into(out, checkpoint=checkpoint)
                 dump_unix(diag, self.unix)
         out += self.unix
         return out

@@ -17,6 +17,7 @@ from itertools import repeat, starmap
 from typing import Any
 
 from collectors import tcpinfo
+from collectors.checkpoint import Checkpoint, no_pause
 from collectors.gcpolicy import gc_paused
 from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo
 from collectors.replyruns import Fixed, run_length
@@ -464,38 +465,59 @@ class SockDiag:
         self.dump_into(out, protos)
         return out
 
-    def dump_into(self, out: list[Sock], protos: tuple[str, ...] = ("tcp", "udp")) -> None:
-        """Append every socket of `protos`, IPv4 and IPv6, all states, to `out`."""
+    def dump_into(
+        self,
+        out: list[Sock],
+        protos: tuple[str, ...] = ("tcp", "udp"),
+        checkpoint: Checkpoint = no_pause,
+    ) -> None:
+        """Append every socket of `protos`, IPv4 and IPv6, all states, to `out`;
+        `checkpoint()` after each receive's replies are decoded."""
         with gc_paused():
             for proto in protos:
                 first = len(out)
-                self._dump_proto(proto, out)
+                self._dump_proto(proto, out, checkpoint)
                 if proto not in self._skmem_checked:
                     self._skmem_checked.add(proto)
                     if _lacks_skmem(out[first:]):  # an old kernel: fall back to MEMINFO
                         self._extra_ext = EXT_MEMINFO
                         del out[first:]
-                        self._dump_proto(proto, out)
+                        self._dump_proto(proto, out, checkpoint)
 
-    def _dump_proto(self, proto: str, out: list[Sock]) -> None:
+    def _dump_proto(self, proto: str, out: list[Sock], checkpoint: Checkpoint = no_pause) -> None:
         ext = (EXT_TCP if proto == "tcp" else EXT_UDP) | self._extra_ext
         if proto == "tcp" and self._compat_tcp:
             try:
-                self._dump_one(socket.AF_UNSPEC, socket.IPPROTO_TCP, ext, proto, out)
+                self._dump_one(socket.AF_UNSPEC, socket.IPPROTO_TCP, ext, proto, out, checkpoint)
                 return
             except DiagError:
                 self._compat_tcp = False
         for family in (socket.AF_INET, socket.AF_INET6):
-            self._dump_one(family, PROTOCOLS[proto], ext, proto, out)
+            self._dump_one(family, PROTOCOLS[proto], ext, proto, out, checkpoint)
 
-    def _dump_one(self, family: int, protocol: int, ext: int, proto: str, out: list[Sock]) -> None:
+    def _dump_one(
+        self,
+        family: int,
+        protocol: int,
+        ext: int,
+        proto: str,
+        out: list[Sock],
+        checkpoint: Checkpoint = no_pause,
+    ) -> None:
         request = functools.partial(_request, family, protocol, ext)
-        self.run_dump(request, decode_messages, proto, out)
+        self.run_dump(request, decode_messages, proto, out, checkpoint)
 
     def run_dump(
-        self, request: Callable[[int], bytes], decode: Decoder, proto: str, out: list[Sock]
+        self,
+        request: Callable[[int], bytes],
+        decode: Decoder,
+        proto: str,
+        out: list[Sock],
+        checkpoint: Checkpoint = no_pause,
     ) -> None:
-        """Send request(seq) and decode its replies into `out`: all of them, or none."""
+        """Send request(seq) and decode its replies into `out`: all of them, or none.
+        `checkpoint()` between receives: a dump held back there goes on at the next
+        receive (the kernel makes each receive's replies when it is asked for them)."""
         if self._pending:
             self._drain()
         self._seq += 1
@@ -508,6 +530,7 @@ class SockDiag:
                 if decode(chunk, proto, self.netns, out, self._seq):
                     self._pending = False
                     return
+                checkpoint()
         except BaseException:
             del out[first:]  # no half dumps
             raise

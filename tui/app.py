@@ -39,6 +39,7 @@ from tui.detail import HISTORY_FIELDS, DetailScreen, other_end
 from tui.fmt import one_line
 from tui.hangup import HangupDriver
 from tui.help import HELP, HelpScreen, Section, clash, remapped
+from tui.keysfirst import KeysFirst
 from tui.main import MainScreen
 from tui.messages import (
     CloseAsked,
@@ -80,7 +81,7 @@ MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the ne
 # While a worker runs Python, the UI thread waits up to the GIL switch interval (5 ms by
 # default) each time it takes the GIL back, many times per key and frame.
 SWITCH_INTERVAL = 0.001
-VIEW_WAIT = 1.0  # seconds at most a prefetch waits for a key's View before going on
+VIEW_WAIT = 1.0  # seconds at most a refresh or a prefetch waits in all for keys' Views
 ABANDON_CHECK = 0.05  # seconds between a refresh worker's looks at whether the app ended
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
 
@@ -325,6 +326,7 @@ class BufmonApp(App[int]):
         first refresh shows the sockets as soon as they are read (`FirstSockets`)."""
         result = Collected(time.monotonic())
         unwanted = self._unwanted(request)
+        keys_first = self.source.checkpoint = KeysFirst(self._views_idle, VIEW_WAIT)
 
         def look(snapshot: Snapshot) -> None:
             early = Collected(result.started, snapshot=snapshot, summary=summarize(snapshot))
@@ -339,12 +341,14 @@ class BufmonApp(App[int]):
                 self.source.trail.observe(snapshot, result.summary)
                 result.detail = self._find(snapshot, detail_key)
                 result.system = self.source.trail.system() if system else None
+            keys_first()
             with contextlib.suppress(Stale):  # a key changed the state: its View follows
                 result.view = settled_view(snapshot, request, unwanted)
             result.snapshot = snapshot
         except Exception as exc:  # a refresh error is a notice; the app keeps running
             result.error = one_line(exc)
-        result.cost = time.monotonic() - result.started
+        # the waits are left out: that time went to keys' Views, not to this refresh
+        result.cost = time.monotonic() - result.started - keys_first.waited
         self.hand_over(self._collected, result)
 
     def _find(
@@ -513,7 +517,9 @@ class BufmonApp(App[int]):
         requests = [s.request() for s in nearby]
         doing = requests[0]
 
-        def unwanted() -> bool:
+        keys_first = KeysFirst(self._views_idle, VIEW_WAIT)
+
+        def stale() -> bool:
             """A refresh came, or a key after which this work is of no use."""
             now = self.state
             if self.snapshot is not snapshot or self._ending.is_set():
@@ -528,12 +534,22 @@ class BufmonApp(App[int]):
                 )
             return not now.request().same_view(doing)  # an order: if the key asked for it
 
+        def unwanted() -> bool:
+            """stale(); a grouping going on past a key's new order (whose View needs
+            none of it, so waits for nothing this holds) waits for that View first."""
+            if stale():
+                return True
+            if self.state is not state and doing.group_by != state.group_by:
+                keys_first()
+                return stale()
+            return False
+
         def run() -> None:
             nonlocal doing
             spent = 0.0  # CPU seconds: waits and the GIL's turns left out
             with contextlib.suppress(Exception):  # Stale; the View itself reports errors
                 for doing in requests:
-                    self._views_idle.wait(VIEW_WAIT)  # a key's View first (no lock held here)
+                    keys_first()  # a key's View first (no lock held here)
                     started = time.thread_time()
                     try:
                         settled_view(snapshot, doing, unwanted)
@@ -702,6 +718,7 @@ class BufmonApp(App[int]):
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch_interval)
         self._ending.set()  # Views and prefetches stop within a chunk
+        self._views_idle.set()  # and nothing waits for a key's View any more
         # A refresh under way (seconds on a big host) is not waited for: it holds the
         # source until the process ends; else the source closes now.
         if self.source_lock.acquire(blocking=False):

@@ -24,6 +24,7 @@ from bufmon.record.incidents import incident_line, incidents
 from bufmon.record.reader import Recording, RecordingError
 from bufmon.record.times import clock_text, parse_time
 from bufmon.viewconfig import ViewSettings
+from collectors.checkpoint import Checkpoint, no_pause
 from collectors.model import Flag, Snapshot
 from tui.app import BufmonApp, view_settings
 from tui.detail import DetailScreen
@@ -59,6 +60,7 @@ class ReplaySource:
         self._samples: dict[int, Sample | None] = {}
         self._history: tuple[Hashable, int, History] | None = None
         self.trail = Trail(HISTORY_WINDOW)  # fed by the app with the frames shown
+        self.checkpoint: Checkpoint = no_pause  # not called: a refresh reads one frame
 
     def __len__(self) -> int:
         return len(self.times)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from bufmon.actions import close_all
+from collectors.checkpoint import Checkpoint, no_pause
 from collectors.destroy import Outcome
 from collectors.model import Snapshot, Sock
 from tui.trail import Trail
@@ -22,6 +23,9 @@ DEFAULT_WINDOW = 600.0  # seconds of history, as the diagnosis config's default
 
 class Source(Protocol):
     trail: Trail  # flag intervals and system samples; the app feeds it every refresh
+    # The app's, set before each refresh: a refresh of long steps calls it between them
+    # (collectors.checkpoint), and it waits there while a key's View is computed.
+    checkpoint: Checkpoint
 
     def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         """One blocking collection; called from a worker thread, never two at once.
@@ -95,6 +99,7 @@ class MonitorSource:
         self.netns = netns
         self.config = config
         self.trail = Trail(config.history.window if config else DEFAULT_WINDOW)
+        self.checkpoint: Checkpoint = no_pause
         self._monitor: Monitor | None = None
         self._early: EarlyRefresh | None = None
         self._closed = False
@@ -117,7 +122,10 @@ class MonitorSource:
         if self._monitor is None:
             from bufmon.monitor import Monitor  # late: apps fed by another source never load it
 
-            self._monitor = Monitor(self.netns, self.config)
+            monitor = Monitor(self.netns, self.config)
+            # looked up at each call: the app sets its own after the first refresh began
+            monitor.checkpoint = lambda: self.checkpoint()
+            self._monitor = monitor
         return self._monitor.refresh(first_look=first_look)
 
     def series(self, key: SockKey, field: str) -> Series:

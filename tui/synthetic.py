@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from bufmon.diagnosis.engine import record_values
 from bufmon.diagnosis.history import History
 from bufmon.diagnosis.limits import LIMIT_FIELDS
+from collectors.checkpoint import Checkpoint, no_pause
 from collectors.model import Flag, Process, Rates, Snapshot, Sock, SystemFacts, TcpInfo
 from tui.source import Series, SockKey
 from tui.trail import Trail
@@ -237,6 +238,7 @@ class StaticSource:
         self.snapshots = list(snapshots)
         self.refreshes = 0
         self.trail = Trail()
+        self.checkpoint: Checkpoint = no_pause  # not called: a refresh here has no steps
 
     def refresh(self, first_look: FirstLook | None = None) -> Snapshot:
         snap = self.snapshots[min(self.refreshes, len(self.snapshots) - 1)]
