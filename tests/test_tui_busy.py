@@ -28,8 +28,10 @@ from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns
 from collectors.gcpolicy import gc_paused
 from collectors.model import Snapshot
+from collectors.netns import NamespaceSet
 from collectors.procs import ProcessIndex
 from tui.app import BufmonApp
+from tui.keysfirst import KeysFirst
 from tui.source import EarlyRefresh, MonitorSource
 from tui.synthetic import StaticSource, synthetic_snapshot
 from tui.view import (
@@ -363,3 +365,88 @@ async def test_the_prefetch_counts_in_what_a_refresh_costs(monkeypatch: pytest.M
         app.refresh_now()
         await until(pilot, lambda: len(costs) == 2 and app.pace.cost != costs[0])
         assert app.pace.cost == pytest.approx(costs[1] + before)
+
+
+@pytest.mark.root
+def test_a_dump_held_back_between_receives_goes_on_whole() -> None:
+    """Real sockets: the checkpoint comes between the dump's receives (several for 601
+    sockets), and a dump held back there for a while still brings every socket."""
+    with with_pairs("dumppause", 300) as ns:
+        namespaces = NamespaceSet(ns.name)
+        calls = 0
+
+        def checkpoint() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                time.sleep(0.2)  # held back, as while a key's View is computed
+
+        held = namespaces.dump(checkpoint)
+        plain = namespaces.dump()
+        namespaces.close()
+    assert calls >= 2  # between receives, not once a dump
+    assert len(held) == 601 and {s.key for s in held} == {s.key for s in plain}
+
+
+@pytest.mark.root
+async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real sockets read by the real Monitor. A key's View is held by a gate (the
+    stand-in for a View of 200,000 sockets: hundreds of ms) and a refresh is asked for
+    meanwhile: the refresh waits at its next checkpoint, the View ends first, then the
+    refresh goes on; the cost that paces the refreshes leaves the wait out."""
+    events: list[str] = []
+    refresh_waits = threading.Event()
+    gate = threading.Event()
+    compute = tui.app.compute_view
+    app: BufmonApp
+
+    def gated(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
+        if not request.reverse:
+            return compute(snapshot, request, unwanted)
+        events.append("view starts")
+        assert gate.wait(10)
+        view = compute(snapshot, request, unwanted)
+        events.append("view done")
+        return view
+
+    class Observed(KeysFirst):
+        def __call__(self) -> None:
+            if self is not app.source.checkpoint or app._views_idle.is_set():
+                return super().__call__()  # the prefetch's, or nothing to wait for
+            events.append("refresh waits")
+            refresh_waits.set()
+            super().__call__()
+            events.append("refresh goes on")
+
+    costs: list[tuple[float, float]] = []  # (cost, seconds from its start to its end)
+    collected = BufmonApp._collected
+
+    def timed(self: BufmonApp, result: tui.app.Collected) -> None:
+        costs.append((result.cost, time.monotonic() - result.started))
+        collected(self, result)
+
+    monkeypatch.setattr(tui.app, "compute_view", gated)
+    monkeypatch.setattr(tui.app, "KeysFirst", Observed)
+    monkeypatch.setattr(BufmonApp, "_collected", timed)
+    with with_pairs("keysfirst", 300) as ns:
+        app = BufmonApp(MonitorSource(ns.name), interval=3600)
+        async with app.run_test(size=(100, 30)) as pilot:
+            listing = app.main.socket_list
+            await until(pilot, lambda: bool(costs) and listing.current and not app._prefetching)
+            first = app.snapshot
+            await pilot.press("r")
+            await until(pilot, lambda: events == ["view starts"])
+            app.refresh_now()
+            await until(pilot, refresh_waits.is_set)
+            held = time.monotonic()
+            await pilot.pause(0.5)  # the View takes a while
+            assert app._collecting and app.snapshot is first  # the refresh has not ended
+            gate.set()
+            released = time.monotonic()
+            await until(pilot, lambda: app.snapshot is not first and listing.current)
+            assert listing.view is not None and listing.view.snapshot is app.snapshot
+    assert events[:4] == ["view starts", "refresh waits", "view done", "refresh goes on"]
+    cost, took = costs[1]
+    assert took - cost >= released - held  # it waited at least while the test held the View
