@@ -388,22 +388,34 @@ def test_a_dump_held_back_between_receives_goes_on_whole() -> None:
     assert len(held) == 601 and {s.key for s in held} == {s.key for s in plain}
 
 
-@pytest.mark.root
-async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
+def waits_seen(app: BufmonApp, events: list[str]) -> type[KeysFirst]:
+    """KeysFirst noting in `events` when the refresh's or the prefetch's waits for a
+    key's View, and when it goes on."""
+
+    class Seen(KeysFirst):
+        def __call__(self) -> None:
+            if app._views_idle.is_set():
+                return super().__call__()
+            who = "refresh" if self is app.source.checkpoint else "prefetch"
+            events.append(f"{who} waits")
+            super().__call__()
+            events.append(f"{who} goes on")
+
+    return Seen
+
+
+def held_views(
     monkeypatch: pytest.MonkeyPatch,
+    events: list[str],
+    gate: threading.Event,
+    asked: Callable[[ViewRequest], bool],
 ) -> None:
-    """Real sockets read by the real Monitor. A key's View is held by a gate (the
-    stand-in for a View of 200,000 sockets: hundreds of ms) and a refresh is asked for
-    meanwhile: the refresh waits at its next checkpoint, the View ends first, then the
-    refresh goes on; the cost that paces the refreshes leaves the wait out."""
-    events: list[str] = []
-    refresh_waits = threading.Event()
-    gate = threading.Event()
+    """Views of the requests `asked` picks wait for `gate` (the stand-in for a View of
+    200,000 sockets: hundreds of ms)."""
     compute = tui.app.compute_view
-    app: BufmonApp
 
     def gated(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
-        if not request.reverse:
+        if not asked(request):
             return compute(snapshot, request, unwanted)
         events.append("view starts")
         assert gate.wait(10)
@@ -411,15 +423,18 @@ async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
         events.append("view done")
         return view
 
-    class Observed(KeysFirst):
-        def __call__(self) -> None:
-            if self is not app.source.checkpoint or app._views_idle.is_set():
-                return super().__call__()  # the prefetch's, or nothing to wait for
-            events.append("refresh waits")
-            refresh_waits.set()
-            super().__call__()
-            events.append("refresh goes on")
+    monkeypatch.setattr(tui.app, "compute_view", gated)
 
+
+@pytest.mark.root
+async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real sockets read by the real Monitor. A key's View is held and a refresh is
+    asked for meanwhile: the refresh waits at its next checkpoint, the View ends first,
+    then the refresh goes on; the cost that paces the refreshes leaves the wait out."""
+    events: list[str] = []
+    gate = threading.Event()
     costs: list[tuple[float, float]] = []  # (cost, seconds from its start to its end)
     collected = BufmonApp._collected
 
@@ -427,19 +442,23 @@ async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
         costs.append((result.cost, time.monotonic() - result.started))
         collected(self, result)
 
-    monkeypatch.setattr(tui.app, "compute_view", gated)
-    monkeypatch.setattr(tui.app, "KeysFirst", Observed)
+    held_views(monkeypatch, events, gate, lambda request: request.reverse)
     monkeypatch.setattr(BufmonApp, "_collected", timed)
     with with_pairs("keysfirst", 300) as ns:
         app = BufmonApp(MonitorSource(ns.name), interval=3600)
+        monkeypatch.setattr(tui.app, "KeysFirst", waits_seen(app, events))
         async with app.run_test(size=(100, 30)) as pilot:
             listing = app.main.socket_list
-            await until(pilot, lambda: bool(costs) and listing.current and not app._prefetching)
+            await until(
+                pilot,
+                lambda: bool(costs) and listing.current and app._prefetched_for is not None,
+            )
+            await until(pilot, lambda: not app._prefetching)
             first = app.snapshot
             await pilot.press("r")
             await until(pilot, lambda: events == ["view starts"])
             app.refresh_now()
-            await until(pilot, refresh_waits.is_set)
+            await until(pilot, lambda: "refresh waits" in events)
             held = time.monotonic()
             await pilot.pause(0.5)  # the View takes a while
             assert app._collecting and app.snapshot is first  # the refresh has not ended
@@ -450,3 +469,69 @@ async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
     assert events[:4] == ["view starts", "refresh waits", "view done", "refresh goes on"]
     cost, took = costs[1]
     assert took - cost >= released - held  # it waited at least while the test held the View
+
+
+class HeldGrouping:
+    """The prefetch's grouping by process holds after its first chunk (`holding` set)
+    until `go` is set; `made` names each grouping begun."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[str] = []
+        self.holding, self.go = threading.Event(), threading.Event()
+        self._group = tui.view.group
+        monkeypatch.setattr(tui.view, "CHUNK", 50)
+        monkeypatch.setattr(tui.view, "group", self.group)
+
+    def group(self, socks: list[Any], by: str, unwanted: Unwanted) -> list[Any]:
+        self.made.append(by)
+        checks = itertools.count()
+
+        def checked() -> bool:
+            if by == "process" and next(checks) == 1:
+                self.holding.set()
+                assert self.go.wait(10)
+            return unwanted()
+
+        return self._group(socks, by, checked)
+
+
+async def test_a_prefetched_grouping_waits_for_a_keys_new_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`s` while the prefetch builds the next grouping: the grouping is of use later
+    (its rows are the same), so it goes on, but only once the key's View is done."""
+    events: list[str] = []
+    gate = threading.Event()
+    app = BufmonApp(StaticSource(synthetic_snapshot(300)), interval=3600)
+    monkeypatch.setattr(tui.app, "KeysFirst", waits_seen(app, events))
+    held_views(monkeypatch, events, gate, lambda r: r.group_by is None and r.sort != DEFAULT_SORT)
+    grouping = HeldGrouping(monkeypatch)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, grouping.holding.is_set)
+        await pilot.press("s")
+        await until(pilot, lambda: events == ["view starts"])
+        grouping.go.set()
+        await until(pilot, lambda: "prefetch waits" in events)
+        gate.set()
+        await until(pilot, lambda: "prefetch goes on" in events)
+        await until(pilot, lambda: not app._prefetching)
+    assert events[:4] == ["view starts", "prefetch waits", "view done", "prefetch goes on"]
+    assert grouping.made == ["process"]  # not stopped: made once, kept for `v`
+
+
+async def test_v_while_the_prefetch_builds_that_grouping_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`v` while the prefetch builds the grouping `v` shows: the prefetch goes on (it
+    does not wait for the key's View, which waits for this grouping) and the grouping
+    is made once."""
+    app = BufmonApp(StaticSource(synthetic_snapshot(300)), interval=3600)
+    grouping = HeldGrouping(monkeypatch)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, grouping.holding.is_set)
+        await pilot.press("v")
+        grouping.go.set()
+        listing = app.main.socket_list
+        await until(pilot, lambda: listing.current and app.state.group_by == "process")
+        assert listing.view is not None and listing.view.request.group_by == "process"
+    assert grouping.made[0] == "process" and "process" not in grouping.made[1:]

@@ -519,30 +519,31 @@ class BufmonApp(App[int]):
 
         keys_first = KeysFirst(self._views_idle, VIEW_WAIT)
 
-        def stale() -> bool:
-            """A refresh came, or a key after which this work is of no use."""
+        def judged() -> bool | None:
+            """True: of no use any more (a refresh came, or a key after which it is not
+            wanted); False: go on (no key, or one whose View waits for this work); None:
+            go on after the key's View (which needs none of this, so waits for nothing
+            this holds): a grouping goes on past a key's new order of the same rows."""
             now = self.state
             if self.snapshot is not snapshot or self._ending.is_set():
                 return True
-            if now is state:
+            if now is state or now.request().same_view(doing):
                 return False
-            if doing.group_by != state.group_by:  # a grouping: of use while the rows are
-                return (now.predicate, now.scopes, now.group_by) != (
-                    state.predicate,
-                    state.scopes,
-                    state.group_by,
-                )
-            return not now.request().same_view(doing)  # an order: if the key asked for it
+            if doing.group_by == state.group_by:
+                return True  # an order no key asked for
+            same_rows = (now.predicate, now.scopes, now.group_by) == (
+                state.predicate,
+                state.scopes,
+                state.group_by,
+            )
+            return None if same_rows else True
 
         def unwanted() -> bool:
-            """stale(); a grouping going on past a key's new order (whose View needs
-            none of it, so waits for nothing this holds) waits for that View first."""
-            if stale():
-                return True
-            if self.state is not state and doing.group_by != state.group_by:
+            verdict = judged()
+            if verdict is None:
                 keys_first()
-                return stale()
-            return False
+                verdict = judged()
+            return verdict is True
 
         def run() -> None:
             nonlocal doing
