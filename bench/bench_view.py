@@ -15,13 +15,15 @@ A farm (bench/conn_farm.py) of N idle loopback connections in a namespace of its
    interval sees) and the collect alone (`Source.refresh`); then the grouping prefetched
    after the frame. Printed: medians, spreads and the ratio to `ss -tanmi`.
 3. Keys while refreshes run back to back (s, r, S, v, a filter, its clearing), each
-   pressed at a random moment, timed from the key to the first frame after its effect.
+   pressed at a random moment, timed from the key to the first frame after its effect;
+   and how long those refreshes waited at their checkpoints for the keys' Views.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shlex
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench_commands import cached_bytecode, ss_in
@@ -42,6 +44,7 @@ from conn_farm import add_farm_options, announced_farm, farm_errors
 from bufmon.monitor import FirstLook
 from collectors.model import Snapshot
 from tui.app import BufmonApp, Collected
+from tui.keysfirst import KeysFirst
 from tui.source import MonitorSource
 
 TARGETS = {20000: 0.7, 100000: 1.0}  # x `ss -tanmi` by farm size (40,000 / 200,000 sockets)
@@ -99,7 +102,7 @@ def quit_tmux(name: str, pid: int) -> None:
 
 
 async def refreshes(
-    app: BufmonApp, rounds: int, ss: Callable[[], tuple[float, int]]
+    app: BufmonApp, rounds: int, ss: Callable[[], tuple[float, int, float]]
 ) -> dict[str, list[float]]:
     """`rounds` refreshes of the paused app, one at a time, each followed by `ss`."""
     times: dict[str, list[float]] = {"worker": [], "collect": [], "prefetch": [], "ss": []}
@@ -158,10 +161,31 @@ async def run(netns: str, rounds: int, key_rounds: int) -> dict[str, list[float]
         app.pace.choose(0.25)  # refreshes back to back (each takes longer)
         app.action_pause()
         keys, rng = Keys(app), random.Random(1)
-        busy = [await keys.round(lambda: rng.uniform(0.0, 1.5)) for _ in range(key_rounds)]
+        with held_back(app) as waits:
+            busy = [await keys.round(lambda: rng.uniform(0.0, 1.5)) for _ in range(key_rounds)]
         app.action_pause()
     print_keys(busy, "keys while refreshes run back to back")
+    print(f"  {len(waits)} refreshes meanwhile, held back for keys' Views: "
+          f"{spread(waits)}, {sum(waits):.2f} s in all", flush=True)  # fmt: skip
     return times
+
+
+@contextlib.contextmanager
+def held_back(app: BufmonApp) -> Iterator[list[float]]:
+    """Seconds each refresh ending meanwhile waited at its checkpoints for keys' Views."""
+    waits: list[float] = []
+    collected = app._collected
+
+    def on_collected(result: Collected) -> None:
+        checkpoint = app.source.checkpoint  # the refresh's own until the next one starts
+        waits.append(checkpoint.waited if isinstance(checkpoint, KeysFirst) else 0.0)
+        collected(result)
+
+    app._collected = on_collected  # type: ignore[method-assign]
+    try:
+        yield waits
+    finally:
+        app._collected = collected  # type: ignore[method-assign]
 
 
 def report(times: dict[str, list[float]], target: float | None) -> None:
