@@ -496,7 +496,7 @@ class BufmonApp(App[int]):
         then the list Esc goes back to, for the snapshot on screen, so those keys find
         them done (a grouping, new sort keys, a filter are each a Python pass over every
         socket). Each waits while a key's View is computed, and what a refresh or key
-        made useless stops."""
+        made useless stops; what a key asks for goes on (the key's View waits for it)."""
         shown, snapshot, state = self.main.socket_list.view, self.snapshot, self.state
         if (
             self._prefetching
