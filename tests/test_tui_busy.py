@@ -535,3 +535,13 @@ async def test_v_while_the_prefetch_builds_that_grouping_waits_for_it(
         await until(pilot, lambda: listing.current and app.state.group_by == "process")
         assert listing.view is not None and listing.view.request.group_by == "process"
     assert grouping.made[0] == "process" and "process" not in grouping.made[1:]
+
+
+def test_a_checkpoint_holds_work_back_at_most_its_budget_in_all() -> None:
+    """A key's View that never ends (never idle) delays the work, never stops it."""
+    keys_first = KeysFirst(threading.Event(), budget=0.1)
+    keys_first()
+    waited = keys_first.waited
+    keys_first()
+    keys_first()
+    assert waited >= 0.1 and keys_first.waited == waited  # no wait once the budget is spent
