@@ -23,6 +23,7 @@ from textual.pilot import Pilot
 
 import tui.app
 import tui.view
+import tui.viewwork
 from bufmon.filters import with_unix
 from bufmon.monitor import Monitor
 from bufmon.scenarios import Netns
@@ -77,14 +78,14 @@ async def test_a_key_shows_at_once_when_a_refresh_lands_while_its_view_is_comput
     source = GatedSource(first, second)
     app = BufmonApp(source, interval=3600)
     key_view_gate = threading.Event()
-    compute = tui.app.compute_view
+    compute = tui.viewwork.compute_view
 
     def gated(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
         if snapshot is first and request.reverse:  # the key's View, on the rows on screen
             assert key_view_gate.wait(10)
         return compute(snapshot, request, unwanted)
 
-    monkeypatch.setattr(tui.app, "compute_view", gated)
+    monkeypatch.setattr(tui.viewwork, "compute_view", gated)
     async with app.run_test(size=(100, 30)) as pilot:
         listing = app.main.socket_list
         await until(pilot, lambda: listing.view is not None and app.snapshot is first)
@@ -265,7 +266,7 @@ async def test_a_key_during_a_refresh_stops_the_refreshs_view_and_shows_its_rows
     source = GatedSource(first, second)
     app = BufmonApp(source, interval=3600)
     stopped: list[tuple[Snapshot, int]] = []
-    compute = tui.app.compute_view
+    compute = tui.viewwork.compute_view
 
     def recorded(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
         try:
@@ -274,7 +275,7 @@ async def test_a_key_during_a_refresh_stops_the_refreshs_view_and_shows_its_rows
             stopped.append((snapshot, request.generation))
             raise
 
-    monkeypatch.setattr(tui.app, "compute_view", recorded)
+    monkeypatch.setattr(tui.viewwork, "compute_view", recorded)
     async with app.run_test(size=(100, 30)) as pilot:
         listing = app.main.socket_list
         await until(pilot, lambda: listing.current and app.snapshot is first)
@@ -412,7 +413,7 @@ def held_views(
 ) -> None:
     """Views of the requests `asked` picks wait for `gate` (the stand-in for a View of
     200,000 sockets: hundreds of ms)."""
-    compute = tui.app.compute_view
+    compute = tui.viewwork.compute_view
 
     def gated(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> View:
         if not asked(request):
@@ -423,7 +424,7 @@ def held_views(
         events.append("view done")
         return view
 
-    monkeypatch.setattr(tui.app, "compute_view", gated)
+    monkeypatch.setattr(tui.viewwork, "compute_view", gated)
 
 
 @pytest.mark.root
@@ -466,7 +467,10 @@ async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
             released = time.monotonic()
             await until(pilot, lambda: app.snapshot is not first and listing.current)
             assert listing.view is not None and listing.view.snapshot is app.snapshot
-    assert events[:4] == ["view starts", "refresh waits", "view done", "refresh goes on"]
+    # in this order; the prefetch after the key's frame may start Views of its own
+    # before the refresh's thread is back (a busy host)
+    order = ["view starts", "refresh waits", "view done", "refresh goes on"]
+    assert [events.index(e) for e in order] == sorted(events.index(e) for e in order)
     cost, took = costs[1]
     assert took - cost >= released - held  # it waited at least while the test held the View
 
@@ -503,7 +507,7 @@ async def test_a_prefetched_grouping_waits_for_a_keys_new_order(
     events: list[str] = []
     gate = threading.Event()
     app = BufmonApp(StaticSource(synthetic_snapshot(300)), interval=3600)
-    monkeypatch.setattr(tui.app, "KeysFirst", waits_seen(app, events))
+    monkeypatch.setattr(tui.viewwork, "KeysFirst", waits_seen(app, events))
     held_views(monkeypatch, events, gate, lambda r: r.group_by is None and r.sort != DEFAULT_SORT)
     grouping = HeldGrouping(monkeypatch)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -19,7 +19,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.screen import Screen
 
-import tui.app
+import tui.viewwork
 from bufmon.scenarios import Netns, Scenario
 from tui.app import BufmonApp
 from tui.detail import DetailScreen
@@ -82,13 +82,13 @@ def farm() -> Iterator[tuple[Netns, LoopbackFarm]]:
 
 @pytest.fixture
 def slow_views(monkeypatch: pytest.MonkeyPatch) -> None:
-    compute = tui.app.compute_view
+    compute = tui.viewwork.compute_view
 
     def slow(*args: Any) -> View:
         time.sleep(VIEW_DELAY)
         return compute(*args)
 
-    monkeypatch.setattr(tui.app, "compute_view", slow)
+    monkeypatch.setattr(tui.viewwork, "compute_view", slow)
 
 
 async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 30.0) -> None:

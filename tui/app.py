@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Middle
 from textual.message import Message
@@ -28,7 +28,6 @@ from bufmon.diagnosis.config import ConfigError
 from bufmon.filters import FilterError, Predicate, with_unix
 from bufmon.pacing import Pace
 from bufmon.viewconfig import ViewSettings, load_view, save_view, settings_path
-from collectors.gcpolicy import gc_paused, settle
 from collectors.model import Snapshot, Sock
 from collectors.untrusted import printable
 from tui.actions import Actions
@@ -62,13 +61,11 @@ from tui.view import (
     Positions,
     Stale,
     Summary,
-    Unwanted,
     View,
     ViewRequest,
-    compute_view,
     summarize,
-    wanted,
 )
+from tui.viewwork import VIEW_WAIT, ViewWork, settled_view
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -81,18 +78,8 @@ MIN_GAP = 0.05  # seconds between the end of one refresh and the start of the ne
 # While a worker runs Python, the UI thread waits up to the GIL switch interval (5 ms by
 # default) each time it takes the GIL back, many times per key and frame.
 SWITCH_INTERVAL = 0.001
-VIEW_WAIT = 1.0  # seconds at most a refresh or a prefetch waits in all for keys' Views
 ABANDON_CHECK = 0.05  # seconds between a refresh worker's looks at whether the app ended
 THEMES = {"dark": "textual-dark", "light": "textual-light"}  # [view] theme -> Textual's
-
-
-def settled_view(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted = wanted) -> View:
-    """compute_view with the GC paused, its lists of every socket frozen before any
-    collection could walk them (collectors.gcpolicy). Raises Stale once `unwanted()`."""
-    with gc_paused():
-        view = compute_view(snapshot, request, unwanted)
-        settle()
-    return view
 
 
 @dataclass(slots=True)
@@ -154,7 +141,7 @@ def abandoned_on_exit(work: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-class BufmonApp(App[int]):
+class BufmonApp(ViewWork):
     CSS_PATH = "bufmon.tcss"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
@@ -210,14 +197,6 @@ class BufmonApp(App[int]):
         self.source_lock = threading.Lock()
         self._collecting = False
         self._collect_again = False  # refresh_now() came while a refresh was running
-        self._viewing = False
-        self._views_idle = threading.Event()  # no View of a key is being computed
-        self._ending = threading.Event()  # the app is closing: work in progress stops
-        self._prefetch_spent = 0.0  # CPU seconds of prefetching since the last refresh
-        self._views_idle.set()
-        self._view_again = False
-        self._prefetching = False
-        self._prefetched_for: tuple[int, ListState] | None = None  # (adopted, state)
         self._adopted = 0  # snapshots adopted so far
         self._first_looking = False  # the first refresh's sockets are shown, the rest not yet
         self._timer: Timer | None = None
@@ -378,12 +357,6 @@ class BufmonApp(App[int]):
 
         self.run_worker(run, thread=True, group="history", exit_on_error=False)
 
-    def hand_over(self, callback: Callable[..., None], *args: Any) -> None:
-        if self._ending.is_set():  # a refresh that outlived the app: nobody to show it
-            return
-        with contextlib.suppress(RuntimeError):  # the app closed meanwhile
-            self.call_from_thread(callback, *args)
-
     def on_first_sockets(self, message: FirstSockets) -> None:
         """The first refresh's sockets, before their processes and flags: on a big host
         those take longer than reading the sockets. The refresh's result replaces them
@@ -421,22 +394,6 @@ class BufmonApp(App[int]):
             self._timer.stop()
         self._timer = self.set_timer(delay, self._start_refresh)
 
-    def _show_view(self, view: View | None) -> None:
-        """Show a finished View of the current state: of the newest snapshot, or of an
-        older one while the list shows nothing of the current state yet (a key pressed
-        during a refresh acts on the rows on screen at once). Then compute the current
-        View of the newest snapshot if that was not it, else prefetch."""
-        listing = self.main.socket_list
-        current = view is not None and view.request.generation == self.state.generation
-        newest = view is not None and view.snapshot is self.snapshot
-        if view is not None and current and (newest or not listing.current):
-            listing.set_view(view)
-            self._show_state()
-        if current and newest:
-            self.call_after_refresh(self._prefetch)  # once this View is on screen
-        else:
-            self._recompute()
-
     def _show_detail(self, result: Collected) -> None:
         screen, snap = self._top(), result.snapshot
         if isinstance(screen, DetailScreen) and result.detail is not None and snap is not None:
@@ -444,129 +401,6 @@ class BufmonApp(App[int]):
             screen.show(sock, peer, snap.system.sysctls, past)
         elif isinstance(screen, SystemScreen) and result.system is not None:
             screen.show_past(result.system)
-
-    def _unwanted(self, request: ViewRequest) -> Unwanted:
-        """Whether a View of `request` is of no use any more: the state moved on (from a
-        worker thread: the View stops within a chunk, leaving the GIL to the next)."""
-        return lambda: self.state.generation != request.generation or self._ending.is_set()
-
-    def _recompute(self) -> None:
-        """Filter/sort/group again, in a worker thread: the snapshot on screen while the
-        list does not show the current state (its work is kept: a key acts on the rows
-        on screen at once), else the newest. A View in progress that the state made
-        stale stops early; this one starts when it has."""
-        if self.snapshot is None:
-            return
-        if self._viewing:
-            self._view_again = True
-            return
-        self._viewing = True
-        self._views_idle.clear()
-        snapshot, request = self.snapshot, self.state.request()
-        shown = self.main.socket_list.view
-        if shown is not None and shown.request.generation != request.generation:
-            snapshot = shown.snapshot
-        self.run_worker(
-            lambda: self._compute(snapshot, request), thread=True, group="view", exit_on_error=False
-        )
-
-    def _compute(self, snapshot: Snapshot, request: ViewRequest) -> None:
-        view: View | None = None
-        try:
-            view = settled_view(snapshot, request, self._unwanted(request))
-        except Stale:  # the View of the new state follows
-            pass
-        except Exception as exc:  # shown as a notice; the previous view stays
-            self.error = one_line(exc)
-        self.hand_over(self._computed, view)
-
-    def _computed(self, view: View | None) -> None:
-        self._viewing = False
-        again, self._view_again = self._view_again, False
-        if view is not None:
-            self._show_view(view)  # computes again if the state or snapshot moved on
-        elif again:
-            self._recompute()
-        if not self._viewing:
-            self._views_idle.set()
-        self._show_state()
-
-    def _prefetch(self) -> None:
-        """In a worker thread: the grouping `v` shows next, the orders `s` and `S` show next,
-        then the list Esc goes back to, for the snapshot on screen, so those keys find
-        them done (a grouping, new sort keys, a filter are each a Python pass over every
-        socket). Each waits while a key's View is computed, and what a refresh or key
-        made useless stops; what a key asks for goes on (the key's View waits for it)."""
-        shown, snapshot, state = self.main.socket_list.view, self.snapshot, self.state
-        if (
-            self._prefetching
-            or self._first_looking
-            or shown is None
-            or shown.snapshot is not snapshot
-        ):
-            return  # a first look's sockets are replaced soon: prefetch for the refresh
-        if shown.request.generation != state.generation:
-            return  # a key's View is on its way; prefetch after it
-        if self._prefetched_for == (self._adopted, state):
-            return  # done, or stopped by a key asking for what it was doing
-        self._prefetching, self._prefetched_for = True, (self._adopted, state)
-        ids = self.main.socket_list.column_ids(state.group_by)
-        nearby = [state.next_grouping(), state.sort_step(1, ids), state.sort_step(-1, ids)]
-        if state.back() is not state:  # Esc: the drill-down left, else the filter cleared
-            nearby.append(state.back())
-        requests = [s.request() for s in nearby]
-        doing = requests[0]
-
-        keys_first = KeysFirst(self._views_idle, VIEW_WAIT)
-
-        def judged() -> bool | None:
-            """True: of no use any more (a refresh came, or a key after which it is not
-            wanted); False: go on (no key, or one whose View waits for this work); None:
-            go on after the key's View (which needs none of this, so waits for nothing
-            this holds): a grouping goes on past a key's new order of the same rows."""
-            now = self.state
-            if self.snapshot is not snapshot or self._ending.is_set():
-                return True
-            if now is state or now.request().same_view(doing):
-                return False
-            if doing.group_by == state.group_by:
-                return True  # an order no key asked for
-            same_rows = (now.predicate, now.scopes, now.group_by) == (
-                state.predicate,
-                state.scopes,
-                state.group_by,
-            )
-            return None if same_rows else True
-
-        def unwanted() -> bool:
-            verdict = judged()
-            if verdict is None:
-                keys_first()
-                verdict = judged()
-            return verdict is True
-
-        def run() -> None:
-            nonlocal doing
-            spent = 0.0  # CPU seconds: waits and the GIL's turns left out
-            with contextlib.suppress(Exception):  # Stale; the View itself reports errors
-                for doing in requests:
-                    keys_first()  # a key's View first (no lock held here)
-                    started = time.thread_time()
-                    try:
-                        settled_view(snapshot, doing, unwanted)
-                    finally:
-                        spent += time.thread_time() - started
-            self.hand_over(self._prefetched, spent)
-
-        self.run_worker(run, thread=True, group="prefetch", exit_on_error=False)
-
-    def _prefetched(self, spent: float) -> None:
-        """Prefetch again if a refresh or a key stopped this one and its View is on
-        screen already. What it spent counts in the next refresh's cost: the pace keeps
-        all the work of a refresh within its share of a core."""
-        self._prefetching = False
-        self._prefetch_spent += spent
-        self._prefetch()
 
     # --- what the list shows: state transitions asked for by the screens ---------------
 
