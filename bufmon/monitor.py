@@ -56,7 +56,7 @@ class Monitor:
         if first_look is not None:
             first_look(self._snapshot(now, list(socks), system))
             checkpoint()
-        self.procs.attribute(socks, self.namespaces.chosen())
+        self.procs.attribute(socks, self.namespaces.chosen(), checkpoint)
         checkpoint()
         tie_to_listeners(socks)
         link_peers(self.namespaces.unix)

@@ -5,10 +5,23 @@ The work calls its checkpoint; the checkpoint decides whether to wait."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 Checkpoint = Callable[[], None]
+T = TypeVar("T")
+STEP = 10_000  # items between two checkpoints of a pass over every socket (a few ms)
 
 
 def no_pause() -> None:
     """The checkpoint of work nobody holds back: go straight on."""
+
+
+def in_steps(items: Sequence[T], checkpoint: Checkpoint) -> Iterator[Sequence[T]]:
+    """`items` STEP at a time, `checkpoint()` called between two steps: a pass over
+    every socket of a big host (hundreds of ms) that can be held back midway."""
+    step = STEP
+    for start in range(0, len(items), step):
+        if start:
+            checkpoint()
+        yield items[start : start + step]

@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 
 import psutil
 
+from collectors.checkpoint import Checkpoint, in_steps, no_pause
 from collectors.model import Process, Sock
 from collectors.procscan import ForkedScan, all_pids, pid_links, scan_order
 from collectors.untrusted import read_comm
@@ -53,22 +54,26 @@ class ProcessIndex:
             return NOT_ROOT_NOTICE
         return unreadable_notice(len(self._unreadable)) if self._unreadable else None
 
-    def attribute(self, socks: list[Sock], netns: set[int] | None = None) -> None:
+    def attribute(
+        self, socks: list[Sock], netns: set[int] | None = None, checkpoint: Checkpoint = no_pause
+    ) -> None:
         """Set sock.process for every socket whose owner is visible, else None.
 
         The common refresh (no socket closed, no new one) is one pass over the sockets.
         `netns`: the inodes of the namespaces the sockets come from, when not all: a scan
         reads their processes before the others (which usually own none of them).
+        `checkpoint()` is called between steps of each pass (collectors.checkpoint).
         """
         process_of = self._process_of.get
         unknown: set[int] = set()
         found = 0
-        for sock in socks:
-            process = sock.process = process_of(sock.inode)
-            if process is not None:
-                found += 1
-            elif sock.inode:  # 0: TIME-WAIT, SYN-RECV
-                unknown.add(sock.inode)
+        for part in in_steps(socks, checkpoint):
+            for sock in part:
+                process = sock.process = process_of(sock.inode)
+                if process is not None:
+                    found += 1
+                elif sock.inode:  # 0: TIME-WAIT, SYN-RECV
+                    unknown.add(sock.inode)
         changed = self._forget_dead()
         if found != len(self._owner):  # some known sockets are gone
             self._forget_gone({sock.inode for sock in socks})
@@ -84,8 +89,9 @@ class ProcessIndex:
             processes = self._processes
             self._process_of = {inode: processes[pid][1] for inode, pid in self._owner.items()}
             process_of = self._process_of.get
-            for sock in socks:
-                sock.process = process_of(sock.inode)
+            for part in in_steps(socks, checkpoint):
+                for sock in part:
+                    sock.process = process_of(sock.inode)
 
     def prefetch(self, netns: set[int] | None = None) -> bool:
         """Start the first scan's reads in a forked child (collectors.procscan), to run

@@ -16,6 +16,7 @@ import pytest
 from conftest import AS_NOBODY, Readable
 from factories import make_sock
 
+import collectors.checkpoint as checkpoints
 from collectors.model import Sock
 from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex, unreadable_notice
 
@@ -114,6 +115,27 @@ def test_attributes_own_and_child_sockets(child: Child) -> None:
     assert socks[1].process is not None and socks[1].process.pid == os.getpid()
     assert socks[2].process is None  # inode 0: TIME-WAIT / SYN-RECV
     assert_notice_counts_only_unreadable(index)
+
+
+def test_attribution_steps_through_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pass over the sockets calls the checkpoint between steps (a key's View may
+    hold a refresh back there), and every socket is still attributed."""
+    monkeypatch.setattr(checkpoints, "STEP", 7)
+    owned = [socket.socket() for _ in range(30)]
+    calls = 0
+
+    def checkpoint() -> None:
+        nonlocal calls
+        calls += 1
+
+    try:
+        socks = [sock_of(inode_of(s)) for s in owned]
+        ProcessIndex().attribute(socks, checkpoint=checkpoint)
+    finally:
+        for s in owned:
+            s.close()
+    assert calls == 2 * 4  # 30 sockets in steps of 7: 4 checkpoints a pass, 2 passes
+    assert {sock.process.pid if sock.process else None for sock in socks} == {os.getpid()}
 
 
 def test_cache_is_reused_and_owners_are_scanned_first(child: Child) -> None:
