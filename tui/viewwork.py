@@ -53,7 +53,7 @@ class ViewWork(App[int]):
         self._ending = threading.Event()  # the app is closing: work in progress stops
         self._viewing = False
         self._view_again = False
-        self._views_idle = threading.Event()  # no View of a key is being computed
+        self._views_idle = threading.Event()  # no key's View is being computed or painted
         self._views_idle.set()
         self._prefetching = False
         self._prefetched_for: tuple[int, ListState] | None = None  # (adopted, state)
@@ -128,9 +128,13 @@ class ViewWork(App[int]):
             self._show_view(view)  # computes again if the state or snapshot moved on
         elif again:
             self._recompute()
-        if not self._viewing:
-            self._views_idle.set()
         self._show_state()
+        if not self._viewing:  # the work held back goes on once the View is painted
+            self.call_after_refresh(self._views_painted)
+
+    def _views_painted(self) -> None:
+        if not self._viewing:  # else a new key's View is on its way
+            self._views_idle.set()
 
     def _prefetch(self) -> None:
         """In a worker thread: the grouping `v` shows next, the orders `s` and `S` show next,
