@@ -3,7 +3,6 @@ and counters that no single socket can be blamed for."""
 
 from __future__ import annotations
 
-import operator
 from collections import Counter
 from collections.abc import Iterable
 
@@ -20,7 +19,6 @@ MEMORY_COUNTERS = ("TCPMemoryPressures", "TCPAbortOnMemory")
 UDP_COUNTERS = ("RcvbufErrors", "SndbufErrors")
 
 PortGroup = tuple[str, str, str, int]  # netns, local IP, remote IP, remote port
-_PEER_PORT = operator.attrgetter("peer_port")
 
 
 def memory_level(pages: int, limits: list[int], warn: float, in_pressure: bool) -> str | None:
@@ -83,8 +81,9 @@ def busiest_port_group(
     if size <= 0 or len(socks) < warn * size:  # cheap: too few sockets to matter
         return None
     # A group shares its remote port: when no remote port is that common, no group is
-    # (one C-level count of ints instead of a tuple per socket, every refresh at 40,000)
-    if max(Counter(map(_PEER_PORT, socks)).values(), default=0) < warn * size:
+    # (one C-level count of ints instead of a tuple per socket, every refresh at 40,000;
+    # a list comprehension reads the attribute faster than attrgetter on Python 3.11)
+    if max(Counter([s.peer_port for s in socks]).values(), default=0) < warn * size:
         return None
     counts = Counter(
         (s.netns, s.local_addr, s.peer_addr, s.peer_port)
