@@ -145,6 +145,22 @@ def test_stalled_reader_rises_after_hold_and_is_critical_when_buffer_full() -> N
     assert "app (pid 4242)" in reason and "has not read for 5.0 s" in reason
 
 
+def test_an_idle_connection_that_starts_to_stall_is_evaluated_at_once() -> None:
+    """Unchanged idle samples are skipped; the first changed one (its queue fills and the
+    app stops reading) is looked at, so the flag rises after the same hold, and a
+    socket in CLOSE-WAIT is looked at on every sample although it never changes."""
+    diag = Diagnoser(Config())
+    full = {"recv_q": 131072, "r": 139264, "rcv_wnd": 0, "bytes_received": 132072}
+
+    def sockets(t: float) -> list[Sock]:
+        stalled = tcp(1, **full) if t >= 3 else tcp(1, bytes_received=1000)
+        return [stalled, tcp(2, state="CLOSE-WAIT", local_port=5001)]
+
+    snaps = run(diag, [float(t) for t in range(40)], sockets)
+    assert first_flagged(snaps, "stalled_reader") == 8  # 3 + the 5 s hold
+    assert kinds(snaps[-1].sockets[1]) == {"close_wait": "info"}
+
+
 def test_stalled_reader_is_warning_with_room_left() -> None:
     diag = Diagnoser(Config())
     snaps = run(diag, range(7), lambda t: [tcp(1, recv_q=1000, r=2304, bytes_received=5000)])

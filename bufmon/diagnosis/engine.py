@@ -34,6 +34,7 @@ from collectors.model import IDLE, SK_DROPS, Snapshot, Sock, UnixSock
 Key = tuple[str, int]
 _RECORD_INFO = ("rtt", "snd_wnd", "rcv_wnd", "total_retrans")
 _RECORD_COUNTERS = ("bytes_acked", "bytes_received", "busy_time", "rwnd_limited", "sndbuf_limited")
+_RULE_STATES = frozenset({"LISTEN", "CLOSE-WAIT"})  # a track even when idle
 
 
 def record_values(s: Sock) -> tuple[int, ...]:
@@ -123,6 +124,7 @@ class Diagnoser:
         rules, unix_rules = self.rules, self.unix_rules
         append = self.history.append
         nagle_floor = self.config.nagle_hint.min_srtt_ms * 1000
+        idle_skips = nagle_floor > 0  # else an unchanged sample's rtt (0) reaches it
         overrun = bool(ctx.loss_events or ctx.prune_events)  # the overrun rule looks at all
         listeners: list[tuple[Sock, Track]] = []
         others: list[Sock] = []
@@ -148,18 +150,22 @@ class Diagnoser:
                 continue
             cookie = s.cookie
             new[cookie] = sig
-            changed = old.get(cookie) != sig
+            tr = tracks.get(cookie)
             rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
-            if changed:
+            if old.get(cookie) == sig:
+                if tr is None and idle_skips and not (rq or sq or s.state in _RULE_STATES):
+                    continue  # most sockets: the same sample, idle, no track
+                changed = False
+            else:
+                changed = True
                 append((netns, cookie), now, record_values(s))
                 if info is not None:
                     rtt = info.get("rtt") or 0
                 elif s.proto == "udp":
                     rq = 1  # a changed UDP socket may have dropped: look at it
             listening = s.state == "LISTEN"
-            tr = tracks.get(cookie)
             if tr is None:
-                if not (rq or sq or listening or rtt >= nagle_floor or s.state == "CLOSE-WAIT"):
+                if not (rq or sq or rtt >= nagle_floor or s.state in _RULE_STATES):
                     continue
                 tr = tracks[cookie] = Track(now)
                 changed = True  # a new track starts from this sample
