@@ -7,7 +7,9 @@ clear times are exact. Each condition is also made for real in test_diagnosis_re
 from __future__ import annotations
 
 import gc
+import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from factories import make_sock, make_udp
 
 from bufmon.diagnosis import Config, Diagnoser, load_config
 from bufmon.diagnosis.history import FIELDS, History
-from bufmon.diagnosis.system_rules import busiest_port_group
+from bufmon.diagnosis.system_rules import busiest_port_group, may_occur
 from collectors.model import Process, Snapshot, Sock, SystemFacts, TcpInfo
 from collectors.system import SystemReader
 
@@ -669,6 +671,20 @@ def test_port_exhaustion_flags_the_system_and_the_busiest_group() -> None:
     assert "8 of 10 local ports" in s.system_flags[0].reason
     assert all(kinds(x) == {"port_exhaustion": "critical"} for x in s.sockets[:8])
     assert kinds(s.sockets[8]) == {}
+
+
+def test_may_occur_says_what_a_count_says() -> None:
+    """The gate before the port groups are counted: the same answer as a full count,
+    for values that reach, just reach or miss `times`, in any order."""
+    rng = random.Random(7)
+    for _ in range(400):
+        n = rng.randrange(0, 300)
+        values = [rng.choice((80, 443, rng.randrange(1024, 1100))) for _ in range(n)]
+        if rng.random() < 0.5:
+            values.sort()
+        most = max(Counter(values).values(), default=0)
+        for times in {most - 1, most, most + 1, n / 2, n * 0.8, rng.uniform(0, n + 2)}:
+            assert may_occur(values, times) == (most >= times), (values, times)
 
 
 def test_busiest_port_group_counts_groups_not_remote_ports() -> None:

@@ -14,6 +14,7 @@ socket's sample changed.
 from __future__ import annotations
 
 import copy
+from itertools import filterfalse
 
 from bufmon.diagnosis.config import Config
 from bufmon.diagnosis.history import RETR_SCALE, U32, History, clamp32, fill16
@@ -189,7 +190,7 @@ class Diagnoser:
             tr.sock = s if flags else None
         self._sigs = news
         for name, before in olds.items():
-            for cookie in before.keys() - news.get(name, {}).keys():
+            for cookie in filterfalse(news.get(name, {}).__contains__, before):  # gone since
                 self.history.forget((name, cookie))
         return listeners, others
 

@@ -3,6 +3,7 @@ and counters that no single socket can be blamed for."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 
@@ -69,6 +70,19 @@ def orphan_finding(
     return Finding(severity, 0.0, text.orphan_sockets, (orphans, limit))
 
 
+def may_occur(values: list[int], times: float) -> bool:
+    """Whether some value occurs at least `times` times in `values`. Such a value misses
+    at most n - times places, so it is in every run of n - times + 1 of them: when
+    several such runs fit, only values in all of them are counted (sets, in C)."""
+    width = len(values) - math.ceil(times) + 1
+    if width <= 0:
+        return False
+    if 2 * width > len(values):  # one run: no fewer candidates than a count
+        return max(Counter(values).values(), default=0) >= times
+    runs = [values[at : at + width] for at in range(width, len(values) - width + 1, width)]
+    return any(values.count(v) >= times for v in set(values[:width]).intersection(*runs))
+
+
 def busiest_port_group(
     socks: list[Sock], port_range: list[int] | None, warn: float
 ) -> tuple[PortGroup, int, int] | None:
@@ -81,9 +95,9 @@ def busiest_port_group(
     if size <= 0 or len(socks) < warn * size:  # cheap: too few sockets to matter
         return None
     # A group shares its remote port: when no remote port is that common, no group is
-    # (one C-level count of ints instead of a tuple per socket, every refresh at 40,000;
-    # a list comprehension reads the attribute faster than attrgetter on Python 3.11)
-    if max(Counter([s.peer_port for s in socks]).values(), default=0) < warn * size:
+    # (C-level work on ints instead of a tuple per socket, every refresh at 40,000; a
+    # list comprehension reads the attribute faster than attrgetter on Python 3.11)
+    if not may_occur([s.peer_port for s in socks], warn * size):
         return None
     counts = Counter(
         (s.netns, s.local_addr, s.peer_addr, s.peer_port)
