@@ -55,7 +55,7 @@ def worst_key(s: Sock) -> float:
 
 
 def worst_keys(socks: Iterable[Sock]) -> list[float]:
-    """[worst_key(s) for s in socks], in a quarter of the time at 40,000 sockets: an
+    """[worst_key(s) for s in socks], in about 40% of the time at 40,000 sockets: an
     unflagged TCP connection that does not listen ranks by its skmem alone (its
     fullness), and the collector shares equal skmem tuples, so each is ranked once."""
     ranked: dict[int, float] = {}  # id(skmem) -> key: every skmem lives through the call
