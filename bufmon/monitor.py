@@ -50,7 +50,7 @@ class Monitor:
         socks = self.namespaces.dump(checkpoint)
         checkpoint()
         if self.rates.started or not lone:
-            self.rates.measure(socks, now)
+            self.rates.measure(socks, now, checkpoint)
             checkpoint()
         system = self._system_facts(now)
         if first_look is not None:
@@ -103,7 +103,7 @@ class Monitor:
         with gc_paused():  # tens of thousands of acyclic objects: no GC passes over them
             snap = self.collect(first_look, lone=single_sample)
             self.checkpoint()
-            self.diagnoser.evaluate(snap, single_sample=single_sample)
+            self.diagnoser.evaluate(snap, single_sample, self.checkpoint)
             self._gc.adopted()
         return snap
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 
+from collectors.checkpoint import Checkpoint, in_steps, no_pause
 from collectors.model import IDLE, Rates, Sock
 from collectors.tcpinfo import U32, span
 
@@ -52,33 +53,34 @@ class RateMeter:
         """Some sample's counters are kept for the next one's rates."""
         return self._then != 0.0
 
-    def measure(self, socks: list[Sock], now: float) -> None:
+    def measure(self, socks: list[Sock], now: float, checkpoint: Checkpoint = no_pause) -> None:
         """Set s.rates on every socket from its previous sample (None on the first).
-        Sockets gone since are forgotten."""
+        Sockets gone since are forgotten. `checkpoint()` is called between steps."""
         seconds = now - self._then
         olds = self._last if seconds > 0 else {}  # a clock stepped back: start over
         news: dict[str, dict[int, bytes]] = {}
         netns: str | None = None
         old: dict[int, bytes] = {}
         new: dict[int, bytes] = {}
-        for s in socks:
-            info = s.info
-            if info is None or len(info) < _END:
-                continue
-            if s.netns is not netns:  # a dump lists each namespace's sockets together
-                netns = s.netns
-                old = olds.get(netns, {})
-                new = news.setdefault(netns, {})
-            counters = info[_OFFSET:_END]
-            cookie = s.cookie
-            new[cookie] = counters
-            before = old.get(cookie)
-            if before is None:
-                continue
-            if before == counters:
-                s.rates = IDLE
-            else:
-                s.rates = rates_between(_unpack(before), _unpack(counters), seconds)
+        for part in in_steps(socks, checkpoint):
+            for s in part:
+                info = s.info
+                if info is None or len(info) < _END:
+                    continue
+                if s.netns is not netns:  # a dump lists each namespace's sockets together
+                    netns = s.netns
+                    old = olds.get(netns, {})
+                    new = news.setdefault(netns, {})
+                counters = info[_OFFSET:_END]
+                cookie = s.cookie
+                new[cookie] = counters
+                before = old.get(cookie)
+                if before is None:
+                    continue
+                if before == counters:
+                    s.rates = IDLE
+                else:
+                    s.rates = rates_between(_unpack(before), _unpack(counters), seconds)
         self._last = news
         self._then = now
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from textual.pilot import Pilot
 
+import collectors.checkpoint as checkpoints
 import tui.app
 import tui.view
 import tui.viewwork
@@ -405,6 +406,38 @@ def test_a_dump_held_back_between_receives_goes_on_whole() -> None:
         namespaces.close()
     assert calls >= 2  # between receives, not once a dump
     assert len(held) == 601 and {s.key for s in held} == {s.key for s in plain}
+
+
+@pytest.mark.root
+def test_the_refresh_passes_over_the_sockets_step_through_checkpoints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real sockets: rates and flags, each a pass over every socket, call the checkpoint
+    between steps (a key's View may hold the refresh back midway), with the same flags."""
+    monkeypatch.setattr(checkpoints, "STEP", 50)
+    calls = 0
+
+    def checkpoint() -> None:
+        nonlocal calls
+        calls += 1
+
+    with with_pairs("passsteps", 300) as ns:
+        monitor, plain = Monitor(ns.name), Monitor(ns.name)
+        for m in (monitor, plain):
+            m.refresh()
+        snap, expected = monitor.collect(), plain.refresh()
+        count = len(snap.sockets)
+        steps = -(-count // 50) - 1  # checkpoints between steps of one pass
+        calls = 0
+        monitor.rates.measure(snap.sockets, snap.time, checkpoint)
+        assert calls == steps
+        calls = 0
+        monitor.diagnoser.evaluate(snap, checkpoint=checkpoint)
+        assert calls == steps
+        monitor.close()
+        plain.close()
+    assert count == 601
+    assert [s.flags for s in snap.sockets] == [s.flags for s in expected.sockets]
 
 
 def waits_seen(app: BufmonApp, events: list[str]) -> type[KeysFirst]:

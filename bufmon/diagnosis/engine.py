@@ -30,6 +30,7 @@ from bufmon.diagnosis.rules import (
 from bufmon.diagnosis.single import evaluate_single
 from bufmon.diagnosis.system_rules import SystemRules
 from bufmon.diagnosis.unix_rules import UnixRules
+from collectors.checkpoint import Checkpoint, in_steps, no_pause
 from collectors.model import IDLE, SK_DROPS, Snapshot, Sock, UnixSock
 
 Key = tuple[str, int]
@@ -81,8 +82,11 @@ class Diagnoser:
         self._closed: dict[Key, tuple[Sock, float]] = {}  # closed flagged sockets, closed at
         self._generation = 0
 
-    def evaluate(self, snap: Snapshot, single_sample: bool = False) -> None:
-        """Set sock.flags and snap.system_flags; append recently closed flagged sockets."""
+    def evaluate(
+        self, snap: Snapshot, single_sample: bool = False, checkpoint: Checkpoint = no_pause
+    ) -> None:
+        """Set sock.flags and snap.system_flags; append recently closed flagged sockets.
+        `checkpoint()` is called between steps of the pass over the sockets."""
         if single_sample:
             evaluate_single(snap, self.config, self.rules)
             return
@@ -100,7 +104,7 @@ class Diagnoser:
             sockets=snap.sockets,
             tracks=self._tracks,
         )
-        listeners, others = self._sockets(snap.sockets, ctx)
+        listeners, others = self._sockets(snap.sockets, ctx, checkpoint)
         self._forget_closed(snap.time)
         orphan_syn = self.system_rules.syn_backlog(listeners, others, ctx)
         snap.system_flags = self.system_rules.evaluate(
@@ -112,7 +116,7 @@ class Diagnoser:
         snap.sockets.extend(sock for sock, _ in self._closed.values())
 
     def _sockets(
-        self, socks: list[Sock], ctx: Refresh
+        self, socks: list[Sock], ctx: Refresh, checkpoint: Checkpoint
     ) -> tuple[list[tuple[Sock, Track]], list[Sock]]:
         """The per-socket pass. Returns listeners (with their tracks) and the sockets
         without skmem or tcp_info (TIME-WAIT, SYN-RECV) for the system rules.
@@ -133,61 +137,62 @@ class Diagnoser:
         old: dict[int, int] = {}
         new: dict[int, int] = {}
         tracks: dict[int, Track] = {}
-        for s in socks:
-            if s.netns is not netns:  # a dump lists each namespace's sockets together
-                netns = s.netns
-                old = olds.get(netns, {})
-                new = news.setdefault(netns, {})
-                tracks = all_tracks.setdefault(netns, {})
-            info = s.info
-            rq, sq = s.recv_q, s.send_q
-            if info is not None:
-                quiet = (s.rates or IDLE) is IDLE  # no rates yet, or none moved
-                sig = hash((rq, sq, s.skmem, s.segs_in, s.state, quiet))
-            elif s.skmem is not None:
-                sig = hash((rq, sq, s.skmem))
-            else:
-                others.append(s)
-                continue
-            cookie = s.cookie
-            new[cookie] = sig
-            tr = tracks.get(cookie)
-            rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
-            if old.get(cookie) == sig:
-                if tr is None and idle_skips and not (rq or sq or s.state in _RULE_STATES):
-                    continue  # most sockets: the same sample, idle, no track
-                changed = False
-            else:
-                changed = True
-                append((netns, cookie), now, record_values(s))
+        for part in in_steps(socks, checkpoint):
+            for s in part:
+                if s.netns is not netns:  # a dump lists each namespace's sockets together
+                    netns = s.netns
+                    old = olds.get(netns, {})
+                    new = news.setdefault(netns, {})
+                    tracks = all_tracks.setdefault(netns, {})
+                info = s.info
+                rq, sq = s.recv_q, s.send_q
                 if info is not None:
-                    rtt = info.get("rtt") or 0
-                elif s.proto == "udp":
-                    rq = 1  # a changed UDP socket may have dropped: look at it
-            listening = s.state == "LISTEN"
-            if tr is None:
-                if not (rq or sq or rtt >= nagle_floor or s.state in _RULE_STATES):
+                    quiet = (s.rates or IDLE) is IDLE  # no rates yet, or none moved
+                    sig = hash((rq, sq, s.skmem, s.segs_in, s.state, quiet))
+                elif s.skmem is not None:
+                    sig = hash((rq, sq, s.skmem))
+                else:
+                    others.append(s)
                     continue
-                tr = tracks[cookie] = Track(now)
-                changed = True  # a new track starts from this sample
-            tr.seen = generation
-            if isinstance(s, UnixSock):
-                flags = unix_rules.evaluate(s, tr, now)
-                if not tr.latches and not rq and not sq:
-                    del tracks[cookie]
-            elif listening:
-                flags = rules.listener(s, tr, ctx)
-                listeners.append((s, tr))
-            elif s.proto == "udp":
-                flags = rules.udp(s, tr, ctx)
-            elif not changed and now < tr.steady_until and not overrun:
-                flags = carry(tr.latches, now)  # same sample, same verdict: only `since` moves
-            else:
-                flags = rules.tcp(s, tr, ctx, changed)
-                if not tr.latches and not s.recv_q and not sq:
-                    del tracks[cookie]  # idle again: its progress marks would go stale
-            s.flags = flags
-            tr.sock = s if flags else None
+                cookie = s.cookie
+                new[cookie] = sig
+                tr = tracks.get(cookie)
+                rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
+                if old.get(cookie) == sig:
+                    if tr is None and idle_skips and not (rq or sq or s.state in _RULE_STATES):
+                        continue  # most sockets: the same sample, idle, no track
+                    changed = False
+                else:
+                    changed = True
+                    append((netns, cookie), now, record_values(s))
+                    if info is not None:
+                        rtt = info.get("rtt") or 0
+                    elif s.proto == "udp":
+                        rq = 1  # a changed UDP socket may have dropped: look at it
+                listening = s.state == "LISTEN"
+                if tr is None:
+                    if not (rq or sq or rtt >= nagle_floor or s.state in _RULE_STATES):
+                        continue
+                    tr = tracks[cookie] = Track(now)
+                    changed = True  # a new track starts from this sample
+                tr.seen = generation
+                if isinstance(s, UnixSock):
+                    flags = unix_rules.evaluate(s, tr, now)
+                    if not tr.latches and not rq and not sq:
+                        del tracks[cookie]
+                elif listening:
+                    flags = rules.listener(s, tr, ctx)
+                    listeners.append((s, tr))
+                elif s.proto == "udp":
+                    flags = rules.udp(s, tr, ctx)
+                elif not changed and now < tr.steady_until and not overrun:
+                    flags = carry(tr.latches, now)  # same sample, same verdict: only `since` moves
+                else:
+                    flags = rules.tcp(s, tr, ctx, changed)
+                    if not tr.latches and not s.recv_q and not sq:
+                        del tracks[cookie]  # idle again: its progress marks would go stale
+                s.flags = flags
+                tr.sock = s if flags else None
         self._sigs = news
         for name, before in olds.items():
             for cookie in filterfalse(news.get(name, {}).__contains__, before):  # gone since
