@@ -13,11 +13,9 @@ import gc
 import itertools
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -219,22 +217,6 @@ def test_work_is_kept_for_the_snapshot_on_screen_and_the_next_only() -> None:
     compute_view(c, plain)  # the next refresh: b, the older of the two, is dropped
     kept = {id(f.snapshot) for f in tui.view._kept}
     assert kept == {id(a), id(c)}
-
-
-def test_the_replaced_snapshot_is_freed_when_the_new_one_is_viewed_again() -> None:
-    """After a refresh's frame the prefetch (or a key) views the new snapshot again: the
-    one it replaced is of no use any more and goes then, not in the next refresh."""
-    a, b = (synthetic_snapshot(60, seed=seed) for seed in (1, 2))
-    plain = ViewRequest(0, None, DEFAULT_SORT, False, None, ())
-    compute_view(a, plain)  # on screen
-    compute_view(b, plain)  # a refresh prepares b: a is still on screen, kept
-    assert {id(f.snapshot) for f in tui.view._kept} == {id(a), id(b)}
-    compute_view(a, replace(plain, sort="peer"))  # a key on a meanwhile: b, newer, stays
-    assert {id(f.snapshot) for f in tui.view._kept} == {id(a), id(b)}
-    refs = sys.getrefcount(a)
-    compute_view(b, replace(plain, group_by="process"))  # b on screen: the prefetch
-    assert {id(f.snapshot) for f in tui.view._kept} == {id(b)}
-    assert sys.getrefcount(a) < refs  # only this test holds it now
 
 
 def test_the_gc_resumes_when_the_last_of_overlapping_pauses_ends() -> None:

@@ -5,7 +5,6 @@ Nothing here touches Textual; the UI thread only swaps in a finished `View`.
 
 from __future__ import annotations
 
-import itertools
 import resource
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -390,13 +389,10 @@ class _Filtered:
     A grouping is built once even when two workers ask for it at the same time (a key's
     and the prefetch's): the second waits for the first."""
 
-    __slots__ = ("_building", "groupings", "predicate", "scopes", "seen", "snapshot", "socks")
+    __slots__ = ("_building", "groupings", "predicate", "scopes", "snapshot", "socks")
 
-    def __init__(
-        self, snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted, seen: int
-    ) -> None:
+    def __init__(self, snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> None:
         self.snapshot, self.predicate, self.scopes = snapshot, request.predicate, request.scopes
-        self.seen = seen  # when its snapshot was first viewed: a later one is newer
         socks = snapshot.sockets
         keeps = [scope.match for scope in request.scopes]
         if request.predicate is not None:
@@ -433,28 +429,15 @@ class _Filtered:
 # worker threads never see it half changed.
 KEPT_FILTERED = 3
 _kept: tuple[_Filtered, ...] = ()
-_seen = itertools.count()  # snapshots in the order they are first viewed
 
 
 def _filtered(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted) -> _Filtered:
-    """The filtered set of `request` on `snapshot`, kept or made. A snapshot viewed for
-    the first time (a refresh's) keeps the one viewed before it (on screen meanwhile);
-    one viewed again (on screen: the prefetch after its frame, a key) keeps only a newer
-    one, so the snapshot it replaced is freed there, not in the next refresh."""
     global _kept
     kept = _kept
     found = next((f for f in kept if f.fits(snapshot, request)), None)
-    seen = next((f.seen for f in kept if f.snapshot is snapshot), None)
     if found is None:
-        found = _Filtered(snapshot, request, unwanted, next(_seen) if seen is None else seen)
-    other = next(
-        (
-            f.snapshot
-            for f in kept
-            if f.snapshot is not snapshot and (seen is None or f.seen > seen)
-        ),
-        None,
-    )
+        found = _Filtered(snapshot, request, unwanted)
+    other = next((f.snapshot for f in kept if f.snapshot is not snapshot), None)
     rest = [f for f in kept if f is not found and (f.snapshot is snapshot or f.snapshot is other)]
     _kept = (found, *rest[: KEPT_FILTERED - 1])
     return found
