@@ -142,9 +142,18 @@ def table(socks: list[Sock], rates: bool = False) -> str:
             padded.append(col)
             continue
         width = max(map(len, col))
-        pad = str.rjust if title in NUMERIC_COLUMNS else str.ljust
-        padded.append(list(map(pad, col, itertools.repeat(width))))
+        padded.append(_padded(col, width, str.rjust if title in NUMERIC_COLUMNS else str.ljust))
     return "\n".join(map("  ".join, zip(*padded, strict=True)))
+
+
+def _padded(col: list[str], width: int, pad: Callable[[str, int], str]) -> list[str]:
+    """The column's cells padded to `width`; a column of few distinct cells (a state,
+    0%, a process) pads each once and shares it (no string made per row)."""
+    cells = set(col)
+    if len(cells) * 4 > len(col):
+        return list(map(pad, col, itertools.repeat(width)))
+    memo = {cell: pad(cell, width) for cell in cells}
+    return list(map(memo.__getitem__, col))
 
 
 def flagged_lines(snap: Snapshot, socks: list[Sock]) -> list[str]:
