@@ -62,25 +62,24 @@ class RateMeter:
         netns: str | None = None
         old: dict[int, bytes] = {}
         new: dict[int, bytes] = {}
-        for part in in_steps(socks, checkpoint):
-            for s in part:
-                info = s.info
-                if info is None or len(info) < _END:
-                    continue
-                if s.netns is not netns:  # a dump lists each namespace's sockets together
-                    netns = s.netns
-                    old = olds.get(netns, {})
-                    new = news.setdefault(netns, {})
-                counters = info[_OFFSET:_END]
-                cookie = s.cookie
-                new[cookie] = counters
-                before = old.get(cookie)
-                if before is None:
-                    continue
-                if before == counters:
-                    s.rates = IDLE
-                else:
-                    s.rates = rates_between(_unpack(before), _unpack(counters), seconds)
+        for s in in_steps(socks, checkpoint):
+            info = s.info
+            if info is None or len(info) < _END:
+                continue
+            if s.netns is not netns:  # a dump lists each namespace's sockets together
+                netns = s.netns
+                old = olds.get(netns, {})
+                new = news.setdefault(netns, {})
+            counters = info[_OFFSET:_END]
+            cookie = s.cookie
+            new[cookie] = counters
+            before = old.get(cookie)
+            if before is None:
+                continue
+            if before == counters:
+                s.rates = IDLE
+            else:
+                s.rates = rates_between(_unpack(before), _unpack(counters), seconds)
         self._last = news
         self._then = now
 

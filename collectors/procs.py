@@ -67,13 +67,12 @@ class ProcessIndex:
         process_of = self._process_of.get
         unknown: set[int] = set()
         found = 0
-        for part in in_steps(socks, checkpoint):
-            for sock in part:
-                process = sock.process = process_of(sock.inode)
-                if process is not None:
-                    found += 1
-                elif sock.inode:  # 0: TIME-WAIT, SYN-RECV
-                    unknown.add(sock.inode)
+        for sock in in_steps(socks, checkpoint):
+            process = sock.process = process_of(sock.inode)
+            if process is not None:
+                found += 1
+            elif sock.inode:  # 0: TIME-WAIT, SYN-RECV
+                unknown.add(sock.inode)
         changed = self._forget_dead()
         if found != len(self._owner):  # some known sockets are gone
             self._forget_gone({sock.inode for sock in socks})
@@ -89,9 +88,8 @@ class ProcessIndex:
             processes = self._processes
             self._process_of = {inode: processes[pid][1] for inode, pid in self._owner.items()}
             process_of = self._process_of.get
-            for part in in_steps(socks, checkpoint):
-                for sock in part:
-                    sock.process = process_of(sock.inode)
+            for sock in in_steps(socks, checkpoint):
+                sock.process = process_of(sock.inode)
 
     def prefetch(self, netns: set[int] | None = None) -> bool:
         """Start the first scan's reads in a forked child (collectors.procscan), to run

@@ -480,7 +480,7 @@ async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
     monkeypatch.setattr(BufmonApp, "_collected", timed)
     with with_pairs("keysfirst", 300) as ns:
         app = BufmonApp(MonitorSource(ns.name), interval=3600)
-        monkeypatch.setattr(tui.app, "KeysFirst", waits_seen(app, events))
+        monkeypatch.setattr(tui.viewwork, "KeysFirst", waits_seen(app, events))
         async with app.run_test(size=(100, 30)) as pilot:
             listing = app.main.socket_list
             await until(

@@ -38,7 +38,6 @@ from tui.detail import HISTORY_FIELDS, DetailScreen, other_end
 from tui.fmt import one_line
 from tui.hangup import HangupDriver
 from tui.help import HELP, HelpScreen, Section, clash, remapped
-from tui.keysfirst import KeysFirst
 from tui.main import MainScreen
 from tui.messages import (
     CloseAsked,
@@ -65,7 +64,7 @@ from tui.view import (
     ViewRequest,
     summarize,
 )
-from tui.viewwork import VIEW_WAIT, ViewWork, settled_view
+from tui.viewwork import ViewWork, settled_view
 
 if TYPE_CHECKING:
     from bufmon.diagnosis import Config
@@ -305,7 +304,7 @@ class BufmonApp(ViewWork):
         first refresh shows the sockets as soon as they are read (`FirstSockets`)."""
         result = Collected(time.monotonic())
         unwanted = self._unwanted(request)
-        keys_first = self.source.checkpoint = KeysFirst(self._views_idle, VIEW_WAIT)
+        keys_first = self.source.checkpoint = self.keys_first()
 
         def look(snapshot: Snapshot) -> None:
             early = Collected(result.started, snapshot=snapshot, summary=summarize(snapshot))

@@ -63,6 +63,11 @@ class ViewWork(App[int]):
         """The header and status line (the app's)."""
         raise NotImplementedError
 
+    def keys_first(self) -> KeysFirst:
+        """A checkpoint for one piece of background work (a refresh, a prefetch): it
+        waits while a key's View is computed or painted, VIEW_WAIT in all at most."""
+        return KeysFirst(self._views_idle, VIEW_WAIT)
+
     def hand_over(self, callback: Callable[..., None], *args: Any) -> None:
         """Call `callback` on the UI thread, unless the app has ended."""
         if self._ending.is_set():  # a refresh that outlived the app: nobody to show it
@@ -162,7 +167,7 @@ class ViewWork(App[int]):
         requests = [s.request() for s in nearby]
         doing = requests[0]
 
-        keys_first = KeysFirst(self._views_idle, VIEW_WAIT)
+        keys_first = self.keys_first()
 
         def judged() -> bool | None:
             """True: of no use any more (a refresh came, or a key after which it is not

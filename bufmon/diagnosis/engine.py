@@ -137,62 +137,61 @@ class Diagnoser:
         old: dict[int, int] = {}
         new: dict[int, int] = {}
         tracks: dict[int, Track] = {}
-        for part in in_steps(socks, checkpoint):
-            for s in part:
-                if s.netns is not netns:  # a dump lists each namespace's sockets together
-                    netns = s.netns
-                    old = olds.get(netns, {})
-                    new = news.setdefault(netns, {})
-                    tracks = all_tracks.setdefault(netns, {})
-                info = s.info
-                rq, sq = s.recv_q, s.send_q
+        for s in in_steps(socks, checkpoint):
+            if s.netns is not netns:  # a dump lists each namespace's sockets together
+                netns = s.netns
+                old = olds.get(netns, {})
+                new = news.setdefault(netns, {})
+                tracks = all_tracks.setdefault(netns, {})
+            info = s.info
+            rq, sq = s.recv_q, s.send_q
+            if info is not None:
+                quiet = (s.rates or IDLE) is IDLE  # no rates yet, or none moved
+                sig = hash((rq, sq, s.skmem, s.segs_in, s.state, quiet))
+            elif s.skmem is not None:
+                sig = hash((rq, sq, s.skmem))
+            else:
+                others.append(s)
+                continue
+            cookie = s.cookie
+            new[cookie] = sig
+            tr = tracks.get(cookie)
+            rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
+            if old.get(cookie) == sig:
+                if tr is None and idle_skips and not (rq or sq or s.state in _RULE_STATES):
+                    continue  # most sockets: the same sample, idle, no track
+                changed = False
+            else:
+                changed = True
+                append((netns, cookie), now, record_values(s))
                 if info is not None:
-                    quiet = (s.rates or IDLE) is IDLE  # no rates yet, or none moved
-                    sig = hash((rq, sq, s.skmem, s.segs_in, s.state, quiet))
-                elif s.skmem is not None:
-                    sig = hash((rq, sq, s.skmem))
-                else:
-                    others.append(s)
-                    continue
-                cookie = s.cookie
-                new[cookie] = sig
-                tr = tracks.get(cookie)
-                rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
-                if old.get(cookie) == sig:
-                    if tr is None and idle_skips and not (rq or sq or s.state in _RULE_STATES):
-                        continue  # most sockets: the same sample, idle, no track
-                    changed = False
-                else:
-                    changed = True
-                    append((netns, cookie), now, record_values(s))
-                    if info is not None:
-                        rtt = info.get("rtt") or 0
-                    elif s.proto == "udp":
-                        rq = 1  # a changed UDP socket may have dropped: look at it
-                listening = s.state == "LISTEN"
-                if tr is None:
-                    if not (rq or sq or rtt >= nagle_floor or s.state in _RULE_STATES):
-                        continue
-                    tr = tracks[cookie] = Track(now)
-                    changed = True  # a new track starts from this sample
-                tr.seen = generation
-                if isinstance(s, UnixSock):
-                    flags = unix_rules.evaluate(s, tr, now)
-                    if not tr.latches and not rq and not sq:
-                        del tracks[cookie]
-                elif listening:
-                    flags = rules.listener(s, tr, ctx)
-                    listeners.append((s, tr))
+                    rtt = info.get("rtt") or 0
                 elif s.proto == "udp":
-                    flags = rules.udp(s, tr, ctx)
-                elif not changed and now < tr.steady_until and not overrun:
-                    flags = carry(tr.latches, now)  # same sample, same verdict: only `since` moves
-                else:
-                    flags = rules.tcp(s, tr, ctx, changed)
-                    if not tr.latches and not s.recv_q and not sq:
-                        del tracks[cookie]  # idle again: its progress marks would go stale
-                s.flags = flags
-                tr.sock = s if flags else None
+                    rq = 1  # a changed UDP socket may have dropped: look at it
+            listening = s.state == "LISTEN"
+            if tr is None:
+                if not (rq or sq or rtt >= nagle_floor or s.state in _RULE_STATES):
+                    continue
+                tr = tracks[cookie] = Track(now)
+                changed = True  # a new track starts from this sample
+            tr.seen = generation
+            if isinstance(s, UnixSock):
+                flags = unix_rules.evaluate(s, tr, now)
+                if not tr.latches and not rq and not sq:
+                    del tracks[cookie]
+            elif listening:
+                flags = rules.listener(s, tr, ctx)
+                listeners.append((s, tr))
+            elif s.proto == "udp":
+                flags = rules.udp(s, tr, ctx)
+            elif not changed and now < tr.steady_until and not overrun:
+                flags = carry(tr.latches, now)  # same sample, same verdict: only `since` moves
+            else:
+                flags = rules.tcp(s, tr, ctx, changed)
+                if not tr.latches and not s.recv_q and not sq:
+                    del tracks[cookie]  # idle again: its progress marks would go stale
+            s.flags = flags
+            tr.sock = s if flags else None
         self._sigs = news
         for name, before in olds.items():
             for cookie in filterfalse(news.get(name, {}).__contains__, before):  # gone since
