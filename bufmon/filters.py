@@ -95,7 +95,7 @@ _BYTE_UNITS: dict[str, float] = {"": 1, "b": 1} | {
     for suffix in (letter, letter + "b", letter + "ib")
 }
 _RTT_UNITS: dict[str, float] = {"": 1000, "us": 1, "ms": 1000, "s": 1_000_000}  # to microseconds
-_PERCENT_UNITS = {"": 0.01, "%": 0.01}  # to a fraction, as recv_fill() returns
+_PERCENT_UNITS = {"": 0.01, "%": 0.01}  # to a fraction, as Sock.recv_fill is
 _COUNT_UNITS: dict[str, float] = {"": 1}
 
 _STATES = {
@@ -323,8 +323,8 @@ _COMPARE_FIELDS: dict[str, tuple[_Code, dict[str, float], str]] = {
         "a time in us, ms or s; ms by default",
     ),
     "drops": (_Code("s.skmem_value({drops})", {"drops": SK_DROPS}), _COUNT_UNITS, "a plain count"),
-    "rfill": (_Code("s.recv_fill()"), _PERCENT_UNITS, "a percentage, e.g. 80"),
-    "sfill": (_Code("s.send_fill()"), _PERCENT_UNITS, "a percentage, e.g. 80"),
+    "rfill": (_Code("s.recv_fill"), _PERCENT_UNITS, "a percentage, e.g. 80"),
+    "sfill": (_Code("s.send_fill"), _PERCENT_UNITS, "a percentage, e.g. 80"),
     "rx": (_Code("{rx}(s)", {"rx": rx_rate}), _BYTE_UNITS, "bytes per second, e.g. 10M"),
     "tx": (_Code("{tx}(s)", {"tx": tx_rate}), _BYTE_UNITS, "bytes per second, e.g. 1M"),
     "retr": (
@@ -558,4 +558,5 @@ def with_unix(expr: str, show_unix: bool = False) -> Predicate:
     if source is None:
         return _inet_or_flagged
     text, values = source
-    return _function(f"({_INET_OR_FLAGGED} and {text})", values)
+    # the user's terms first: most filters keep few sockets, so most skip the second test
+    return _function(f"({text} and {_INET_OR_FLAGGED})", values)

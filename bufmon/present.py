@@ -37,7 +37,7 @@ def netns_text(s: Sock) -> str:
 
 def fullness(s: Sock) -> float:
     """The fuller of the two directions (0 when unknown)."""
-    recv, send = s.recv_fill() or 0.0, s.send_fill() or 0.0
+    recv, send = s.recv_fill or 0.0, s.send_fill or 0.0
     return recv if recv > send else send  # max() costs a call: this runs per socket
 
 

@@ -122,8 +122,8 @@ def _transposed(rows: list[tuple[str, ...]], width: int) -> list[list[str]]:
     return [list(map(operator.itemgetter(i), rows)) for i in range(width)]
 
 
-_RECV_FILL = operator.methodcaller("recv_fill")  # UnixSock has its own
-_SEND_FILL = operator.methodcaller("send_fill")
+_RECV_FILL = operator.attrgetter("recv_fill")
+_SEND_FILL = operator.attrgetter("send_fill")
 
 
 def row(sock: Sock, rates: bool = False) -> tuple[str, ...]:

@@ -222,6 +222,34 @@ class JsonParts:
 PLAIN = JsonParts()
 
 
+def backlog_fill(recv_q: int, send_q: int) -> float | None:
+    """A listener's fullness: connections waiting to be accepted / its backlog."""
+    return recv_q / send_q if send_q else None
+
+
+def buffer_fills(proto: str, skmem: tuple[int, ...]) -> tuple[float | None, float | None]:
+    """A socket's (receive, send) fullness against its buffers, None where a buffer is 0.
+    Receive: r / rb (none for UNIX sockets: what one receives is charged to its senders).
+    Send: wmem_queued / sndbuf; UDP and UNIX: wmem_alloc / sndbuf (what the peer has
+    not read yet)."""
+    rcvbuf, sndbuf = skmem[SK_RCVBUF], skmem[SK_SNDBUF]
+    recv = skmem[SK_RMEM] / rcvbuf if rcvbuf and proto != "unix" else None
+    if not sndbuf:
+        return recv, None
+    used = skmem[SK_WMEM] if proto in ("udp", "unix") else skmem[SK_WQUEUED]
+    return recv, used / sndbuf
+
+
+def queue_fills(
+    proto: str, state: str, recv_q: int, send_q: int, skmem: tuple[int, ...] | None
+) -> tuple[float | None, float | None]:
+    """Sock.recv_fill and send_fill: a listener's accept queue / backlog (no send fill),
+    else buffer_fills; None without skmem."""
+    if state == "LISTEN":
+        return backlog_fill(recv_q, send_q), None
+    return (None, None) if skmem is None else buffer_fills(proto, skmem)
+
+
 class Sock:
     """One socket as sock_diag reports it, plus what bufmon adds (process, flags)."""
 
@@ -251,6 +279,8 @@ class Sock:
         "segs_in",
         "listener",
         "rates",
+        "recv_fill",
+        "send_fill",
     )
 
     def __init__(
@@ -302,6 +332,7 @@ class Sock:
         # the listener whose accept queue holds this connection (not accepted yet)
         self.listener: Sock | None = None
         self.rates: Rates | None = None  # set by bufmon.rates from the sample before
+        self.refill()
 
     # what a UNIX socket adds to these fields (UnixSock.unix_fields); None for others
     unix_fields: tuple[Any, ...] | None = None
@@ -318,22 +349,11 @@ class Sock:
     def skmem_value(self, index: int) -> int | None:
         return None if self.skmem is None else self.skmem[index]
 
-    def recv_fill(self) -> float | None:
-        """Receive fullness: accept queue / backlog for listeners, else r / rb."""
-        if self.state == "LISTEN":
-            return self.recv_q / self.send_q if self.send_q else None
-        sk = self.skmem
-        if sk is None or not sk[SK_RCVBUF]:
-            return None
-        return sk[SK_RMEM] / sk[SK_RCVBUF]
-
-    def send_fill(self) -> float | None:
-        """Send fullness: wmem_queued / sndbuf (UDP: wmem_alloc / sndbuf)."""
-        sk = self.skmem
-        if sk is None or not sk[SK_SNDBUF] or self.state == "LISTEN":
-            return None
-        used = sk[SK_WMEM] if self.proto == "udp" else sk[SK_WQUEUED]
-        return used / sk[SK_SNDBUF]
+    def refill(self) -> None:
+        """Set the fills from the queues and skmem (after a change to them)."""
+        self.recv_fill, self.send_fill = queue_fills(
+            self.proto, self.state, self.recv_q, self.send_q, self.skmem
+        )
 
     def worst_severity(self) -> int:
         if not self.flags:  # most sockets: no generator to make (sorting 40,000 asks each)
@@ -461,17 +481,6 @@ class UnixSock(Sock):
     def unix_fields(self) -> tuple[Any, ...]:  # type: ignore[override]
         """sock_type, peer_inode, icons, senders_q, peer_process."""
         return (self.sock_type, self.peer_inode, self.icons, self.senders_q, self.peer_process)
-
-    def recv_fill(self) -> float | None:
-        """Only a listener's queue has a limit of its own (the backlog)."""
-        return Sock.recv_fill(self) if self.state == "LISTEN" else None
-
-    def send_fill(self) -> float | None:
-        """wmem_alloc / sndbuf: what the peer has not read yet against the limit."""
-        sk = self.skmem
-        if sk is None or not sk[SK_SNDBUF] or self.state == "LISTEN":
-            return None
-        return sk[SK_WMEM] / sk[SK_SNDBUF]
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> UnixSock:

@@ -19,7 +19,7 @@ from typing import Any
 from collectors import tcpinfo
 from collectors.checkpoint import Checkpoint, no_pause
 from collectors.gcpolicy import gc_paused
-from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo
+from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo, backlog_fill, buffer_fills
 from collectors.replyruns import Fixed, run_length
 
 NETLINK_SOCK_DIAG = 4
@@ -36,6 +36,7 @@ EXT_MEMINFO = 1 << (INET_DIAG_MEMINFO - 1)  # asked only of kernels without SKME
 EXT_TCP = (1 << (INET_DIAG_INFO - 1)) | EXT_SKMEMINFO
 EXT_UDP = EXT_SKMEMINFO
 ALL_STATES = 0xFFFFFFFF
+TCP_LISTEN = 10  # the state code of a listener, UNIX ones too
 
 NLMSGHDR = struct.Struct("=IHHII")
 REQ_V2 = struct.Struct("=BBBBI48s")  # inet_diag_req_v2
@@ -255,18 +256,33 @@ SEGS_IN_AT, SEGS_IN_END = tcpinfo.span("segs_in")
 _U32 = struct.Struct("=I").unpack_from
 
 
-class Skmems(dict[bytes, tuple[int, ...]]):
-    """skmem tuples by their raw bytes: idle sockets of one kind repeat the same
-    buffer sizes, so most sockets share a tuple instead of making one each."""
+Filled = tuple[tuple[int, ...], float | None, float | None]  # skmem, its buffer_fills
 
-    def __missing__(self, raw: bytes) -> tuple[int, ...]:
+
+class Skmems(dict[bytes, Filled]):
+    """One protocol's skmem tuples by their raw bytes, with their fills: idle sockets of
+    one kind repeat the same buffer sizes, so most sockets share a tuple and its fills
+    instead of making them each."""
+
+    def __init__(self, proto: str) -> None:
+        super().__init__()
+        self.proto = proto
+
+    def __missing__(self, raw: bytes) -> Filled:
         if len(self) >= MAX_SKMEMS:
             self.clear()
-        skmem = self[raw] = SKMEMINFO.unpack(raw)
-        return skmem
+        skmem = SKMEMINFO.unpack(raw)
+        filled = self[raw] = (skmem, *buffer_fills(self.proto, skmem))
+        return filled
 
 
-SKMEMS = Skmems()
+class _SkmemsByProto(dict[str, Skmems]):
+    def __missing__(self, proto: str) -> Skmems:
+        made = self[proto] = Skmems(proto)
+        return made
+
+
+SKMEMS = _SkmemsByProto()  # a protocol's Skmems, made when first asked for
 
 
 def _slow_row(data: bytes | memoryview, pos: int, length: int) -> tuple[Any, ...]:
@@ -327,7 +343,7 @@ def decode_messages(
     pos = 0
     view = memoryview(data)
     hdr_unpack = NLMSGHDR_HEAD.unpack_from
-    make = functools.partial(_Decoded, netns, proto)
+    make = functools.partial(_Decoded, netns, proto, SKMEMS[proto])
     while pos + 16 <= end:
         length, mtype, mflags, mseq = hdr_unpack(data, pos)
         if length < 16 or pos + length > end:
@@ -370,7 +386,8 @@ def decode_messages(
 class _Decoded(Sock):
     """A Sock made straight from one row's raw values: the decoder's hot path, one
     Python frame per socket (Sock.__init__ is the readable constructor). skmem and
-    tcp_info come as their raw bytes; equal skmem bytes share one tuple (SKMEMS)."""
+    tcp_info come as their raw bytes; equal skmem bytes share one tuple and its
+    fills (Skmems)."""
 
     __slots__ = ()
 
@@ -378,6 +395,7 @@ class _Decoded(Sock):
         self,
         netns: str,
         proto: str,
+        skmems: Skmems,
         family: int,
         state: int,
         timer: int,
@@ -405,7 +423,13 @@ class _Decoded(Sock):
         self.peer_addr = addrs[dst]
         self.peer_port = _PORTS[dport]
         self.recv_q, self.send_q = rq, wq
-        self.skmem = None if skmem is None else SKMEMS[skmem]
+        if state == TCP_LISTEN:
+            self.skmem = None if skmem is None else skmems[skmem][0]
+            self.recv_fill, self.send_fill = backlog_fill(rq, wq), None
+        elif skmem is None:
+            self.skmem = self.recv_fill = self.send_fill = None
+        else:
+            self.skmem, self.recv_fill, self.send_fill = skmems[skmem]
         # segs_in moves with every segment received: the cheapest sign of a change
         if info is None:
             self.info = self.segs_in = None

@@ -18,7 +18,7 @@ from itertools import repeat, starmap
 from typing import Any
 
 from collectors.gcpolicy import gc_paused
-from collectors.model import STATE_NAMES, UNIX_TYPES, Sock, UnixSock
+from collectors.model import STATE_NAMES, UNIX_TYPES, Sock, UnixSock, backlog_fill
 from collectors.replyruns import Fixed, run_length
 from collectors.sockdiag import (
     ALL_STATES,
@@ -33,6 +33,7 @@ from collectors.sockdiag import (
     SKMEM_LEN,
     SKMEMS,
     SOCK_DIAG_BY_FAMILY,
+    TCP_LISTEN,
     DiagError,
     SockDiag,
     _check_control,
@@ -56,6 +57,7 @@ MAX_NAMES = 65536  # decoded paths kept; cleared when full
 
 _STATES = tuple(STATE_NAMES.get(code, str(code)) for code in range(256))
 _TYPES = tuple(UNIX_TYPES.get(code, str(code)) for code in range(256))
+_SKMEMS = SKMEMS["unix"]
 
 
 def request(seq: int) -> bytes:
@@ -317,7 +319,13 @@ class _Decoded(UnixSock):
         self.local_port = self.peer_port = self.timer_expires_ms = self.retrans = 0
         self.peer_addr = ""
         self.recv_q, self.send_q = rq, wq
-        self.skmem = None if skmem is None else SKMEMS[skmem]
+        if state == TCP_LISTEN:
+            self.skmem = None if skmem is None else _SKMEMS[skmem][0]
+            self.recv_fill, self.send_fill = backlog_fill(rq, wq), None
+        elif skmem is None:
+            self.skmem = self.recv_fill = self.send_fill = None
+        else:
+            self.skmem, self.recv_fill, self.send_fill = _SKMEMS[skmem]
         self.info = self.segs_in = self.process = self.peer_process = self.listener = self.rates = (
             None
         )

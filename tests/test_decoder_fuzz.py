@@ -41,6 +41,7 @@ from collectors.sockdiag import (
     PROTOCOLS,
     REQ_V2,
     RTATTR,
+    SKMEMS,
     SOCK_DIAG_BY_FAMILY,
     DiagError,
     _Decoded,
@@ -368,7 +369,7 @@ def _one_by_one(data: bytes, proto: str) -> list[Sock]:
     for m in split(data):
         if m.mtype == SOCK_DIAG_BY_FAMILY and m.body[0] in (socket.AF_INET, socket.AF_INET6):
             one = join([m])
-            out.append(_Decoded("fuzz", proto, *_slow_row(one, 0, len(one))))
+            out.append(_Decoded("fuzz", proto, SKMEMS[proto], *_slow_row(one, 0, len(one))))
     return out
 
 

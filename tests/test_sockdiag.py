@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import struct
@@ -9,7 +10,8 @@ import struct
 import pytest
 from factories import make_sock
 
-from collectors.model import Sock
+from collectors import unixdiag
+from collectors.model import Sock, queue_fills
 from collectors.sockdiag import (
     _PORTS,
     EXT_TCP,
@@ -78,3 +80,49 @@ def test_an_error_code_beyond_any_errno_is_a_diag_error() -> None:
 
 def test_the_port_table_is_ntohs_of_every_16_bit_value() -> None:
     assert tuple(socket.ntohs(raw) for raw in range(65536)) == _PORTS
+
+
+def test_the_fills_a_dump_stores_are_the_rule_on_its_values() -> None:
+    """The decoder stores each socket's fills with its shared skmem tuple (collectors.
+    sockdiag.Skmems); they must be what queue_fills makes of the socket's own values, as
+    a recording's sockets (Sock.from_json) get them. Real sockets of each kind: a
+    listener with a full accept queue, a connection holding unread bytes, a UDP socket
+    holding a datagram, a UNIX pair with unread bytes and a UNIX listener."""
+    held: list[socket.socket] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    held.append(listener)
+    for _ in range(2):  # the second waits in the queue beyond the backlog's 1
+        client = socket.create_connection(listener.getsockname())
+        held.append(client)
+    held[1].sendall(b"x" * 5000)  # unread on the server's side
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.sendto(b"y" * 700, udp.getsockname())
+    a, b = socket.socketpair()
+    a.sendall(b"z" * 3000)
+    unix_listener = socket.socket(socket.AF_UNIX)
+    unix_listener.bind(f"\0bufmon-fills-test-{os.getpid()}")
+    unix_listener.listen(1)
+    held += [udp, a, b, unix_listener]
+    ports = (listener.getsockname()[1], udp.getsockname()[1])
+    diag = SockDiag()
+    try:
+        socks = diag.dump()
+        unixdiag.dump_into(diag, socks)
+    finally:
+        diag.close()
+        for s in held:
+            s.close()
+    ours = [s for s in socks if s.local_port in ports]
+    assert {s.state for s in ours} >= {"LISTEN", "ESTAB", "UNCONN"}
+    assert any(s.state == "LISTEN" and s.recv_fill for s in ours)  # its queue: 1 of 1 or more
+    assert any(s.proto == "udp" and s.recv_fill for s in ours)
+    assert any(s.proto == "unix" and s.send_fill for s in socks)
+    assert any(s.proto == "unix" and s.state == "LISTEN" for s in socks)
+    for s in socks:
+        rule = queue_fills(s.proto, s.state, s.recv_q, s.send_q, s.skmem)
+        assert (s.recv_fill, s.send_fill) == rule, s.to_json()
+        again = Sock.from_json(s.to_json())
+        assert (again.recv_fill, again.send_fill) == rule

@@ -49,7 +49,7 @@ def _by_rows(socks: list[Sock], rates: bool) -> str:
     for s in socks:
         cells = [netns_text(s), s.proto, s.state + (" (closed)" if s.closed else "")]
         cells += [str(s.recv_q), str(s.send_q), *ends(s)]
-        cells += [percent(s.recv_fill()), percent(s.send_fill())]
+        cells += [percent(s.recv_fill), percent(s.send_fill)]
         cells += [*(rate_cells(s) if rates else ()), process_text(s), flag_tags(s.flags)]
         rows.append([printable(c) for c in cells])
     numeric = {3, 4, 7, 8, *(range(9, 12) if rates else ())}

@@ -220,7 +220,7 @@ async def test_detail_plots_follow_a_live_stalled_reader(
 
         # every refresh moves the plots on; the last column is the fill the socket has
         await until(pilot, lambda: detail.past is not None and detail.past.now > opened + 1.0)
-        fill = detail.sock.recv_fill()
+        fill = detail.sock.recv_fill
         assert fill is not None and fill > 0.3  # the unread data fills the buffer
         assert receive.line.data[-2] == pytest.approx(fill, abs=0.02)
 

@@ -67,7 +67,7 @@ def test_rendered_rows_fill_the_width_exactly(width: int) -> None:
 
 def test_worst_first_then_fullness() -> None:
     view = compute_view(snap := synthetic_snapshot(400), request())
-    ranks = [(s.worst_severity(), max(s.recv_fill() or 0, s.send_fill() or 0)) for s in view.rows]
+    ranks = [(s.worst_severity(), max(s.recv_fill or 0, s.send_fill or 0)) for s in view.rows]
     assert ranks == sorted(ranks, reverse=True)
     assert view.rows[0].flags[0].severity == "critical"
     assert view.matched == len(snap.sockets) == len(view.index)
@@ -77,9 +77,9 @@ def test_reverse_and_filter() -> None:
     snap = synthetic_snapshot(300)
     forward = compute_view(snap, request(sort="recvq"))
     backward = compute_view(snap, request(sort="recvq", reverse=True))
-    fills = [s.recv_fill() or 0.0 for s in forward.rows]
+    fills = [s.recv_fill or 0.0 for s in forward.rows]
     assert fills == sorted(fills, reverse=True)
-    assert [s.recv_fill() or 0.0 for s in backward.rows] == sorted(fills)
+    assert [s.recv_fill or 0.0 for s in backward.rows] == sorted(fills)
     listeners = compute_view(snap, request(predicate=compile_filter("state:listen")))
     assert listeners.rows and all(s.state == "LISTEN" for s in listeners.rows)
 
@@ -135,7 +135,7 @@ def test_group_by_process_adds_up_its_members() -> None:
 
 def test_gauge_labels_by_socket_kind() -> None:
     listener = make_listener(80, recv_q=3, send_q=2, skmem=(0, 1, 0, 1, 0, 0, 0, 0, 0))
-    assert recv_label(listener) == "3/2" and listener.recv_fill() == 1.5
+    assert recv_label(listener) == "3/2" and listener.recv_fill == 1.5
     assert send_label(listener) == ""
     udp = make_udp(
         53,

@@ -74,6 +74,7 @@ def test_a_listener_sharing_a_connections_skmem_ranks_by_its_queue(snapshot: Sna
     listener = next(s for s in snapshot.sockets if s.state == "LISTEN" and s.recv_q)
     conn = copy.copy(next(s for s in snapshot.sockets if s.state == "ESTAB" and s.proto == "tcp"))
     conn.skmem, conn.flags = listener.skmem, ()
+    conn.refill()
     socks = [conn, listener]
     assert worst_keys(socks) == [worst_key(conn), worst_key(listener)]
     assert worst_key(conn) != worst_key(listener)

@@ -205,8 +205,8 @@ def _gauge_row(block: Block, label: str, fill: float | None, value: str) -> None
 
 def memory_text(s: Sock, width: int) -> Text:
     block = Block("Queues", width)
-    _gauge_row(block, "Recv-Q", s.recv_fill(), f"{recv_label(s)}  (Recv-Q {s.recv_q})")
-    _gauge_row(block, "Send-Q", s.send_fill(), f"{send_label(s)}  (Send-Q {s.send_q})")
+    _gauge_row(block, "Recv-Q", s.recv_fill, f"{recv_label(s)}  (Recv-Q {s.recv_q})")
+    _gauge_row(block, "Send-Q", s.send_fill, f"{send_label(s)}  (Send-Q {s.send_q})")
     sk = s.skmem
     block.row("skmem")
     if sk is None:

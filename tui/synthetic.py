@@ -273,6 +273,7 @@ def _focus_socket(frame: int, rng: random.Random) -> Sock:
     s.local_port, s.cookie, s.inode = FOCUS_PORT, 999_999, 999_999
     s.recv_q = rmem
     s.skmem = (rmem, RCVBUF, 0, SNDBUF, 4096, 0, 0, 0, 0)
+    s.refill()
     rtt = 2000 + (rmem // 64 if stalled else 0)
     s.info = TcpInfo.from_fields(rtt=rtt, min_rtt=1500, rcv_wnd=0 if rmem >= RCVBUF else 65536)
     s.flags = []

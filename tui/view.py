@@ -153,7 +153,7 @@ class GroupRow:
         self.count += 1
         self.recv_q += s.recv_q
         self.send_q += s.send_q
-        recv, send = s.recv_fill(), s.send_fill()
+        recv, send = s.recv_fill, s.send_fill
         if recv is not None and recv > self.max_recv_fill:
             self.max_recv_fill = recv
         if send is not None and send > self.max_send_fill:
@@ -182,8 +182,8 @@ SOCKET_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "local": (lambda s: _text_number_key(s.local_addr, s.local_port), False),
     "peer": (lambda s: _text_number_key(s.peer_addr, s.peer_port), False),
     "process": (_process_key, False),
-    "recvq": (lambda s: _queue_key(s.recv_fill(), s.recv_q), True),
-    "sendq": (lambda s: _queue_key(s.send_fill(), s.send_q), True),
+    "recvq": (lambda s: _queue_key(s.recv_fill, s.recv_q), True),
+    "sendq": (lambda s: _queue_key(s.send_fill, s.send_q), True),
     "rtt": (lambda s: -1 if s.info is None else s.info.get("rtt") or 0, True),
     "rx": (lambda s: _rate_key(rx_rate(s)), True),
     "tx": (lambda s: _rate_key(tx_rate(s)), True),

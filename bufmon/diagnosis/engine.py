@@ -42,7 +42,7 @@ _RULE_STATES = frozenset({"LISTEN", "CLOSE-WAIT"})  # a track even when idle
 def record_values(s: Sock) -> tuple[int, ...]:
     """The history record of one sample (every field but the time)."""
     info, sk = s.info, s.skmem
-    rfill, sfill = s.recv_fill(), s.send_fill()
+    rfill, sfill = s.recv_fill, s.send_fill
     gauges: list[int] = [0, 0, 0, 0]
     counters: list[int] = [0, 0, 0, 0, 0]
     if info is not None:

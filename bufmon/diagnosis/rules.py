@@ -311,7 +311,7 @@ class SocketRules:
         cfg = self.config.send_queue_full
         if s.send_q <= 0:
             return None
-        fill = s.send_fill()
+        fill = s.send_fill
         if fill is None or fill < cfg.fill:
             return None
         limit = self.send_limit(s, now, ctx)

@@ -51,8 +51,8 @@ def _peaks_of(sock: Sock) -> dict[str, float]:
     return {
         "recv_q": sock.recv_q,
         "send_q": sock.send_q,
-        "rx": sock.recv_fill() or 0.0,
-        "tx": sock.send_fill() or 0.0,
+        "rx": sock.recv_fill or 0.0,
+        "tx": sock.send_fill or 0.0,
     }
 
 
