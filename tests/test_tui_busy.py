@@ -461,12 +461,19 @@ def held_views(
 
 
 @pytest.mark.root
+@pytest.mark.parametrize(
+    ("hold", "last_cost"),
+    [(0.5, None), (1.5, 3.0)],
+    ids=["within-the-least-budget", "past-it-as-long-as-a-refresh-costs"],
+)
 async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, hold: float, last_cost: float | None
 ) -> None:
     """Real sockets read by the real Monitor. A key's View is held and a refresh is
     asked for meanwhile: the refresh waits at its next checkpoint, the View ends first,
-    then the refresh goes on; the cost that paces the refreshes leaves the wait out."""
+    then the refresh goes on; the cost that paces the refreshes leaves the wait out.
+    The refresh waits past VIEW_WAIT (1 s) when the last refresh cost more (a big host,
+    where a few keys' Views would spend a fixed budget)."""
     events: list[str] = []
     gate = threading.Event()
     costs: list[tuple[float, float]] = []  # (cost, seconds from its start to its end)
@@ -489,12 +496,14 @@ async def test_a_refresh_waits_at_a_checkpoint_while_a_keys_view_is_computed(
             )
             await until(pilot, lambda: not app._prefetching)
             first = app.snapshot
+            if last_cost is not None:
+                app.pace.took(last_cost)
             await pilot.press("r")
             await until(pilot, lambda: events == ["view starts"])
             app.refresh_now()
             await until(pilot, lambda: "refresh waits" in events)
             held = time.monotonic()
-            await pilot.pause(0.5)  # the View takes a while
+            await pilot.pause(hold)  # the View takes a while
             assert app._collecting and app.snapshot is first  # the refresh has not ended
             gate.set()
             released = time.monotonic()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 
+from bufmon.pacing import Pace
 from collectors.gcpolicy import gc_paused, settle
 from collectors.model import Snapshot
 from tui.fmt import one_line
@@ -26,7 +27,7 @@ from tui.view import Stale, Unwanted, View, ViewRequest, compute_view, wanted
 if TYPE_CHECKING:
     from tui.main import MainScreen
 
-VIEW_WAIT = 1.0  # seconds at most a refresh or a prefetch waits in all for keys' Views
+VIEW_WAIT = 1.0  # seconds a refresh or a prefetch may wait in all for keys' Views, at least
 
 
 def settled_view(snapshot: Snapshot, request: ViewRequest, unwanted: Unwanted = wanted) -> View:
@@ -42,6 +43,7 @@ class ViewWork(App[int]):
     """Computing and prefetching the list's Views; the app keeps the state and snapshot."""
 
     main: MainScreen
+    pace: Pace
     state: ListState
     snapshot: Snapshot | None
     error: str | None
@@ -65,8 +67,11 @@ class ViewWork(App[int]):
 
     def keys_first(self) -> KeysFirst:
         """A checkpoint for one piece of background work (a refresh, a prefetch): it
-        waits while a key's View is computed or painted, VIEW_WAIT in all at most."""
-        return KeysFirst(self._views_idle, VIEW_WAIT)
+        waits while a key's View is computed or painted, in all at most as long as the
+        last refresh cost (VIEW_WAIT at least): keys at most double a refresh's time. On
+        a big host a few keys' Views (a new grouping: a pass over every socket) outlast
+        a fixed budget, and the keys after them would share the GIL with the refresh."""
+        return KeysFirst(self._views_idle, max(VIEW_WAIT, self.pace.cost or 0.0))
 
     def hand_over(self, callback: Callable[..., None], *args: Any) -> None:
         """Call `callback` on the UI thread, unless the app has ended."""
