@@ -35,42 +35,19 @@ def netns_text(s: Sock) -> str:
     return s.netns_name or s.netns
 
 
-def fullness(s: Sock) -> float:
-    """The fuller of the two directions (0 when unknown)."""
-    recv, send = s.recv_fill or 0.0, s.send_fill or 0.0
-    return recv if recv > send else send  # max() costs a call: this runs per socket
-
-
 def worst_key(s: Sock) -> float:
-    """Larger is worse: severity of the worst flag, then fullness.
+    """Larger is worse: severity of the worst flag, then fullness (the fuller of the two
+    directions, 0 when unknown, capped at MAX_FILL).
 
     A plain float: C sorts floats several times faster than tuples, and a sort holds
     the GIL for its whole run. Computed for every socket of every snapshot the view
-    shows, so written for speed (an unflagged socket skips the severity).
+    shows, so written for speed: no call but for a flagged socket's severity.
     """
-    full = fullness(s)
+    recv, send = s.recv_fill or 0.0, s.send_fill or 0.0
+    full = recv if recv > send else send
     if full > MAX_FILL:
         full = MAX_FILL
     return s.worst_severity() * (MAX_FILL + 1) + full if s.flags else full
-
-
-def worst_keys(socks: Iterable[Sock]) -> list[float]:
-    """[worst_key(s) for s in socks], in about 40% of the time at 40,000 sockets: an
-    unflagged TCP connection that does not listen ranks by its skmem alone (its
-    fullness), and the collector shares equal skmem tuples, so each is ranked once."""
-    ranked: dict[int, float] = {}  # id(skmem) -> key: every skmem lives through the call
-    keys: list[float] = []
-    add = keys.append
-    for s in socks:
-        sk = s.skmem
-        if s.flags or sk is None or s.proto != "tcp" or s.state == "LISTEN":
-            add(worst_key(s))
-            continue
-        key = ranked.get(id(sk))
-        if key is None:
-            key = ranked[id(sk)] = worst_key(s)
-        add(key)
-    return keys
 
 
 def worst_first(socks: Iterable[Sock]) -> list[Sock]:

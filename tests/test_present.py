@@ -34,7 +34,10 @@ def test_the_table_and_the_tui_order_sockets_the_same_way() -> None:
         s.key for s in compute_view(snap, ViewRequest(0, None, "flags", False, None, ())).rows
     ]
     assert table_order == tui_order
-    ranks = [(s.worst_severity(), present.fullness(s)) for s in present.worst_first(snap.sockets)]
+    ranks = [
+        (s.worst_severity(), max(s.recv_fill or 0.0, s.send_fill or 0.0))
+        for s in present.worst_first(snap.sockets)
+    ]
     assert ranks == sorted(ranks, reverse=True)
 
 

@@ -1,4 +1,4 @@
-"""worst_keys (the view's "flags" order over many sockets) gives worst_key's own keys.
+"""worst_key, the view's "flags" order, over real sockets of each kind.
 
 Real sockets in a namespace of the test's own: idle pairs (sharing one skmem tuple), a
 stalled reader (a full receive queue), a full accept queue (listeners rank by their
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from bufmon.monitor import Monitor
-from bufmon.present import worst_key, worst_keys
+from bufmon.present import MAX_FILL, worst_key
 from bufmon.scenarios import AcceptQueueFull, IdleKeepalive, Netns, StalledReader, UdpDrops
 from collectors.model import Flag, Snapshot
 from tui.view import DEFAULT_SORT, ViewRequest, compute_view
@@ -50,15 +50,14 @@ def test_the_kinds_that_rank_apart_are_all_here(snapshot: Snapshot) -> None:
     assert len({id(sk) for sk in idle}) < len(idle)  # the collector shares equal skmem
 
 
-def test_keys_are_worst_keys_own_with_and_without_flags(snapshot: Snapshot) -> None:
-    socks = snapshot.sockets
-    assert worst_keys(socks) == [worst_key(s) for s in socks]
+def test_a_flag_ranks_above_any_fullness(snapshot: Snapshot) -> None:
+    socks = [copy.copy(s) for s in snapshot.sockets]
     shared = [s for s in socks if s.proto == "tcp" and s.state == "ESTAB" and not s.recv_q]
     for s in shared[::2]:  # half of those sharing a skmem tuple get a flag
-        s.flags = [Flag("stalled_reader", "critical", 0.0, "held")]
-    keys = worst_keys(socks)
-    assert keys == [worst_key(s) for s in socks]
-    assert max(keys) > max(worst_key(s) for s in shared[1::2])
+        s.flags = [Flag("stalled_reader", "info", 0.0, "held")]
+    flagged = min(worst_key(s) for s in shared[::2])
+    assert flagged > max(worst_key(s) for s in socks if not s.flags)
+    assert all(worst_key(s) <= MAX_FILL for s in socks if not s.flags)
 
 
 def test_the_view_orders_by_them(snapshot: Snapshot) -> None:
@@ -69,12 +68,11 @@ def test_the_view_orders_by_them(snapshot: Snapshot) -> None:
 
 
 def test_a_listener_sharing_a_connections_skmem_ranks_by_its_queue(snapshot: Snapshot) -> None:
-    """A listener's fullness is its accept queue: the tuple the collector shares with a
-    connection (by hand here: real ones differ in sndbuf) must not pass on a key."""
+    """A listener's fullness is its accept queue, not its skmem (given to a connection
+    by hand here: real ones differ in sndbuf)."""
     listener = next(s for s in snapshot.sockets if s.state == "LISTEN" and s.recv_q)
     conn = copy.copy(next(s for s in snapshot.sockets if s.state == "ESTAB" and s.proto == "tcp"))
     conn.skmem, conn.flags = listener.skmem, ()
     conn.refill()
-    socks = [conn, listener]
-    assert worst_keys(socks) == [worst_key(conn), worst_key(listener)]
     assert worst_key(conn) != worst_key(listener)
+    assert worst_key(listener) == min(listener.recv_q / listener.send_q, MAX_FILL)

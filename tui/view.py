@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import resource
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, overload
 
 from bufmon.filters import Predicate, select
-from bufmon.present import netns_text, worst_key, worst_keys
+from bufmon.present import netns_text, worst_key
 from bufmon.rates import retr_rate, rx_rate, tx_rate
 from collectors.model import SEVERITIES, SEVERITY_RANK, Snapshot, Sock
 
@@ -201,10 +200,6 @@ GROUP_SORTS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "flags": (lambda g: (g.worst, sum(g.flag_counts.values()), g.count), True),
 }
 DEFAULT_SORT = "flags"
-# a sort key's faster form over a chunk of rows at once (the same keys)
-BATCH_KEYS: dict[Callable[[Any], Any], Callable[[Sequence[Any]], Iterable[Any]]] = {
-    worst_key: worst_keys
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,10 +356,9 @@ class _Prepared:
         keys = self.sort_keys.get(sort)
         if keys is None:
             key = sorts_for(self.group_by)[sort][0]
-            make = BATCH_KEYS.get(key) or partial(map, key)
             keys = []
             for part in chunks(self.rows, unwanted):
-                keys += make(part)
+                keys += map(key, part)
             self.sort_keys[sort] = keys
         return keys
 
