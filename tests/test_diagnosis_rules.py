@@ -840,6 +840,16 @@ def test_history_forgets_closed_sockets_and_trims_to_window() -> None:
     assert len(diag.history) == 0 and diag.history.nbytes() == 0
 
 
+def test_history_forgets_a_socket_replaced_in_the_same_refresh() -> None:
+    """As many sockets as before, one of them new: the closed one is still forgotten."""
+    diag = Diagnoser(Config())
+    run(diag, range(3), lambda t: [tcp(1), tcp(2)])
+    run(diag, [3.0], lambda t: [tcp(1), tcp(3)])
+    assert len(diag.history) == 2
+    assert diag.history.series(("host", 3), "recv_q") == [(3.0, 0.0)]
+    assert diag.history.series(("host", 2), "recv_q") == []
+
+
 def test_history_counters_read_back_as_increments() -> None:
     h = History(window=600)
     zero = (0,) * 9

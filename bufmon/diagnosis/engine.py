@@ -1,6 +1,6 @@
 """The Diagnoser: one pass over a snapshot's sockets, flags set in place.
 
-The common healthy socket costs one tcp_info field, a hash and three dict operations:
+The common healthy socket costs a tuple of its sample and three dict operations:
 rule work starts only when a queue is non-empty, the socket listens, a UDP socket
 changed, a changed socket's srtt is high enough for the Nagle hint, or the socket
 already has rule state (a pending or raised flag). A sample is "changed" when its
@@ -34,9 +34,18 @@ from collectors.checkpoint import Checkpoint, in_steps, no_pause
 from collectors.model import IDLE, SK_DROPS, Snapshot, Sock, UnixSock
 
 Key = tuple[str, int]
+# A sample's queues, skmem (a tuple the dump shares between equal samples, so two
+# signatures compare by identity first), segs_in, state, quiet: kept as the values
+# themselves, not a hash of them, so an unchanged sample is never hashed
+Signature = tuple[object, ...]
 _RECORD_INFO = ("rtt", "snd_wnd", "rcv_wnd", "total_retrans")
 _RECORD_COUNTERS = ("bytes_acked", "bytes_received", "busy_time", "rwnd_limited", "sndbuf_limited")
 _RULE_STATES = frozenset({"LISTEN", "CLOSE-WAIT"})  # a track even when idle
+
+
+def _count(sigs: dict[str, dict[int, Signature]]) -> int:
+    """The signatures kept, over every namespace."""
+    return sum(map(len, sigs.values()))
 
 
 def record_values(s: Sock) -> tuple[int, ...]:
@@ -77,7 +86,7 @@ class Diagnoser:
         self.rules = SocketRules(config, self.history)
         self.system_rules = SystemRules(config)
         self.unix_rules = UnixRules(config)
-        self._sigs: dict[str, dict[int, int]] = {}  # sample signature by netns, cookie
+        self._sigs: dict[str, dict[int, Signature]] = {}  # sample signature by netns, cookie
         self._tracks: dict[str, dict[int, Track]] = {}
         self._closed: dict[Key, tuple[Sock, float]] = {}  # closed flagged sockets, closed at
         self._generation = 0
@@ -124,7 +133,7 @@ class Diagnoser:
         State is kept per namespace by cookie: int keys are the cheapest dict lookups."""
         now, generation = ctx.now, self._generation
         olds = self._sigs
-        news: dict[str, dict[int, int]] = {}
+        news: dict[str, dict[int, Signature]] = {}
         all_tracks = self._tracks
         rules, unix_rules = self.rules, self.unix_rules
         append = self.history.append
@@ -134,9 +143,10 @@ class Diagnoser:
         listeners: list[tuple[Sock, Track]] = []
         others: list[Sock] = []
         netns: str | None = None
-        old: dict[int, int] = {}
-        new: dict[int, int] = {}
+        old: dict[int, Signature] = {}
+        new: dict[int, Signature] = {}
         tracks: dict[int, Track] = {}
+        fresh = 0  # sockets without a signature before (each cookie at least once)
         for s in in_steps(socks, checkpoint):
             if s.netns is not netns:  # a dump lists each namespace's sockets together
                 netns = s.netns
@@ -147,9 +157,9 @@ class Diagnoser:
             rq, sq = s.recv_q, s.send_q
             if info is not None:
                 quiet = (s.rates or IDLE) is IDLE  # no rates yet, or none moved
-                sig = hash((rq, sq, s.skmem, s.segs_in, s.state, quiet))
+                sig: Signature = (rq, sq, s.skmem, s.segs_in, s.state, quiet)
             elif s.skmem is not None:
-                sig = hash((rq, sq, s.skmem))
+                sig = (rq, sq, s.skmem)
             else:
                 others.append(s)
                 continue
@@ -157,12 +167,14 @@ class Diagnoser:
             new[cookie] = sig
             tr = tracks.get(cookie)
             rtt = 0  # srtt moves only with incoming acks: an unchanged sample needs no rtt
-            if old.get(cookie) == sig:
+            before = old.get(cookie)
+            if before == sig:
                 if tr is None and idle_skips and not (rq or sq or s.state in _RULE_STATES):
                     continue  # most sockets: the same sample, idle, no track
                 changed = False
             else:
                 changed = True
+                fresh += before is None
                 append((netns, cookie), now, record_values(s))
                 if info is not None:
                     rtt = info.get("rtt") or 0
@@ -193,9 +205,10 @@ class Diagnoser:
             s.flags = flags
             tr.sock = s if flags else None
         self._sigs = news
-        for name, before in olds.items():
-            for cookie in filterfalse(news.get(name, {}).__contains__, before):  # gone since
-                self.history.forget((name, cookie))
+        if _count(news) - fresh < _count(olds):  # some sockets are gone since
+            for name, gone in olds.items():
+                for cookie in filterfalse(news.get(name, {}).__contains__, gone):
+                    self.history.forget((name, cookie))
         return listeners, others
 
     def _forget_closed(self, now: float) -> None:
