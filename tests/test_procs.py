@@ -154,6 +154,32 @@ def test_cache_is_reused_and_owners_are_scanned_first(child: Child) -> None:
     assert socks[1].process is not None and socks[1].process.pid == child.pid
 
 
+def test_lookup_table_follows_the_order_of_the_sockets(child: Child) -> None:
+    """After a change the inode -> process table is rebuilt in the order the sockets
+    came in (a dump's, which the next dump repeats), so the next refresh's lookups walk
+    it in order; not in the order a scan found the owners (another process's first)."""
+    owned = [socket.socket() for _ in range(3)]
+    try:
+        kid = [child.open_listener() for _ in range(3)]
+        mine = [sock_of(inode_of(s)) for s in owned]
+        socks = [kid[2], mine[1], kid[0], mine[2], sock_of(0), mine[0], kid[1]]
+        index = ProcessIndex()
+        index.attribute(socks)
+    finally:
+        for s in owned:
+            s.close()
+    assert list(index._process_of) == [s.inode for s in socks if s.inode]
+    assert [s.process.pid if s.process else None for s in socks] == [
+        child.pid,
+        os.getpid(),
+        child.pid,
+        os.getpid(),
+        None,
+        os.getpid(),
+        child.pid,
+    ]
+
+
 def test_unresolved_inodes_are_retried_only_after_the_interval(child: Child) -> None:
     socks = [sock_of(closed_socket_inode())]
     index = ProcessIndex(full_scan_interval=60.0)
