@@ -8,8 +8,7 @@ parser for bufmon.manpage and bufmon.completion.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bufmon.exporter.command import DEFAULT_LISTEN, DEFAULT_PORT
 
@@ -92,16 +91,14 @@ def add_examples(parser: argparse.ArgumentParser) -> None:
         command.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-@dataclass(frozen=True, slots=True)
-class OptionDoc:
+class OptionDoc(NamedTuple):
     flags: tuple[str, ...]
     metavar: str | None  # None: a switch, it takes no value
     choices: tuple[str, ...]
     help: str
 
 
-@dataclass(frozen=True, slots=True)
-class CommandDoc:
+class CommandDoc(NamedTuple):
     name: str  # "" for bufmon itself
     summary: str
     usage: str  # "bufmon snapshot [-h] [--json] ..."

@@ -18,8 +18,8 @@ import pwd
 import re
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import NamedTuple
 
 from bufmon.memo import Memo
 from bufmon.rates import retr_rate, rx_rate, tx_rate
@@ -56,8 +56,7 @@ _PUNCT = "()!"
 _KEYWORDS = ("or", "and")
 
 
-@dataclass(slots=True, frozen=True)
-class _Token:
+class _Token(NamedTuple):
     kind: str  # "(", ")", "!", "or", "and" or "term"
     text: str
     column: int
@@ -155,12 +154,11 @@ def _address_test(value: str) -> Callable[[str], bool]:
 # they are bound to names the source reads.
 
 
-@dataclass(slots=True, frozen=True)
-class _Code:
+class _Code(NamedTuple):
     """A test as Python source over the socket `s`; `{name}` reads `values[name]`."""
 
     text: str
-    values: dict[str, object] = field(default_factory=dict)
+    values: dict[str, object] = {}  # read, never changed: one {} serves every default
 
 
 def _proto(value: str) -> _Code:

@@ -8,18 +8,23 @@ many sockets that one refresh is slow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 DEFAULT_INTERVAL = 1.0
 DEFAULT_CPU_SHARE = 0.25
 
 
-@dataclass(slots=True)
 class Pace:
-    interval: float = DEFAULT_INTERVAL  # what the user set, or the default
-    chosen: bool = False  # the user set it: it rules, whatever a refresh costs
-    cpu_share: float = DEFAULT_CPU_SHARE  # of one core; 0: never stretch
-    cost: float | None = None  # seconds the last refresh took
+    __slots__ = ("chosen", "cost", "cpu_share", "interval")
+
+    def __init__(
+        self,
+        interval: float = DEFAULT_INTERVAL,  # what the user set, or the default
+        chosen: bool = False,  # the user set it: it rules, whatever a refresh costs
+        cpu_share: float = DEFAULT_CPU_SHARE,  # of one core; 0: never stretch
+    ) -> None:
+        self.interval = interval
+        self.chosen = chosen
+        self.cpu_share = cpu_share
+        self.cost: float | None = None  # seconds the last refresh took
 
     @classmethod
     def from_option(cls, interval: float | None, cpu_share: float = DEFAULT_CPU_SHARE) -> Pace:

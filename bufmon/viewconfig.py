@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bufmon.diagnosis.config import ConfigError, default_path, parse_toml, read_text, read_toml
 
@@ -27,12 +26,11 @@ _KEY_NAME = re.compile(r"^(?:[a-z0-9_]+\+)*(?:[a-z0-9_]+|.)$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]\s.]+)")
 
 
-@dataclass(frozen=True, slots=True)
-class ViewSettings:
+class ViewSettings(NamedTuple):
     columns: tuple[str, ...] | None = None  # None: every column, in the default order
     services: bool = False
     theme: str = "dark"
-    keys: Mapping[str, str] = field(default_factory=dict)  # binding id -> keys
+    keys: Mapping[str, str] = {}  # binding id -> keys (read only: one {} serves every default)
 
 
 def settings_path(explicit: str | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from collectors.runtimes import container_name
 from collectors.untrusted import decode
@@ -22,8 +22,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _POD_CONTAINER = re.compile(r"(?:^|[-/])" + _ID + r"(?:\.scope)?$")  # cgroupfs: .../pod<uid>/<id>
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupOwner:
+class CgroupOwner(NamedTuple):
     """What a cgroup path says about who runs there."""
 
     label: str  # "docker:0123456789ab", "pod:<uid>", "unit:foo.service"

@@ -18,8 +18,8 @@ import socket
 import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import chain, islice
+from typing import NamedTuple
 
 from collectors.cgroups import container_owner
 from collectors.checkpoint import Checkpoint, no_pause
@@ -40,8 +40,7 @@ class NetnsError(RuntimeError):
     """A namespace the user asked for cannot be found or entered."""
 
 
-@dataclass(slots=True)
-class Namespace:
+class Namespace(NamedTuple):
     inode: int
     label: str
     path: str  # what to open to enter it

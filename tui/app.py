@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import ComposeResult
@@ -486,14 +486,14 @@ class BufmonApp(ViewWork):
 
     def _chosen(self, columns: tuple[str, ...] | None) -> None:
         if columns is not None:
-            self.use_settings(replace(self.settings, columns=columns))
+            self.use_settings(self.settings._replace(columns=columns))
 
     def action_services(self) -> None:
-        self.use_settings(replace(self.settings, services=not self.settings.services))
+        self.use_settings(self.settings._replace(services=not self.settings.services))
 
     def action_theme(self) -> None:
         theme = "light" if self.settings.theme == "dark" else "dark"
-        self.use_settings(replace(self.settings, theme=theme))
+        self.use_settings(self.settings._replace(theme=theme))
 
     def use_settings(self, settings: ViewSettings) -> None:
         """Show `settings` now and save them in the config file's [view] table."""
@@ -598,7 +598,7 @@ def view_settings(config_file: str | None, theme: str | None = None) -> tuple[Vi
                 f"{path}: keys: {key} would be both {one} and {other} in {where}; "
                 "give one of them another key"
             )
-    return (settings if theme is None else replace(settings, theme=theme)), path
+    return (settings if theme is None else settings._replace(theme=theme)), path
 
 
 def run_app(

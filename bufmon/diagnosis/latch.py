@@ -10,7 +10,6 @@ and pending conditions or unread flags build no text at all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -26,18 +25,24 @@ class Since(float):
     __slots__ = ()
 
 
-@dataclass(slots=True)
 class Finding:
     """One sample's verdict of a rule: what the flag would say if it were raised."""
 
-    severity: str
-    hold: float
-    text: Text  # a function of bufmon.diagnosis.text: text(*args) = (reason, advice)
-    args: tuple[Any, ...]  # a Sock among them is kept as a text.Named
-    started: float | None = None  # when the condition began, if before this sample
+    __slots__ = ("args", "hold", "severity", "started", "text")
 
-    def __post_init__(self) -> None:
-        self.args = tuple(Named.of(a) if isinstance(a, Sock) else a for a in self.args)
+    def __init__(
+        self,
+        severity: str,
+        hold: float,
+        text: Text,  # a function of bufmon.diagnosis.text: text(*args) = (reason, advice)
+        args: tuple[Any, ...],  # a Sock among them is kept as a text.Named
+        started: float | None = None,  # when the condition began, if before this sample
+    ) -> None:
+        self.severity = severity
+        self.hold = hold
+        self.text = text
+        self.args = tuple(Named.of(a) if isinstance(a, Sock) else a for a in args)
+        self.started = started
 
     def words_at(self, now: float) -> tuple[str, str]:
         """The text with each Since argument turned into the seconds from it to `now`."""

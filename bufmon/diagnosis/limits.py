@@ -18,7 +18,6 @@ application's pace, so that window is the peer's),
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from bufmon.diagnosis.config import SendQueueFull
@@ -45,8 +44,7 @@ class Window(NamedTuple):
     full: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """Where one buffer's size comes from, as far as the kernel's numbers tell."""
 
     kind: str  # "autotuned", "ceiling", "application", "system" or "unknown"
@@ -60,16 +58,14 @@ class Source:
         return self.kind in ("ceiling", "application")
 
 
-@dataclass(frozen=True, slots=True)
-class Receiver:
+class Receiver(NamedTuple):
     """The local socket on the receiving end of a sender, when it is in view."""
 
     rcvbuf: Source
     behind: bool  # its application does not keep up (flagged reader, or r >= rb)
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(NamedTuple):
     cause: str  # see the module docstring
     rwnd_share: float  # rwnd_limited / busy
     sndbuf_share: float  # sndbuf_limited / busy

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from bufmon.diagnosis import text
 from bufmon.diagnosis.config import Config
@@ -66,21 +65,37 @@ class Track:
             self.acked_t = now
 
 
-@dataclass(slots=True)
 class Refresh:
     """What one refresh knows beyond the socket: time and host counter deltas."""
 
-    now: float
-    deltas: dict[str, int]
-    rmem_default: int = 131072
-    loss_events: str = ""  # non-empty when TcpExt says received data was thrown away
-    prune_events: str = ""  # the kernel collapsed/pruned receive queues (no loss by itself)
-    blamed: set[str] = field(default_factory=set)  # kinds pinned on some socket
-    sysctls: Mapping[str, list[int]] = field(default_factory=dict)
-    sockets: Sequence[Sock] = ()  # the whole snapshot, for the lookups below
-    tracks: dict[str, dict[int, Track]] = field(default_factory=dict)  # by netns, cookie
-    _ends: dict[tuple[object, ...], Sock] | None = None
-    _close_waits: Counter[int | None] | None = None
+    __slots__ = (
+        "_close_waits", "_ends", "blamed", "deltas", "loss_events", "now", "prune_events",
+        "rmem_default", "sockets", "sysctls", "tracks",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        now: float,
+        deltas: dict[str, int],
+        *,
+        rmem_default: int,  # tcp_rmem[1]
+        loss_events: str,  # non-empty when TcpExt says received data was thrown away
+        prune_events: str,  # the kernel collapsed/pruned receive queues (no loss by itself)
+        sysctls: Mapping[str, list[int]],
+        sockets: Sequence[Sock],  # the whole snapshot, for the lookups below
+        tracks: dict[str, dict[int, Track]],  # by netns, cookie
+    ) -> None:
+        self.now = now
+        self.deltas = deltas
+        self.rmem_default = rmem_default
+        self.loss_events = loss_events
+        self.prune_events = prune_events
+        self.sysctls = sysctls
+        self.sockets = sockets
+        self.tracks = tracks
+        self.blamed: set[str] = set()  # kinds pinned on some socket
+        self._ends: dict[tuple[object, ...], Sock] | None = None
+        self._close_waits: Counter[int | None] | None = None
 
     def local_peer(self, s: Sock) -> Sock | None:
         """The other end of connection `s` when it is in this snapshot (index built once)."""

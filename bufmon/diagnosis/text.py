@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from bufmon.present import endpoint
 from collectors.model import Process, Sock
@@ -12,8 +11,7 @@ if TYPE_CHECKING:
     from bufmon.diagnosis.limits import Limit, Source
 
 
-@dataclass(frozen=True, slots=True)
-class Named:
+class Named(NamedTuple):
     """What a flag's text says about its socket, detached from the Sock: a flag builds
     its text late, and a Sock whose flags pointed back at it would make snapshots
     cyclic (collectors.gcpolicy relies on them being freed by reference counting)."""

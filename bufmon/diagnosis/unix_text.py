@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bufmon.diagnosis.text import Named, owner, secs, size
 from collectors.model import Process, UnixSock
@@ -13,8 +13,7 @@ NO_READ_COUNTER = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class UnixFacts:
+class UnixFacts(NamedTuple):
     """What a UNIX flag's text says beyond Named, detached from the Sock like it."""
 
     inode: int
