@@ -10,10 +10,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from bufmon import __version__
-from bufmon.clidoc import SHELLS, add_examples
+from bufmon.clidoc import SHELLS, HelpFormatter, add_examples
 from bufmon.diagnosis import ConfigError, load_config
 from bufmon.exporter.command import add_export_parser, cmd_export
 from bufmon.exporter.errors import ExportError, ExportUsageError
@@ -39,6 +39,10 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 

@@ -13,7 +13,6 @@ false for that socket, so its negation is true.
 
 from __future__ import annotations
 
-import ipaddress
 import pwd
 import re
 import weakref
@@ -129,6 +128,8 @@ def _integer(value: str, what: str, limit: int) -> int:
 
 def _address_test(value: str) -> Callable[[str], bool]:
     """Exact address or CIDR; an IPv4 network also matches v4-mapped IPv6 addresses."""
+    import ipaddress  # late: only an address term needs it
+
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -210,6 +209,8 @@ def _dumps(value: Any, plain: Callable[[], Any] | None = None) -> bytes:
         out = b"\x80"  # not ASCII: take the standard path below
     if out.isascii():
         return out
+    import json  # late: only text past ASCII needs it
+
     doc = value if plain is None else plain()
     return json.dumps(doc, separators=(",", ":")).encode("ascii")
 

@@ -7,7 +7,6 @@ listed in docs/containers.md). netns.discover reads them once per namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from typing import Any
@@ -33,6 +32,8 @@ NERDCTL_NAME = "nerdctl/name"
 
 def _read_json(path: str) -> Any:
     """The JSON document in a regular file, or None (missing, too big, not JSON)."""
+    import json  # late: only a host with containers gets here
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
@@ -26,6 +25,8 @@ def parse_duration(text: str) -> float:
 def parse_time(text: str, start: float, end: float) -> float:
     """A wall-clock time: absolute, a time of day within the recording (the first such
     moment at or after its start), or `-DURATION` before its end."""
+    from datetime import datetime  # late: only replay's times need it, not every `bufmon`
+
     text = text.strip()
     if text.startswith("-"):
         try:
@@ -42,6 +43,8 @@ def parse_time(text: str, start: float, end: float) -> float:
 
 
 def _time_of_day(clock: re.Match[str], text: str, start: float) -> float:
+    from datetime import datetime, timedelta
+
     hour, minute, second = int(clock.group(1)), int(clock.group(2)), int(clock.group(3) or 0)
     if hour > 23 or minute > 59 or second > 59:
         raise ValueError(f"not a time of day: {text!r}")
