@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from itertools import chain, islice
 from typing import NamedTuple
 
-from collectors.cgroups import container_owner
 from collectors.checkpoint import Checkpoint, no_pause
 from collectors.model import Sock
 from collectors.sockdiag import DiagError, SockDiag, open_diag_socket
@@ -382,6 +381,8 @@ class Discovery:
             return Namespace(inode, "host", path, "")
         if seen is not None and seen.path == path:
             return seen
+        from collectors.cgroups import container_owner  # late: only `all` and PIDs need it
+
         label, name = container_owner(pid) or (f"net:[{inode}]", None)
         return Namespace(inode, label, path, f"{_comm(pid)}/{pid}", name)
 
@@ -489,6 +490,8 @@ class NamespaceSet:
         inode = link_inode(path) or _checked_inode(path, what)
         if inode == self.host_inode:
             return {inode: Namespace(inode, "host", path, "")}
+        from collectors.cgroups import container_owner
+
         owner = container_owner(sel) if _is_pid(sel) else (decode_name(sel), None)
         label, name = owner if owner and owner[0] else (f"net:[{inode}]", None)
         return {inode: Namespace(inode, label, path, "", name)}

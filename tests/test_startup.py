@@ -42,6 +42,7 @@ NOT_NEEDED = (
     "shutil",  # argparse sizes its help with it: clidoc.HelpFormatter does not
     "datetime",  # replay's times (and orjson, for JSON output)
     "json",  # text past ASCII in JSON output, container state files (and orjson)
+    "collectors.cgroups",  # container labels: --netns all or PID only
 )
 
 
