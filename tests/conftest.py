@@ -26,7 +26,7 @@ NEEDS_ROOT = "needs root (network namespaces, other users' processes)"
 AS_NOBODY = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 # What an unprivileged run imports: bufmon's headless packages, their dependencies,
 # and the test helpers.
-PACKAGES = ("bufmon", "collectors", "pyroute2", "orjson")
+PACKAGES = ("bufmon", "collectors", "psutil", "pyroute2", "orjson")
 HELPERS = ("factories.py",)
 
 
