@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
+
+import psutil
 
 from collectors.checkpoint import Checkpoint, in_steps, no_pause
 from collectors.model import Process, Sock
@@ -21,6 +22,10 @@ from collectors.procscan import ForkedScan, all_pids, pid_links, scan_order
 from collectors.untrusted import read_comm
 
 NOT_ROOT_NOTICE = "not running as root: processes of other users are not shown"
+
+
+# Processes and fds come and go while we look: skipping them is normal.
+GONE = (OSError, psutil.NoSuchProcess, psutil.AccessDenied)
 
 
 def unreadable_notice(count: int) -> str:
@@ -37,7 +42,7 @@ class ProcessIndex:
         self.scans = 0  # /proc/PID/fd directories read so far
         self._owner: dict[int, int] = {}  # inode -> pid
         self._process_of: dict[int, Process] = {}  # inode -> facts, rebuilt on changes
-        self._processes: dict[int, tuple[int, Process]] = {}  # pid -> (start time, facts)
+        self._processes: dict[int, tuple[float, Process]] = {}  # pid -> (create_time, facts)
         self._unresolved: set[int] = set()  # inodes the last scan could not attribute
         self._last_full_pass = float("-inf")
         self._unreadable: set[int] = set()  # pids whose fds we may not read
@@ -121,9 +126,7 @@ class ProcessIndex:
     def _forget_dead(self) -> bool:
         """Drop pids that died or were reused (another start time); True if any."""
         dead = {
-            pid
-            for pid, (started, _) in self._processes.items()
-            if start_time_of(self.proc, pid) != started
+            pid for pid, (started, _) in self._processes.items() if create_time_of(pid) != started
         }
         if dead:
             self._processes = {pid: p for pid, p in self._processes.items() if pid not in dead}
@@ -193,38 +196,19 @@ class ProcessIndex:
         """Record the facts of pid unless already known; False when it is gone."""
         if pid in self._processes:
             return True
-        try:  # processes come and go while we look: skipping them is normal
-            started = start_time(self.proc, pid)
-            user = user_name(self.proc, pid)
+        try:
+            proc = psutil.Process(pid)
+            created = proc.create_time()
+            user = proc.username()
             comm = read_comm(f"{self.proc}/{pid}/comm")
-        except OSError:
+        except GONE:
             return False
-        self._processes[pid] = (started, Process(pid=pid, comm=comm, user=user))
+        self._processes[pid] = (created, Process(pid=pid, comm=comm, user=user))
         return True
 
 
-def start_time(proc: str, pid: int) -> int:
-    """When pid started, in clock ticks after boot (field 22 of /proc/PID/stat): with
-    the pid it names one process, a reused pid has another. Raises OSError."""
-    with open(f"{proc}/{pid}/stat", "rb") as f:
-        stat = f.read()
-    # the name (field 2, in parentheses) may hold spaces and parentheses: split after it
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
-
-
-def start_time_of(proc: str, pid: int) -> int | None:
-    """start_time, or None when the process is gone."""
+def create_time_of(pid: int) -> float | None:
     try:
-        return start_time(proc, pid)
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except GONE:
         return None
-
-
-def user_name(proc: str, pid: int) -> str:
-    """The login name of pid's real user (its uid when the name is unknown). Raises OSError."""
-    with open(f"{proc}/{pid}/status", "rb") as f:
-        uid = next(int(line.split()[1]) for line in f if line.startswith(b"Uid:"))
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)

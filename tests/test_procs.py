@@ -18,7 +18,7 @@ from factories import make_sock
 
 import collectors.checkpoint as checkpoints
 from collectors.model import Sock
-from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex, start_time, unreadable_notice
+from collectors.procs import NOT_ROOT_NOTICE, ProcessIndex, unreadable_notice
 
 pytestmark = pytest.mark.root  # reads other processes' fds, switches users
 
@@ -246,57 +246,6 @@ def test_full_passes_while_processes_come_and_go() -> None:
     finally:
         churn.kill()
         churn.wait()
-
-
-def test_start_time_reads_past_a_name_of_spaces_and_parentheses() -> None:
-    """The name in /proc/PID/stat may hold `) ` and spaces: the start time is still
-    field 22, after ours (the child started later) and before now."""
-    named = (
-        "import ctypes, sys; ctypes.CDLL(None).prctl(15, b'a) 1 2 (b', 0, 0, 0)  # PR_SET_NAME\n"
-        "print(); sys.stdin.read()"
-    )
-    kid = subprocess.Popen(
-        [sys.executable, "-c", named], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert kid.stdout is not None and kid.stdout.readline() == b"\n"  # named itself
-        assert Path(f"/proc/{kid.pid}/comm").read_text() == "a) 1 2 (b\n"
-        started = start_time("/proc", kid.pid)
-    finally:
-        kid.kill()
-        kid.wait()
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    assert start_time("/proc", os.getpid()) <= started <= uptime * os.sysconf("SC_CLK_TCK")
-
-
-def unnamed_uid() -> int:
-    """A uid no user name on this host has."""
-    uid = 54321
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
-        uid += 1
-
-
-def test_a_user_without_a_name_shows_as_the_uid() -> None:
-    uid = unnamed_uid()
-    with socket.socket() as held:  # the sleeper owns the socket once this copy closes
-        sleeper = subprocess.Popen(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "60"],
-            pass_fds=[held.fileno()],
-        )
-        socks = [sock_of(inode_of(held))]
-    try:
-        while Path(f"/proc/{sleeper.pid}/comm").read_text() != "sleep\n":
-            time.sleep(0.01)  # setpriv has not become sleep yet
-        ProcessIndex().attribute(socks)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert socks[0].process is not None
-    assert (socks[0].process.pid, socks[0].process.user) == (sleeper.pid, str(uid))
 
 
 def unreadable_pids() -> set[int]:
