@@ -38,7 +38,6 @@ NOT_NEEDED = (
     "orjson",  # JSON output only
     "tomllib",  # a config file or --set only
     "tempfile",  # saving the view's settings only
-    "psutil",  # no longer a dependency: /proc is read directly
     "shutil",  # argparse sizes its help with it: clidoc.HelpFormatter does not
     "datetime",  # replay's times (and orjson, for JSON output)
     "json",  # text past ASCII in JSON output, container state files (and orjson)
