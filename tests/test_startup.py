@@ -39,7 +39,6 @@ NOT_NEEDED = (
     "tomllib",  # a config file or --set only
     "tempfile",  # saving the view's settings only
     "shutil",  # argparse sizes its help with it: clidoc.HelpFormatter does not
-    "datetime",  # replay's times (and orjson, for JSON output)
     "json",  # text past ASCII in JSON output, container state files (and orjson)
     "collectors.cgroups",  # container labels: --netns all or PID only
 )
