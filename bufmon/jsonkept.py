@@ -33,6 +33,7 @@ KEEP_MAX = 65536  # sockets whose text is kept (each document's first ones)
 _NOT_SAMPLED = frozenset(
     ("netns", "cookie", "info", "flags", "listener")  # compared apart, or never kept
     + ("timer_expires_ms", "retrans", "netns_name", "segs_in")  # not in the JSON
+    + ("recv_fill", "send_fill")  # made of the queues and skmem, which are sampled
 )
 SAMPLED = tuple(name for name in Sock.__slots__ if name not in _NOT_SAMPLED)
 _SAMPLE = attrgetter(*SAMPLED)

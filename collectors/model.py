@@ -7,7 +7,6 @@ and becomes a dict only when a consumer asks for it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
 from collectors.tcpinfo import TcpInfo
@@ -84,8 +83,7 @@ SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 
 
-@dataclass(slots=True)
-class Process:
+class Process(NamedTuple):
     pid: int
     comm: str
     user: str
@@ -517,15 +515,26 @@ class UnixSock(Sock):
         return out
 
 
-@dataclass(slots=True)
 class SystemFacts:
-    """Host facts read each refresh: counters (with per-refresh deltas) and sysctls."""
+    """Host facts read each refresh: counters (with per-refresh deltas) and sysctls.
+    (Plain classes here, not dataclasses: every command loads this module, and the
+    dataclasses module with what it imports costs ~15 ms of start-up.)"""
 
-    counters: dict[str, int] = field(default_factory=dict)  # "TcpExt.ListenOverflows"
-    deltas: dict[str, int] = field(default_factory=dict)  # change since last refresh
-    interval: float = 0.0  # seconds the deltas cover
-    sockstat: dict[str, int] = field(default_factory=dict)  # "TCP.mem", "TCP.tw"
-    sysctls: dict[str, list[int]] = field(default_factory=dict)  # "tcp_mem": [l, p, h]
+    __slots__ = ("counters", "deltas", "interval", "sockstat", "sysctls")
+
+    def __init__(
+        self,
+        counters: dict[str, int] | None = None,
+        deltas: dict[str, int] | None = None,
+        interval: float = 0.0,
+        sockstat: dict[str, int] | None = None,
+        sysctls: dict[str, list[int]] | None = None,
+    ) -> None:
+        self.counters = counters if counters is not None else {}  # "TcpExt.ListenOverflows"
+        self.deltas = deltas if deltas is not None else {}  # change since last refresh
+        self.interval = interval  # seconds the deltas cover
+        self.sockstat = sockstat if sockstat is not None else {}  # "TCP.mem", "TCP.tw"
+        self.sysctls = sysctls if sysctls is not None else {}  # "tcp_mem": [low, pressure, high]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -550,18 +559,30 @@ def netns_shown(ns: dict[str, Any]) -> str | None:
     return f"{str(ns['label']).partition(':')[0]}:{name}"
 
 
-@dataclass(slots=True)
 class Snapshot:
-    time: float
-    host: str
-    sockets: list[Sock]
-    system: SystemFacts
-    system_flags: list[Flag] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)  # e.g. "not root: ..."
-    namespaces: list[dict[str, Any]] = field(default_factory=list)  # label, inode, holder, name
+    """One refresh: every socket, the host's facts and the system's flags."""
 
-    def __post_init__(self) -> None:
-        """Each socket of a named container or pod namespace gets that name to show."""
+    __slots__ = ("host", "namespaces", "notices", "sockets", "system", "system_flags", "time")
+
+    def __init__(
+        self,
+        time: float,
+        host: str,
+        sockets: list[Sock],
+        system: SystemFacts,
+        system_flags: list[Flag] | None = None,
+        notices: list[str] | None = None,
+        namespaces: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.time = time
+        self.host = host
+        self.sockets = sockets
+        self.system = system
+        self.system_flags = system_flags if system_flags is not None else []
+        self.notices = notices if notices is not None else []  # e.g. "not root: ..."
+        # label, inode, holder, name of each namespace read
+        self.namespaces = namespaces if namespaces is not None else []
+        # each socket of a named container or pod namespace gets that name to show
         names = {ns["label"]: shown for ns in self.namespaces if (shown := netns_shown(ns))}
         if names:
             for s in self.sockets:
