@@ -256,7 +256,7 @@ SEGS_IN_AT, SEGS_IN_END = tcpinfo.span("segs_in")
 _U32 = struct.Struct("=I").unpack_from
 
 
-Filled = tuple[tuple[int, ...], float | None, float | None]  # skmem, its buffer_fills
+Filled = tuple[tuple[int, ...] | None, float | None, float | None]  # skmem, its fills
 
 
 class Skmems(dict[bytes, Filled]):
@@ -283,6 +283,12 @@ class _SkmemsByProto(dict[str, Skmems]):
 
 
 SKMEMS = _SkmemsByProto()  # a protocol's Skmems, made when first asked for
+NO_SKMEM: Filled = (None, None, None)
+
+
+def listening(filled: Filled, recv_q: int, send_q: int) -> Filled:
+    """A listener's skmem with its fills: its accept queue against its backlog."""
+    return (filled[0], backlog_fill(recv_q, send_q), None)
 
 
 def _slow_row(data: bytes | memoryview, pos: int, length: int) -> tuple[Any, ...]:
@@ -423,13 +429,10 @@ class _Decoded(Sock):
         self.peer_addr = addrs[dst]
         self.peer_port = _PORTS[dport]
         self.recv_q, self.send_q = rq, wq
+        filled = NO_SKMEM if skmem is None else skmems[skmem]
         if state == TCP_LISTEN:
-            self.skmem = None if skmem is None else skmems[skmem][0]
-            self.recv_fill, self.send_fill = backlog_fill(rq, wq), None
-        elif skmem is None:
-            self.skmem = self.recv_fill = self.send_fill = None
-        else:
-            self.skmem, self.recv_fill, self.send_fill = skmems[skmem]
+            filled = listening(filled, rq, wq)
+        self.skmem, self.recv_fill, self.send_fill = filled
         # segs_in moves with every segment received: the cheapest sign of a change
         if info is None:
             self.info = self.segs_in = None

@@ -18,7 +18,7 @@ from itertools import repeat, starmap
 from typing import Any
 
 from collectors.gcpolicy import gc_paused
-from collectors.model import STATE_NAMES, UNIX_TYPES, Sock, UnixSock, backlog_fill
+from collectors.model import STATE_NAMES, UNIX_TYPES, Sock, UnixSock
 from collectors.replyruns import Fixed, run_length
 from collectors.sockdiag import (
     ALL_STATES,
@@ -29,6 +29,7 @@ from collectors.sockdiag import (
     NLMSG_ERROR,
     NLMSGHDR,
     NLMSGHDR_HEAD,
+    NO_SKMEM,
     RTATTR,
     SKMEM_LEN,
     SKMEMS,
@@ -39,6 +40,7 @@ from collectors.sockdiag import (
     _check_control,
     attribute_codes,
     covering,
+    listening,
 )
 from collectors.untrusted import decode
 
@@ -319,13 +321,10 @@ class _Decoded(UnixSock):
         self.local_port = self.peer_port = self.timer_expires_ms = self.retrans = 0
         self.peer_addr = ""
         self.recv_q, self.send_q = rq, wq
+        filled = NO_SKMEM if skmem is None else _SKMEMS[skmem]
         if state == TCP_LISTEN:
-            self.skmem = None if skmem is None else _SKMEMS[skmem][0]
-            self.recv_fill, self.send_fill = backlog_fill(rq, wq), None
-        elif skmem is None:
-            self.skmem = self.recv_fill = self.send_fill = None
-        else:
-            self.skmem, self.recv_fill, self.send_fill = _SKMEMS[skmem]
+            filled = listening(filled, rq, wq)
+        self.skmem, self.recv_fill, self.send_fill = filled
         self.info = self.segs_in = self.process = self.peer_process = self.listener = self.rates = (
             None
         )
