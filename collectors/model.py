@@ -220,9 +220,10 @@ class JsonParts:
 PLAIN = JsonParts()
 
 
-def backlog_fill(recv_q: int, send_q: int) -> float | None:
-    """A listener's fullness: connections waiting to be accepted / its backlog."""
-    return recv_q / send_q if send_q else None
+def listener_fills(recv_q: int, send_q: int) -> tuple[float | None, None]:
+    """A listener's (receive, send) fullness: the connections waiting to be accepted
+    against its backlog; it sends nothing."""
+    return (recv_q / send_q if send_q else None), None
 
 
 def buffer_fills(proto: str, skmem: tuple[int, ...]) -> tuple[float | None, float | None]:
@@ -241,10 +242,10 @@ def buffer_fills(proto: str, skmem: tuple[int, ...]) -> tuple[float | None, floa
 def queue_fills(
     proto: str, state: str, recv_q: int, send_q: int, skmem: tuple[int, ...] | None
 ) -> tuple[float | None, float | None]:
-    """Sock.recv_fill and send_fill: a listener's accept queue / backlog (no send fill),
-    else buffer_fills; None without skmem."""
+    """Sock.recv_fill and send_fill: a listener's listener_fills, else buffer_fills;
+    None without skmem."""
     if state == "LISTEN":
-        return backlog_fill(recv_q, send_q), None
+        return listener_fills(recv_q, send_q)
     return (None, None) if skmem is None else buffer_fills(proto, skmem)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from collectors import tcpinfo
 from collectors.checkpoint import Checkpoint, no_pause
 from collectors.gcpolicy import gc_paused
-from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo, backlog_fill, buffer_fills
+from collectors.model import STATE_NAMES, TIMER_NAMES, Sock, TcpInfo, buffer_fills, listener_fills
 from collectors.replyruns import Fixed, run_length
 
 NETLINK_SOCK_DIAG = 4
@@ -48,7 +48,7 @@ MEMINFO = struct.Struct("=4I")
 SKMEMINFO = struct.Struct("=9I")
 SKMEM_LEN = SKMEMINFO.size
 RECV_BUF = 1 << 20
-MAX_SKMEMS = 65536  # skmem tuples kept (SKMEMS); cleared when full
+MAX_SKMEMS = 65536  # skmem tuples kept per protocol (Skmems); cleared when full
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
@@ -287,8 +287,8 @@ NO_SKMEM: Filled = (None, None, None)
 
 
 def listening(filled: Filled, recv_q: int, send_q: int) -> Filled:
-    """A listener's skmem with its fills: its accept queue against its backlog."""
-    return (filled[0], backlog_fill(recv_q, send_q), None)
+    """A listener's skmem with its own fills (listener_fills), not its buffers'."""
+    return (filled[0], *listener_fills(recv_q, send_q))
 
 
 def _slow_row(data: bytes | memoryview, pos: int, length: int) -> tuple[Any, ...]:
